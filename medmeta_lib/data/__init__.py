@@ -1,0 +1,19 @@
+"""Data layer: collections, sources (MedSynth, MedMNIST, folders, CSV), episodes, augmentation."""
+
+from __future__ import annotations
+
+from medmeta_lib.data.collection import ImageCollection
+from medmeta_lib.data.episodes import ClassSplit, Episode, EpisodeSampler, EpisodeSet, split_classes, split_sites
+from medmeta_lib.data.sources import SOURCE_HELP, load_collection
+
+__all__ = [
+    "SOURCE_HELP",
+    "ClassSplit",
+    "Episode",
+    "EpisodeSampler",
+    "EpisodeSet",
+    "ImageCollection",
+    "load_collection",
+    "split_classes",
+    "split_sites",
+]

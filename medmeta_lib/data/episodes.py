@@ -1,0 +1,361 @@
+"""Few-shot episodes: N-way K-shot tasks, class/site/dataset splits, fixed evaluation sets.
+
+An *episode* (a task ``T_i``) is a small classification problem: a support set with K labelled
+images for each of N classes, and a query set with Q more images per class on which the adapted
+model is scored. Meta-learning minimises ``L(θ) = Σ_i L_i(θ)`` over many such tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from medmeta_lib.data.collection import ImageCollection
+
+__all__ = [
+    "Episode",
+    "EpisodeSampler",
+    "EpisodeSet",
+    "ClassSplit",
+    "split_classes",
+    "split_sites",
+]
+
+
+@dataclass
+class Episode:
+    """One N-way K-shot task.
+
+    Attributes:
+        support_x: ``(N*K, C, H, W)`` support images, class-major order.
+        support_y: ``(N*K,)`` labels remapped to ``0 .. N-1``.
+        query_x: ``(N*Q, C, H, W)`` query images.
+        query_y: ``(N*Q,)`` labels remapped to ``0 .. N-1``.
+        classes: original class id of each remapped label (``classes[j]`` is label ``j``).
+        site: the site id when every image comes from one site, else ``None``.
+        support_sites: ``(N*K,)`` site id per support image.
+        query_sites: ``(N*Q,)`` site id per query image.
+        support_idx: indices of the support images in the collection.
+        query_idx: indices of the query images in the collection.
+    """
+
+    support_x: torch.Tensor
+    support_y: torch.Tensor
+    query_x: torch.Tensor
+    query_y: torch.Tensor
+    classes: tuple[int, ...]
+    site: int | None
+    support_sites: torch.Tensor
+    query_sites: torch.Tensor
+    support_idx: torch.Tensor
+    query_idx: torch.Tensor
+
+    @property
+    def n_way(self) -> int:
+        """Number of classes in the task."""
+        return len(self.classes)
+
+    @property
+    def k_shot(self) -> int:
+        """Support images per class."""
+        return self.support_y.shape[0] // self.n_way
+
+    @property
+    def q_query(self) -> int:
+        """Query images per class."""
+        return self.query_y.shape[0] // self.n_way
+
+    def to(self, device: torch.device | str) -> Episode:
+        """Return a copy with the image and label tensors on ``device``."""
+        return Episode(
+            self.support_x.to(device),
+            self.support_y.to(device),
+            self.query_x.to(device),
+            self.query_y.to(device),
+            self.classes,
+            self.site,
+            self.support_sites,
+            self.query_sites,
+            self.support_idx,
+            self.query_idx,
+        )
+
+
+def _check_positive(**kw: int) -> None:
+    for name, v in kw.items():
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+
+
+class EpisodeSampler:
+    """Draw N-way K-shot Q-query episodes from an :class:`ImageCollection`.
+
+    Args:
+        collection: the images to draw from.
+        n_way: classes per episode.
+        k_shot: support images per class.
+        q_query: query images per class (disjoint from the support).
+        classes: class ids allowed in episodes (a meta-train/val/test class split); default all.
+        sites: site ids allowed (site hold-out); default all.
+        one_site: draw every episode from a single site chosen at random (a task "at one
+            hospital"); otherwise images of a class may come from any allowed site.
+        same_modality: draw the N classes of an episode from one modality (MedSynth), so a task
+            never mixes, say, chest radiographs with fundus photographs.
+        seed: seed of the episode stream; the same seed gives the same episodes.
+
+    Raises:
+        ValueError: when no episode can be drawn (N larger than the classes available, a class
+            with fewer than K+Q images in the allowed sites, an empty site).
+
+    Example:
+        >>> from medmeta_lib.data.collection import ImageCollection
+        >>> c = ImageCollection(images=torch.rand(40, 1, 8, 8), labels=torch.arange(40) % 4,
+        ...                     class_names=("a", "b", "c", "d"))
+        >>> ep = EpisodeSampler(c, n_way=3, k_shot=2, q_query=3, seed=0).sample()
+        >>> ep.support_x.shape, ep.query_y.shape
+        (torch.Size([6, 1, 8, 8]), torch.Size([9]))
+    """
+
+    def __init__(
+        self,
+        collection: ImageCollection,
+        n_way: int,
+        k_shot: int,
+        q_query: int,
+        *,
+        classes: Sequence[int] | None = None,
+        sites: Sequence[int] | None = None,
+        one_site: bool = False,
+        same_modality: bool = False,
+        seed: int = 0,
+    ) -> None:
+        _check_positive(n_way=n_way, k_shot=k_shot, q_query=q_query)
+        self.collection = collection
+        self.n_way, self.k_shot, self.q_query = int(n_way), int(k_shot), int(q_query)
+        self.one_site = one_site
+        self.same_modality = same_modality
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+        src = collection.source
+        all_classes = list(range(collection.num_classes))
+        self.classes = sorted(set(all_classes if classes is None else (int(c) for c in classes)))
+        bad = [c for c in self.classes if c not in all_classes]
+        if bad:
+            raise ValueError(f"{src}: classes {bad} do not exist (the collection has 0..{collection.num_classes - 1})")
+        self.sites = sorted(set(range(collection.num_sites) if sites is None else (int(s) for s in sites)))
+        bad = [s for s in self.sites if s not in range(collection.num_sites)]
+        if bad:
+            raise ValueError(f"{src}: sites {bad} do not exist (the collection has 0..{collection.num_sites - 1})")
+        need = self.k_shot + self.q_query
+        labels = collection.labels.numpy()
+        site_arr = collection.sites.numpy() if collection.sites is not None else np.zeros(len(labels), int)
+        # pools[site or -1][class] -> indices; -1 pools all allowed sites together.
+        keys = self.sites if one_site else [-1]
+        self._pools: dict[int, dict[int, np.ndarray]] = {}
+        for s in keys:
+            site_mask = np.isin(site_arr, self.sites) if s == -1 else site_arr == s
+            if not site_mask.any():
+                names = collection.site_names
+                raise ValueError(f"{src}: site {names[s] if names else s!r} has no images in this split")
+            pool = {}
+            for c in self.classes:
+                idx = np.nonzero(site_mask & (labels == c))[0]
+                if len(idx) >= need:
+                    pool[c] = idx
+            self._pools[s] = pool
+        self._groups = self._class_groups()
+        usable = {s: [g for g in self._groups[s] if len(g) >= self.n_way] for s in keys}
+        self._usable = {s: g for s, g in usable.items() if g}
+        if not self._usable:
+            best = max((len(g) for gs in self._groups.values() for g in gs), default=0)
+            where = "any single site" if one_site else "the allowed sites"
+            grp = " of one modality" if same_modality else ""
+            raise ValueError(
+                f"{src}: cannot draw {self.n_way}-way {self.k_shot}-shot {self.q_query}-query episodes: "
+                f"only {best} class(es){grp} have at least K+Q={need} images in {where}. "
+                "Lower n_way, k_shot or q_query, or allow more classes/sites."
+            )
+
+    def _class_groups(self) -> dict[int, list[list[int]]]:
+        out: dict[int, list[list[int]]] = {}
+        mods = self.collection.class_modalities
+        for s, pool in self._pools.items():
+            if self.same_modality and mods is not None:
+                by_mod: dict[str, list[int]] = {}
+                for c in pool:
+                    by_mod.setdefault(mods[c], []).append(c)
+                out[s] = list(by_mod.values())
+            else:
+                out[s] = [sorted(pool)]
+        return out
+
+    def sample_indices(self, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], int | None]:
+        """Draw one episode as index arrays: (support, query, classes, site)."""
+        rng = self._rng if rng is None else rng
+        site_keys = list(self._usable)
+        s = site_keys[int(rng.integers(len(site_keys)))]
+        groups = self._usable[s]
+        group = groups[int(rng.integers(len(groups)))]
+        chosen = rng.choice(len(group), size=self.n_way, replace=False)
+        classes = tuple(int(group[i]) for i in chosen)
+        k, need = self.k_shot, self.k_shot + self.q_query
+        sup, qry = [], []
+        for c in classes:
+            pool = self._pools[s][c]
+            pick = pool[rng.choice(len(pool), size=need, replace=False)]
+            sup.append(pick[:k])
+            qry.append(pick[k:])
+        return np.concatenate(sup), np.concatenate(qry), classes, (None if s == -1 else int(s))
+
+    def materialise(self, support: np.ndarray, query: np.ndarray, classes: tuple[int, ...], site: int | None) -> Episode:
+        """Build an :class:`Episode` from index arrays (see :meth:`sample_indices`)."""
+        col = self.collection
+        assert col.sites is not None
+        si, qi = torch.from_numpy(support), torch.from_numpy(query)
+        n = len(classes)
+        sy = torch.arange(n).repeat_interleave(len(support) // n)
+        qy = torch.arange(n).repeat_interleave(len(query) // n)
+        ss, qs = col.sites[si], col.sites[qi]
+        if site is None and bool((ss == ss[0]).all() and (qs == ss[0]).all()):
+            site = int(ss[0])
+        return Episode(col.images[si], sy, col.images[qi], qy, classes, site, ss, qs, si, qi)
+
+    def sample(self) -> Episode:
+        """Draw the next episode of the seeded stream."""
+        return self.materialise(*self.sample_indices())
+
+    def __iter__(self) -> Iterator[Episode]:
+        while True:
+            yield self.sample()
+
+    def fixed(self, n_episodes: int, *, seed: int | None = None) -> EpisodeSet:
+        """A fixed, seeded set of episodes, independent of this sampler's stream position.
+
+        Every learner evaluated on ``sampler.fixed(600, seed=1)`` sees the same 600 tasks.
+        """
+        _check_positive(n_episodes=n_episodes)
+        rng = np.random.default_rng(self.seed if seed is None else seed)
+        return EpisodeSet(self, [self.sample_indices(rng) for _ in range(n_episodes)])
+
+
+class EpisodeSet(Sequence[Episode]):
+    """A fixed list of episodes stored as indices and materialised on access (low memory)."""
+
+    def __init__(
+        self,
+        sampler: EpisodeSampler,
+        items: list[tuple[np.ndarray, np.ndarray, tuple[int, ...], int | None]],
+    ) -> None:
+        self.sampler = sampler
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return EpisodeSet(self.sampler, self.items[i])
+        return self.sampler.materialise(*self.items[i])
+
+    def __iter__(self) -> Iterator[Episode]:
+        for item in self.items:
+            yield self.sampler.materialise(*item)
+
+
+@dataclass(frozen=True)
+class ClassSplit:
+    """Disjoint class ids for meta-training, meta-validation and meta-testing."""
+
+    train: tuple[int, ...]
+    val: tuple[int, ...]
+    test: tuple[int, ...]
+
+
+def split_classes(
+    collection: ImageCollection,
+    *,
+    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
+    by_modality: bool = True,
+    seed: int = 0,
+) -> ClassSplit:
+    """Split class ids into disjoint meta-train / meta-val / meta-test sets.
+
+    Args:
+        collection: the collection whose classes are split.
+        fractions: shares of train, val and test classes (normalised to sum to 1).
+        by_modality: split within each modality, so each set holds classes of every modality
+            that has at least three classes.
+        seed: shuffling seed.
+
+    Example:
+        >>> from medmeta_lib.data.collection import ImageCollection
+        >>> c = ImageCollection(images=torch.rand(10, 1, 4, 4), labels=torch.arange(10),
+        ...                     class_names=[str(i) for i in range(10)])
+        >>> s = split_classes(c, seed=0)
+        >>> len(s.train), len(s.val), len(s.test)
+        (6, 2, 2)
+    """
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or sum(fractions) <= 0:
+        raise ValueError(f"fractions must be three non-negative numbers, got {fractions!r}")
+    total = float(sum(fractions))
+    fr = [f / total for f in fractions]
+    rng = np.random.default_rng(seed)
+    if by_modality and collection.class_modalities is not None:
+        groups = [collection.classes_of_modality(m) for m in collection.modalities]
+    else:
+        groups = [list(range(collection.num_classes))]
+    train: list[int] = []
+    val: list[int] = []
+    test: list[int] = []
+    for g in groups:
+        g = [g[i] for i in rng.permutation(len(g))]
+        n = len(g)
+        n_val = int(round(fr[1] * n))
+        n_test = int(round(fr[2] * n))
+        if fr[1] > 0 and n >= 3:
+            n_val = max(n_val, 1)
+        if fr[2] > 0 and n >= 3:
+            n_test = max(n_test, 1)
+        n_train = n - n_val - n_test
+        if n_train < 0:
+            raise ValueError(f"{collection.source}: fractions {fractions} leave no training classes")
+        train += g[:n_train]
+        val += g[n_train : n_train + n_val]
+        test += g[n_train + n_val :]
+    if not train or not test:
+        raise ValueError(
+            f"{collection.source}: {collection.num_classes} classes are too few for a train/val/test class split; "
+            "use a site or dataset hold-out instead"
+        )
+    return ClassSplit(tuple(sorted(train)), tuple(sorted(val)), tuple(sorted(test)))
+
+
+def split_sites(collection: ImageCollection, held_out: Sequence[int | str]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Return ``(train_sites, held_out_sites)`` for a leave-sites-out experiment.
+
+    ``held_out`` holds site ids or names. Example:
+        >>> from medmeta_lib.data.collection import ImageCollection
+        >>> c = ImageCollection(images=torch.rand(4, 1, 4, 4), labels=torch.tensor([0, 1, 0, 1]),
+        ...                     class_names=("a", "b"), sites=torch.tensor([0, 0, 1, 1]), site_names=("A", "B"))
+        >>> split_sites(c, ["B"])
+        ((0,), (1,))
+    """
+    names = list(collection.site_names or ())
+    out: list[int] = []
+    for s in held_out:
+        if isinstance(s, str):
+            if s not in names:
+                raise ValueError(f"{collection.source}: unknown site {s!r}; sites are {names}")
+            out.append(names.index(s))
+        else:
+            if not 0 <= int(s) < len(names):
+                raise ValueError(f"{collection.source}: site id {s} out of range 0..{len(names) - 1}")
+            out.append(int(s))
+    held = tuple(sorted(set(out)))
+    train = tuple(i for i in range(len(names)) if i not in held)
+    if not held or not train:
+        raise ValueError(f"{collection.source}: a site hold-out needs at least one held-out and one training site")
+    return train, held

@@ -1,0 +1,363 @@
+"""The notebook pipeline: registry, parameter validation and the papermill runner.
+
+``medmeta run`` executes the registered notebooks in order into a run directory, passing
+artifacts forward by path (02's encoder → 03, 03's checkpoints and metrics → 04)::
+
+    runs/<timestamp>/
+      params.yaml          resolved parameters of every notebook
+      metrics.json         merged metrics ({notebook: metrics})
+      index.html           report: links, headline metrics, figures
+      01_data_exploration.ipynb / .html     executed notebook and its HTML export
+      01_data_exploration/                  the notebook's output_dir (metrics.json, figures/, ...)
+"""
+
+from __future__ import annotations
+
+import ast
+import datetime as _dt
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medmeta_lib.config import PROJECT_ROOT, runs_dir
+from medmeta_lib.report import write_report
+
+__all__ = [
+    "NOTEBOOKS",
+    "NotebookSpec",
+    "ParameterError",
+    "PipelineError",
+    "RunResult",
+    "check_value",
+    "notebook_parameters",
+    "parse_overrides",
+    "resolve_parameters",
+    "run_pipeline",
+]
+
+NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
+DONE_FILE = ".medmeta_done.json"
+
+
+class ParameterError(ValueError):
+    """An unknown parameter name or a value of the wrong type (names notebook and parameter)."""
+
+
+class PipelineError(RuntimeError):
+    """A notebook failed; the message names the notebook, the cell and the error."""
+
+
+@dataclass(frozen=True)
+class NotebookSpec:
+    """One registered notebook.
+
+    Attributes:
+        key: short id used on the command line (``"01"``).
+        stem: file name without ``.ipynb``; also the name of its output folder.
+        smoke: tiny parameters for ``--smoke`` runs (documented in the README).
+        chain: maps the run directory to parameters taken from earlier notebooks' outputs.
+    """
+
+    key: str
+    stem: str
+    smoke: Mapping[str, Any] = field(default_factory=dict)
+    chain: Callable[[Path], dict[str, Any]] | None = None
+
+    @property
+    def path(self) -> Path:
+        """The committed (output-free) notebook."""
+        return NOTEBOOK_DIR / f"{self.stem}.ipynb"
+
+
+def _chain_03(run_dir: Path) -> dict[str, Any]:
+    enc = run_dir / "02_contrastive_pretraining" / "encoder.safetensors"
+    return {"encoder_checkpoint": str(enc)} if enc.exists() else {}
+
+
+def _chain_04(run_dir: Path) -> dict[str, Any]:
+    d = run_dir / "03_meta_training"
+    return {"meta_dir": str(d)} if (d / "metrics.json").exists() else {}
+
+
+NOTEBOOKS: list[NotebookSpec] = [
+    NotebookSpec(
+        "01",
+        "01_data_exploration",
+        smoke={"n_per_class_site": 6, "projection_images": 300, "pneumonia_npz": ""},
+    ),
+]
+
+
+# ---------------------------------------------------------------- parameters
+def notebook_parameters(path: Path) -> dict[str, dict[str, Any]]:
+    """The parameters cell of a notebook as papermill sees it: name -> {type, default, help}.
+
+    Raises:
+        ParameterError: when the notebook has no cell tagged ``parameters`` or papermill does not
+            recognise an assignment in it (e.g. an annotation papermill cannot parse).
+    """
+    import nbformat
+    import papermill as pm
+
+    params = pm.inspect_notebook(str(path))
+    nb = nbformat.read(str(path), as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if not cells:
+        raise ParameterError(f"{path.name}: no cell tagged 'parameters'; papermill cannot inject parameters")
+    assigned = []
+    for node in ast.parse(cells[0].source).body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            assigned.append(node.target.id)
+        elif isinstance(node, ast.Assign):
+            assigned += [t.id for t in node.targets if isinstance(t, ast.Name)]
+    missing = [a for a in assigned if a not in params]
+    if missing:
+        raise ParameterError(
+            f"{path.name}: papermill does not see parameter(s) {missing}; use annotations such as "
+            "int, float, str, bool, list, list[int], dict or Optional[str] (not 'X | None')"
+        )
+    return {k: dict(v) for k, v in params.items()}
+
+
+_SIMPLE: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (float, int),
+    "str": (str,),
+    "bool": (bool,),
+    "list": (list, tuple),
+    "dict": (dict,),
+}
+
+
+def check_value(type_name: str, value: Any) -> bool:
+    """True when ``value`` fits papermill's ``inferred_type_name`` (``int``, ``Optional[str]``, ``list[int]`` ...).
+
+    Example:
+        >>> check_value("Optional[int]", None), check_value("int", 2.5), check_value("list[int]", [1, 2])
+        (True, False, True)
+    """
+    t = type_name.replace(" ", "")
+    m = re.fullmatch(r"Optional\[(.+)\]", t)
+    if m:
+        return value is None or check_value(m.group(1), value)
+    m = re.fullmatch(r"(list|List|tuple|Tuple)\[(.+)\]", t)
+    if m:
+        return isinstance(value, (list, tuple)) and all(check_value(m.group(2), v) for v in value)
+    if t in ("None", "Any", ""):
+        return True
+    if t in _SIMPLE:
+        if isinstance(value, bool) and t in ("int", "float"):
+            return False
+        return isinstance(value, _SIMPLE[t])
+    return True  # a type we do not know: papermill will inject it as given
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """Parse ``name=value`` strings (values as YAML: ``3``, ``0.1``, ``true``, ``[1, 5]``, ``text``).
+
+    ``02.epochs=3`` targets one notebook; ``epochs=3`` every notebook that has ``epochs``.
+
+    Example:
+        >>> parse_overrides(["seed=3", "02.epochs=2", "data_source=medmnist:pneumoniamnist"])
+        {'seed': 3, '02.epochs': 2, 'data_source': 'medmnist:pneumoniamnist'}
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ParameterError(f"-p {item!r}: expected name=value")
+        name, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        if raw.startswith(("medmnist:", "synthetic")) or (isinstance(value, dict) and ":" in raw and "{" not in raw):
+            value = raw
+        out[name.strip()] = value
+    return out
+
+
+def resolve_parameters(
+    specs: Sequence[NotebookSpec],
+    overrides: Mapping[str, Any],
+    *,
+    smoke: bool = False,
+) -> dict[str, dict[str, Any]]:
+    """Validate overrides against every notebook's parameters cell and resolve per-notebook values.
+
+    Global names apply to each notebook that declares them; ``"02.name"`` targets notebook 02.
+    ``output_dir`` and chained paths are added by :func:`run_pipeline`.
+
+    Raises:
+        ParameterError: an unknown name (declared by no selected notebook) or a wrongly typed value,
+            naming the notebook and the parameter; papermill itself would only warn.
+    """
+    declared = {s.key: notebook_parameters(s.path) for s in specs}
+    resolved: dict[str, dict[str, Any]] = {s.key: dict(s.smoke) if smoke else {} for s in specs}
+    for name, value in overrides.items():
+        if "." in name and name.split(".", 1)[0] in {s.key for s in NOTEBOOKS}:
+            key, pname = name.split(".", 1)
+            targets = [s for s in specs if s.key == key]
+            if not targets:
+                continue  # targets a notebook not selected in this run
+            if pname not in declared[key]:
+                raise ParameterError(
+                    f"{targets[0].stem}: unknown parameter {pname!r}; it declares {sorted(declared[key])}"
+                )
+        else:
+            pname = name
+            targets = [s for s in specs if pname in declared[s.key]]
+            if not targets:
+                known = sorted({p for d in declared.values() for p in d})
+                raise ParameterError(f"unknown parameter {pname!r}: no selected notebook declares it; known: {known}")
+        for s in targets:
+            t = declared[s.key][pname]["inferred_type_name"]
+            if not check_value(t, value):
+                raise ParameterError(
+                    f"{s.stem}: parameter {pname!r} must be {t}, got {value!r} ({type(value).__name__})"
+                )
+            resolved[s.key][pname] = value
+    return resolved
+
+
+def _hash(params: Mapping[str, Any], path: Path) -> str:
+    h = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
+    h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- running
+@dataclass
+class RunResult:
+    """What a pipeline run produced."""
+
+    run_dir: Path
+    executed: list[str]
+    skipped: list[str]
+    metrics: dict[str, Any]
+
+
+def _select(only: Sequence[str] | None, from_: str | None) -> list[NotebookSpec]:
+    keys = [s.key for s in NOTEBOOKS]
+    for k in list(only or []) + ([from_] if from_ else []):
+        if k not in keys:
+            raise ParameterError(f"unknown notebook {k!r}; registered: {keys}")
+    specs = list(NOTEBOOKS)
+    if from_:
+        specs = specs[keys.index(from_) :]
+    if only:
+        specs = [s for s in specs if s.key in only]
+    return specs
+
+
+def _export_html(ipynb: Path) -> Path:
+    import nbconvert
+    import nbformat
+
+    nb = nbformat.read(str(ipynb), as_version=4)
+    body, _ = nbconvert.HTMLExporter().from_notebook_node(nb)
+    out = ipynb.with_suffix(".html")
+    _atomic_write_text(out, body)
+    return out
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def run_pipeline(
+    *,
+    out: Path | str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    smoke: bool = False,
+    only: Sequence[str] | None = None,
+    from_: str | None = None,
+    force: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> RunResult:
+    """Execute the registered notebooks headless with papermill into a run directory.
+
+    Args:
+        out: run directory (default ``runs/<timestamp>``); an existing one is resumed.
+        overrides: parameter overrides (see :func:`resolve_parameters`).
+        smoke: use each notebook's tiny smoke parameters (the whole chain in a few minutes).
+        only: run just these notebook keys (e.g. ``["02"]``).
+        from_: start at this notebook key.
+        force: re-run notebooks already completed with the same parameters.
+        progress: papermill's per-cell progress bar.
+        log: where progress lines go.
+
+    Raises:
+        ParameterError: before anything runs, for unknown or wrongly typed parameters.
+        PipelineError: when a cell fails (outputs so far are kept; the report is still written).
+
+    Example:
+        >>> result = run_pipeline(smoke=True, only=["01"])  # doctest: +SKIP
+    """
+    import papermill as pm
+
+    specs = _select(only, from_)
+    resolved = resolve_parameters(specs, overrides or {}, smoke=smoke)
+    run_dir = Path(out) if out else runs_dir() / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = run_dir.expanduser().resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    params_file = run_dir / "params.yaml"
+    all_params: dict[str, Any] = yaml.safe_load(params_file.read_text()) if params_file.exists() else {}
+    executed: list[str] = []
+    skipped: list[str] = []
+    failure: str | None = None
+    for spec in specs:
+        nb_out = run_dir / spec.stem
+        nb_out.mkdir(exist_ok=True)
+        params = {**(spec.chain(run_dir) if spec.chain else {}), **resolved[spec.key], "output_dir": str(nb_out)}
+        all_params[spec.stem] = params
+        _atomic_write_text(params_file, yaml.safe_dump(all_params, sort_keys=False))
+        digest = _hash(params, spec.path)
+        done = nb_out / DONE_FILE
+        if not force and done.exists() and json.loads(done.read_text()).get("hash") == digest:
+            log(f"[medmeta] {spec.stem}: already completed with these parameters, skipped (--force re-runs)")
+            skipped.append(spec.stem)
+            continue
+        done.unlink(missing_ok=True)
+        executed_nb = run_dir / f"{spec.stem}.ipynb"
+        log(f"[medmeta] running {spec.stem} → {executed_nb}")
+        t0 = time.time()
+        try:
+            pm.execute_notebook(
+                str(spec.path),
+                str(executed_nb),
+                parameters=params,
+                kernel_name="python3",
+                progress_bar=progress,
+                cwd=str(nb_out),
+            )
+        except pm.PapermillExecutionError as e:
+            failure = (
+                f"{spec.stem}: cell {e.exec_count} failed with {e.ename}: {e.evalue} "
+                f"(executed copy with outputs so far: {executed_nb})"
+            )
+        finally:
+            if executed_nb.exists():
+                _export_html(executed_nb)
+        if failure:
+            break
+        done.write_text(json.dumps({"hash": digest, "seconds": round(time.time() - t0, 1)}))
+        executed.append(spec.stem)
+        log(f"[medmeta] {spec.stem} done in {time.time() - t0:.0f} s")
+    metrics = {s.stem: json.loads(p.read_text()) for s in NOTEBOOKS if (p := run_dir / s.stem / "metrics.json").exists()}
+    _atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=str))
+    write_report(run_dir, [s.stem for s in NOTEBOOKS], metrics, failure=failure)
+    if failure:
+        raise PipelineError(failure)
+    log(f"[medmeta] run complete: {run_dir / 'index.html'}")
+    return RunResult(run_dir, executed, skipped, metrics)

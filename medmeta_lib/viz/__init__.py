@@ -1,0 +1,38 @@
+"""Plots for the notebooks: one module per topic (data, training, embeddings, adaptation, saliency)."""
+
+from __future__ import annotations
+
+__all__ = ["save_figure", "setup_notebook"]
+
+
+def setup_notebook() -> None:
+    """Configure plotly and matplotlib for JupyterLab and for papermill/HTML exports.
+
+    Plotly figures render through JupyterLab's mimetype renderer and, in the HTML export, as
+    self-contained HTML (plotly.js inlined once: the workbench runs offline).
+    """
+    import matplotlib as mpl
+    import plotly.io as pio
+
+    pio.renderers.default = "plotly_mimetype+notebook"
+    mpl.rcParams.update({"figure.dpi": 100, "savefig.dpi": 110, "image.cmap": "gray", "axes.titlesize": 9})
+
+
+def save_figure(fig, output_dir, name: str) -> str:
+    """Save a matplotlib figure as ``<output_dir>/figures/<name>.png`` (for the run report); return the path.
+
+    Example:
+        >>> import matplotlib.pyplot as plt, tempfile
+        >>> save_figure(plt.figure(), tempfile.mkdtemp(), "empty").endswith("empty.png")
+        True
+    """
+    import os
+    from pathlib import Path
+
+    d = Path(output_dir) / "figures"
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"{name}.png"
+    tmp = d / f".{name}.tmp.png"
+    fig.savefig(tmp, bbox_inches="tight")
+    os.replace(tmp, path)
+    return str(path)
