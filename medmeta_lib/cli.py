@@ -78,6 +78,25 @@ def _cmd_data(a: argparse.Namespace) -> int:
     return 2
 
 
+def _cmd_docs_params(a: argparse.Namespace) -> int:
+    from medmeta_lib.config import PROJECT_ROOT
+    from medmeta_lib.pipeline import parameters_markdown
+
+    table = parameters_markdown()
+    if not a.write:
+        print(table)
+        return 0
+    readme = PROJECT_ROOT / "README.md"
+    text = readme.read_text()
+    begin, end = "<!-- params:begin -->", "<!-- params:end -->"
+    if begin not in text or end not in text:
+        raise ValueError(f"{readme}: markers {begin} / {end} not found")
+    head, rest = text.split(begin, 1)
+    readme.write_text(f"{head}{begin}\n{table}\n{end}{rest.split(end, 1)[1]}")
+    print(f"updated {readme}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``medmeta`` argument parser (sub-commands: run, lab, data, pretrain, meta-train, evaluate)."""
     p = argparse.ArgumentParser(prog="medmeta", description="MedMeta Workbench: meta-learning for medical images")
@@ -110,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--split", default="train")
     info.add_argument("--image-size", type=int, default=28)
     d.set_defaults(func=_cmd_data)
+
+    dp = sub.add_parser("docs-params", help="print (or --write into README.md) the notebook parameter table")
+    dp.add_argument("--write", action="store_true")
+    dp.set_defaults(func=_cmd_docs_params)
     return p
 
 

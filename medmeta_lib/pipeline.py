@@ -38,6 +38,7 @@ __all__ = [
     "RunResult",
     "check_value",
     "notebook_parameters",
+    "parameters_markdown",
     "parse_overrides",
     "resolve_parameters",
     "run_pipeline",
@@ -361,3 +362,22 @@ def run_pipeline(
         raise PipelineError(failure)
     log(f"[medmeta] run complete: {run_dir / 'index.html'}")
     return RunResult(run_dir, executed, skipped, metrics)
+
+
+def parameters_markdown() -> str:
+    """The README's parameter table, generated from every registered notebook's parameters cell.
+
+    Example:
+        >>> "| notebook | parameter |" in parameters_markdown()
+        True
+    """
+    lines = ["| notebook | parameter | type | default | smoke | meaning |", "|---|---|---|---|---|---|"]
+    for spec in NOTEBOOKS:
+        for name, p in notebook_parameters(spec.path).items():
+            smoke = repr(spec.smoke[name]) if name in spec.smoke else ""
+            default = str(p["default"]).replace("|", "\\|")
+            lines.append(
+                f"| {spec.key} | `{name}` | {p['inferred_type_name']} | `{default}` | {smoke} | "
+                f"{p['help'].replace('|', '/')} |"
+            )
+    return "\n".join(lines)

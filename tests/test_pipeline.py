@@ -57,3 +57,14 @@ def test_smoke_parameters_exist_in_notebooks():
         declared = notebook_parameters(spec.path)
         for name in spec.smoke:
             assert name in declared, f"{spec.stem}: smoke parameter {name!r} is not declared"
+
+
+def test_readme_parameter_table_is_current():
+    from pathlib import Path
+
+    from medmeta_lib.pipeline import parameters_markdown
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    begin, end = "<!-- params:begin -->", "<!-- params:end -->"
+    table = readme.split(begin, 1)[1].split(end, 1)[0].strip()
+    assert table == parameters_markdown(), "README parameter table is stale: run `medmeta docs-params --write`"
