@@ -78,6 +78,100 @@ def _cmd_data(a: argparse.Namespace) -> int:
     return 2
 
 
+def _load_pair(a: argparse.Namespace, test_split: str = "test") -> tuple:
+    from medmeta_lib.data import load_collection
+
+    kw = {"n_per_class_site": a.n_per_class_site} if a.data == "synthetic" and a.n_per_class_site else {}
+    train = load_collection(a.data, image_size=a.image_size, split="train", seed=a.seed, **kw)
+    test = load_collection(a.data, image_size=a.image_size, split=test_split, seed=a.seed, **kw)
+    return train, test
+
+
+def _split(a: argparse.Namespace, train, test, k_shot: int):
+    from medmeta_lib.experiment import make_split
+
+    held = [s for s in (a.held_out_site or "").split(",") if s]
+    return make_split(train, test, split=a.protocol, n_way=a.n_way, k_shot=k_shot, q_query=a.q_query,
+                      held_out_sites=held, seed=a.seed)  # fmt: skip
+
+
+def _cmd_meta_train(a: argparse.Namespace) -> int:
+    from medmeta_lib.experiment import train_learners
+    from medmeta_lib.training import MetaTrainConfig
+
+    train, test = _load_pair(a, "val")
+    sp = _split(a, train, test, a.k_shot)
+    print(f"[medmeta] {sp.description}")
+    cfg = MetaTrainConfig(steps=a.steps, meta_batch=a.meta_batch, lr=a.lr, val_every=a.val_every,
+                          checkpoint_every=a.val_every, seed=a.seed)  # fmt: skip
+    res = train_learners([a.learner], sp, backbone=a.backbone, encoder=a.encoder, config=cfg,
+                         val_episodes=a.val_episodes, out_dir=a.out)[a.learner]  # fmt: skip
+    print(json.dumps({"learner": a.learner, "best_step": res.best_step, "best_val_acc": res.best_val_acc,
+                      "last_checkpoint": str(res.last_checkpoint), "best_checkpoint": str(res.best_checkpoint),
+                      "seconds": round(res.seconds, 1)}, indent=2))  # fmt: skip
+    return 0
+
+
+def _cmd_evaluate(a: argparse.Namespace) -> int:
+    from medmeta_lib.experiment import evaluate_split, learner_defaults
+    from medmeta_lib.runio import write_metrics
+    from medmeta_lib.training import build_learner, load_learner
+
+    train, test = _load_pair(a, a.split)
+    sp = _split(a, train, test, a.k_shot)
+    ckpts = dict(c.split("=", 1) if "=" in c else ("", c) for c in (a.checkpoint or []))
+    learners = {}
+    for name in [n for n in a.learners.split(",") if n]:
+        path = ckpts.get(name) or (ckpts.get("") if len(a.learners.split(",")) == 1 else None)
+        if path:
+            learners[name] = load_learner(path, expect_learner=name)
+        else:
+            learners[name] = build_learner(name, backbone=a.backbone, n_way=a.n_way, in_channels=train.channels,
+                                           encoder=a.encoder, learner_kwargs=learner_defaults(name, train),
+                                           seed=a.seed)  # fmt: skip
+    results = evaluate_split(learners, sp, episodes=a.episodes, seed=a.seed + 12345)
+    out = {"settings": {"data": a.data, "split": a.split, "protocol": sp.description, "n_way": a.n_way,
+                        "k_shot": a.k_shot, "q_query": a.q_query, "episodes": a.episodes, "encoder": a.encoder,
+                        "checkpoints": ckpts},
+           "learners": {n: r.to_dict() for n, r in results.items()}}  # fmt: skip
+    for r in results.values():
+        print(r)
+    if a.json:
+        p = write_metrics(Path(a.json).parent, out, name=Path(a.json).name)
+        print(f"wrote {p}")
+    return 0
+
+
+def _cmd_pretrain(a: argparse.Namespace) -> int:
+    from medmeta_lib.data import load_collection
+    from medmeta_lib.ssl.simclr import SimCLRConfig, pretrain_simclr
+
+    kw = {"n_per_class_site": a.n_per_class_site} if a.data == "synthetic" and a.n_per_class_site else {}
+    col = load_collection(a.data, image_size=a.image_size, split="train", seed=a.seed, **kw)
+    cfg = SimCLRConfig(epochs=a.epochs, batch_size=a.batch_size, seed=a.seed, site_invariance=a.site_invariance,
+                       augment_preset=a.augment)  # fmt: skip
+    res = pretrain_simclr(col, backbone=a.backbone, config=cfg, out=Path(a.out))
+    print(f"encoder checkpoint: {res.checkpoint}; final loss {res.history[-1]['loss']:.4f}")
+    return 0
+
+
+def _common_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="synthetic", help="source, as load_collection takes it")
+    p.add_argument("--image-size", type=int, default=28)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backbone", default="conv4")
+    p.add_argument("--n-per-class-site", type=int, default=0, help="MedSynth size (0 = its default)")
+
+
+def _common_tasks(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--n-way", type=int, default=5)
+    p.add_argument("--k-shot", type=int, default=5)
+    p.add_argument("--q-query", type=int, default=15)
+    p.add_argument("--protocol", default="auto", help="auto | modality | classes | sites | none")
+    p.add_argument("--held-out-site", default="", help="with --protocol sites: site name(s), comma-separated")
+    p.add_argument("--encoder", default=None, help="encoder checkpoint from `medmeta pretrain` / notebook 02")
+
+
 def _cmd_docs_params(a: argparse.Namespace) -> int:
     from medmeta_lib.config import PROJECT_ROOT
     from medmeta_lib.pipeline import parameters_markdown
@@ -129,6 +223,37 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--split", default="train")
     info.add_argument("--image-size", type=int, default=28)
     d.set_defaults(func=_cmd_data)
+
+    pt = sub.add_parser("pretrain", help="SimCLR contrastive pretraining of an encoder (labels unused)")
+    _common_data(pt)
+    pt.add_argument("--epochs", type=int, default=30)
+    pt.add_argument("--batch-size", type=int, default=256)
+    pt.add_argument("--augment", default="chest_xray", help="augmentation preset")
+    pt.add_argument("--site-invariance", action="store_true", help="positive pairs across acquisition styles")
+    pt.add_argument("--out", required=True, help="encoder checkpoint (.safetensors)")
+    pt.set_defaults(func=_cmd_pretrain)
+
+    mt = sub.add_parser("meta-train", help="meta-train one learner; checkpoints in --out/<learner>/")
+    _common_data(mt)
+    _common_tasks(mt)
+    mt.add_argument("--learner", required=True)
+    mt.add_argument("--steps", type=int, default=1000)
+    mt.add_argument("--meta-batch", type=int, default=4)
+    mt.add_argument("--lr", type=float, default=1e-3)
+    mt.add_argument("--val-every", type=int, default=100)
+    mt.add_argument("--val-episodes", type=int, default=100)
+    mt.add_argument("--out", required=True)
+    mt.set_defaults(func=_cmd_meta_train)
+
+    ev = sub.add_parser("evaluate", help="evaluate learners on the same fixed episodes (mean ± 95%% CI)")
+    _common_data(ev)
+    _common_tasks(ev)
+    ev.add_argument("--split", default="test", choices=["train", "val", "test"])
+    ev.add_argument("--learners", required=True, help="comma-separated learner names")
+    ev.add_argument("--episodes", type=int, default=600)
+    ev.add_argument("--checkpoint", action="append", help="meta-train checkpoint (NAME=PATH for several learners)")
+    ev.add_argument("--json", help="write results as JSON here")
+    ev.set_defaults(func=_cmd_evaluate)
 
     dp = sub.add_parser("docs-params", help="print (or --write into README.md) the notebook parameter table")
     dp.add_argument("--write", action="store_true")

@@ -17,9 +17,9 @@ __all__ = [
     "PROJECT_ROOT",
     "data_dir",
     "runs_dir",
+    "seed_everything",
     "select_device",
     "set_threads",
-    "seed_everything",
     "shared_data_file",
 ]
 
@@ -98,6 +98,6 @@ def seed_everything(seed: int) -> torch.Generator:
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - seeds legacy global-state users (e.g. third-party code)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)

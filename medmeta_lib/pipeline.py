@@ -355,7 +355,9 @@ def run_pipeline(
         done.write_text(json.dumps({"hash": digest, "seconds": round(time.time() - t0, 1)}))
         executed.append(spec.stem)
         log(f"[medmeta] {spec.stem} done in {time.time() - t0:.0f} s")
-    metrics = {s.stem: json.loads(p.read_text()) for s in NOTEBOOKS if (p := run_dir / s.stem / "metrics.json").exists()}
+    metrics = {
+        s.stem: json.loads(p.read_text()) for s in NOTEBOOKS if (p := run_dir / s.stem / "metrics.json").exists()
+    }
     _atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=str))
     write_report(run_dir, [s.stem for s in NOTEBOOKS], metrics, failure=failure)
     if failure:

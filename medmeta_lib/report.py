@@ -30,7 +30,9 @@ def _fmt(v: Any) -> str:
     return html.escape(str(v))
 
 
-def write_report(run_dir: Path, stems: Sequence[str], metrics: Mapping[str, Any], *, failure: str | None = None) -> Path:
+def write_report(
+    run_dir: Path, stems: Sequence[str], metrics: Mapping[str, Any], *, failure: str | None = None
+) -> Path:
     """Write ``run_dir/index.html`` and return its path.
 
     Args:

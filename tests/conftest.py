@@ -9,13 +9,13 @@ import torch
 matplotlib.use("Agg")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-from medmeta_lib.config import shared_data_file  # noqa: E402
-from medmeta_lib.data.collection import ImageCollection  # noqa: E402
+from medmeta_lib.config import shared_data_file
+from medmeta_lib.data.collection import ImageCollection
 
 PNEUMONIA = shared_data_file("pneumoniamnist.npz")
 needs_pneumonia = pytest.mark.skipif(
     PNEUMONIA is None,
-    reason="real PneumoniaMNIST not found at ../shared/data/medmnist/pneumoniamnist.npz (a fresh clone has no ../shared)",
+    reason="real PneumoniaMNIST not at ../shared/data/medmnist/pneumoniamnist.npz (a fresh clone has no ../shared)",
 )
 
 
@@ -27,7 +27,9 @@ def make_collection(
     labels = torch.arange(n) % n_classes
     sites = (torch.arange(n) // n_classes) % n_sites
     # class-dependent mean intensity so that tasks are easy but images differ
-    images = (labels.float()[:, None, None, None] + 1) / (n_classes + 1) + 0.05 * torch.randn(n, 1, size, size, generator=g)
+    images = (labels.float()[:, None, None, None] + 1) / (n_classes + 1) + 0.05 * torch.randn(
+        n, 1, size, size, generator=g
+    )
     return ImageCollection(
         images=images.clamp(0, 1),
         labels=labels,

@@ -15,14 +15,26 @@ from medmeta_lib.pipeline import (
 def test_check_value_types():
     assert check_value("int", 3) and not check_value("int", 3.5) and not check_value("int", True)
     assert check_value("float", 3) and check_value("float", 0.5) and not check_value("float", "x")
-    assert check_value("Optional[str]", None) and check_value("Optional[str]", "a") and not check_value("Optional[str]", 1)
+    assert (
+        check_value("Optional[str]", None) and check_value("Optional[str]", "a") and not check_value("Optional[str]", 1)
+    )
     assert check_value("list[int]", [1, 5]) and not check_value("list[int]", [1, "a"])
     assert check_value("bool", False) and not check_value("bool", 0)
 
 
 def test_parse_overrides_yaml_values():
-    got = parse_overrides(["a=3", "b=0.5", "c=true", "d=[1, 5]", "e=hello", "02.f=2", "data_source=medmnist:pneumoniamnist"])
-    assert got == {"a": 3, "b": 0.5, "c": True, "d": [1, 5], "e": "hello", "02.f": 2, "data_source": "medmnist:pneumoniamnist"}
+    got = parse_overrides(
+        ["a=3", "b=0.5", "c=true", "d=[1, 5]", "e=hello", "02.f=2", "data_source=medmnist:pneumoniamnist"]
+    )
+    assert got == {
+        "a": 3,
+        "b": 0.5,
+        "c": True,
+        "d": [1, 5],
+        "e": "hello",
+        "02.f": 2,
+        "data_source": "medmnist:pneumoniamnist",
+    }
     with pytest.raises(ParameterError, match="expected name=value"):
         parse_overrides(["novalue"])
 

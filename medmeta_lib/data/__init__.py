@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from medmeta_lib.data.collection import ImageCollection
-from medmeta_lib.data.episodes import ClassSplit, Episode, EpisodeSampler, EpisodeSet, split_classes, split_sites
+from medmeta_lib.data.episodes import (
+    ClassSplit,
+    Episode,
+    EpisodeSampler,
+    EpisodeSet,
+    split_classes,
+    split_modalities,
+    split_sites,
+)
 from medmeta_lib.data.sources import SOURCE_HELP, load_collection
 
 __all__ = [
@@ -15,5 +23,6 @@ __all__ = [
     "ImageCollection",
     "load_collection",
     "split_classes",
+    "split_modalities",
     "split_sites",
 ]

@@ -113,9 +113,7 @@ class ImageCollection:
         counts = torch.bincount(self.labels, minlength=k)
         if not self.allow_empty_classes and (counts == 0).any():
             empty = [self.class_names[i] for i in torch.nonzero(counts == 0).flatten().tolist()]
-            raise ValueError(
-                f"{src}: class(es) {empty} have no images; remove them from 'class_names' or add images"
-            )
+            raise ValueError(f"{src}: class(es) {empty} have no images; remove them from 'class_names' or add images")
         if self.sites is None:
             self.sites = torch.zeros(n, dtype=torch.long)
         self.sites = _as_tensor(self.sites, "sites", src)
@@ -199,7 +197,9 @@ class ImageCollection:
         h.update(self.sites.numpy().tobytes())
         return h.hexdigest()[:16]
 
-    def subset(self, indices: Sequence[int] | torch.Tensor | np.ndarray, *, split: str | None = None) -> ImageCollection:
+    def subset(
+        self, indices: Sequence[int] | torch.Tensor | np.ndarray, *, split: str | None = None
+    ) -> ImageCollection:
         """Return the images at ``indices`` (class and site names are kept; classes may be empty).
 
         Example:
@@ -222,8 +222,10 @@ class ImageCollection:
             class_modalities=self.class_modalities,
             split=self.split if split is None else split,
             allow_empty_classes=True,
-            meta={k: (v[idx] if isinstance(v, torch.Tensor) and v.shape[:1] == (len(self),) else v)
-                  for k, v in self.meta.items()},
+            meta={
+                k: (v[idx] if isinstance(v, torch.Tensor) and v.shape[:1] == (len(self),) else v)
+                for k, v in self.meta.items()
+            },
         )
 
     def summary(self) -> dict[str, Any]:

@@ -70,11 +70,15 @@ class TaskPicker:
             "source": W.Dropdown(options=list(self.collections), description="source", layout=lay, style=style),
             "modality": W.Dropdown(options=[ANY], value=ANY, description="modality", layout=lay, style=style),
             "classes": W.SelectMultiple(options=[], description="classes", rows=6, layout=lay, style=style),
-            "n_way": W.IntSlider(value=n_way, min=2, max=10, description="N (way)", continuous_update=False, style=style),
-            "k_shot": W.IntSlider(value=k_shot, min=1, max=20, description="K (shot)", continuous_update=False,
-                                  style=style),
-            "q_query": W.IntSlider(value=q_query, min=1, max=20, description="Q (query)", continuous_update=False,
-                                   style=style),
+            "n_way": W.IntSlider(
+                value=n_way, min=2, max=10, description="N (way)", continuous_update=False, style=style
+            ),
+            "k_shot": W.IntSlider(
+                value=k_shot, min=1, max=20, description="K (shot)", continuous_update=False, style=style
+            ),
+            "q_query": W.IntSlider(
+                value=q_query, min=1, max=20, description="Q (query)", continuous_update=False, style=style
+            ),
             "site": W.Dropdown(options=[ANY], value=ANY, description="site", layout=lay, style=style),
             "seed": W.IntText(value=seed, description="seed", layout=W.Layout(width="200px"), style=style),
         }
@@ -89,6 +93,7 @@ class TaskPicker:
         left = W.VBox([self.controls[k] for k in ("source", "modality", "classes", "site")])
         right = W.VBox([self.controls[k] for k in ("n_way", "k_shot", "q_query", "seed")] + [self.status])
         self.widget = W.VBox([W.HBox([left, right]), self.output])
+        self.widget.add_class("medmeta-task-picker")
         self.update()
 
     # ------------------------------------------------------------ state

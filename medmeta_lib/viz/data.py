@@ -61,7 +61,7 @@ def sample_grid(
     labels = collection.labels.numpy()
     for r, c in enumerate(classes):
         pool = np.nonzero(labels == c)[0]
-        pick = rng.choice(pool, size=min(per_class, len(pool)), replace=False) if len(pool) else []
+        pick = rng.choice(pool, size=min(per_class, len(pool)), replace=False) if len(pool) else pool
         for j in range(per_class):
             ax = axes[r, j]
             if j < len(pick):
@@ -165,8 +165,11 @@ def projection_figure(
         m = groups == g
         if m.any():
             fig.add_scattergl(x=xy[m, 0], y=xy[m, 1], mode="markers", name=name, marker={"size": 4, "opacity": 0.7})
-    fig.update_layout(title=f"{method.upper()} of {'features' if features is not None else 'pixels'}, by {color_by}",
-                      height=480, legend={"font": {"size": 9}})
+    fig.update_layout(
+        title=f"{method.upper()} of {'features' if features is not None else 'pixels'}, by {color_by}",
+        height=480,
+        legend={"font": {"size": 9}},
+    )
     return fig
 
 

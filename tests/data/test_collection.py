@@ -28,7 +28,12 @@ def test_valid_collection_fields():
 
 
 def test_numpy_inputs_and_label_column_vector():
-    c = ImageCollection(**_kw(images=np.random.rand(6, 1, 8, 8).astype(np.float32), labels=np.array([[0], [0], [1], [1], [2], [2]])))
+    c = ImageCollection(
+        **_kw(
+            images=np.random.default_rng(0).random((6, 1, 8, 8), dtype=np.float32),
+            labels=np.array([[0], [0], [1], [1], [2], [2]]),
+        )
+    )
     assert c.labels.shape == (6,) and c.labels.dtype == torch.long
     assert c.sites is not None and c.sites.tolist() == [0] * 6 and c.site_names == ("site0",)
 

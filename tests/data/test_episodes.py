@@ -132,7 +132,9 @@ def test_split_sites(toy):
 )
 def test_sampler_property(n_classes, per_class, n, k, q, seed):
     labels = torch.arange(n_classes * per_class) % n_classes
-    col = ImageCollection(images=torch.rand(len(labels), 1, 4, 4), labels=labels, class_names=[str(i) for i in range(n_classes)])
+    col = ImageCollection(
+        images=torch.rand(len(labels), 1, 4, 4), labels=labels, class_names=[str(i) for i in range(n_classes)]
+    )
     possible = n <= n_classes and k + q <= per_class
     if not possible:
         with pytest.raises(ValueError):

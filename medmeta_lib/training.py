@@ -1,0 +1,331 @@
+"""Meta-training: episodes → learner → outer optimiser, with validation, checkpoints and exact resume.
+
+The outer loop minimises ``L(θ) = (1/T) Σ_i L_i(θ)`` over meta-batches of ``T`` episodes drawn
+from an :class:`~medmeta_lib.data.episodes.EpisodeSampler`; every ``val_every`` steps the learner
+is scored on a fixed validation episode set and the best state is kept. Checkpoints are
+safetensors files (learner weights, optimiser state, the episode stream's RNG state, history) so
+that an interrupted run resumes to exactly the result of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from medmeta_lib.data.episodes import Episode, EpisodeSampler
+from medmeta_lib.evaluation import evaluate_learner
+
+__all__ = [
+    "MetaTrainConfig",
+    "MetaTrainResult",
+    "build_learner",
+    "load_learner",
+    "meta_train",
+]
+
+
+@dataclass
+class MetaTrainConfig:
+    """Outer-loop settings.
+
+    Attributes:
+        steps: outer (meta) steps.
+        meta_batch: episodes per outer step (``T`` in ``L(θ) = (1/T) Σ_i L_i(θ)``).
+        lr: Adam learning rate of the outer optimiser.
+        weight_decay: Adam weight decay.
+        val_every: validate (and keep the best state) every this many steps; 0 = never.
+        checkpoint_every: write ``last.safetensors`` every this many steps (and at the end).
+        grad_clip: clip the meta-gradient norm (``None``: no clipping).
+        seed: seed of the episode stream and of torch.
+    """
+
+    steps: int = 1000
+    meta_batch: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    val_every: int = 100
+    checkpoint_every: int = 100
+    grad_clip: float | None = 10.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "meta_batch"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"MetaTrainConfig.{name} must be an integer >= 1, got {v!r}")
+        for name in ("val_every", "checkpoint_every", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"MetaTrainConfig.{name} must be an integer >= 0, got {v!r}")
+        if not self.lr > 0:
+            raise ValueError(f"MetaTrainConfig.lr must be > 0, got {self.lr!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"MetaTrainConfig.weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"MetaTrainConfig.grad_clip must be > 0 or None, got {self.grad_clip!r}")
+
+
+@dataclass
+class MetaTrainResult:
+    """What :func:`meta_train` returns."""
+
+    learner: Any
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_step: int | None = None
+    best_val_acc: float | None = None
+    last_checkpoint: Path | None = None
+    best_checkpoint: Path | None = None
+    seconds: float = 0.0
+
+
+def build_learner(
+    name: str,
+    *,
+    backbone: str = "conv4",
+    backbone_kwargs: Mapping[str, Any] | None = None,
+    n_way: int = 5,
+    in_channels: int = 1,
+    encoder: str | Path | None = None,
+    learner_kwargs: Mapping[str, Any] | None = None,
+    seed: int = 0,
+) -> Any:
+    """Create a backbone and a learner around it, optionally initialised from a notebook-02 encoder.
+
+    The learner gets a ``spec`` attribute (everything needed to rebuild it from a checkpoint).
+
+    Args:
+        name: learner name (see ``medmeta_lib.learners.list_learners()``).
+        backbone: backbone name.
+        backbone_kwargs: its keyword arguments.
+        n_way: classes per task.
+        in_channels: image channels.
+        encoder: path of an encoder checkpoint (``save_backbone`` / SimCLR) to start from; its
+            backbone must match (name and arguments), else ``ValueError``.
+        learner_kwargs: learner hyper-parameters (inner_lr, inner_steps, ...).
+        seed: torch seed for the random initialisation.
+
+    Example:
+        >>> learner = build_learner("protonet", backbone_kwargs={"hidden": 32}, n_way=5)  # doctest: +SKIP
+    """
+    from medmeta_lib.learners import create_learner
+    from medmeta_lib.models import create_backbone
+
+    torch.manual_seed(seed)
+    bkw = dict(backbone_kwargs or {})
+    if encoder is not None:
+        from medmeta_lib.checkpoint import load_backbone
+
+        net = load_backbone(encoder, expected_name=backbone, in_channels=in_channels, **bkw)
+    else:
+        net = create_backbone(backbone, in_channels=in_channels, **bkw)
+    lkw = dict(learner_kwargs or {})
+    learner = create_learner(name, net, n_way=n_way, **lkw)
+    learner.spec = {
+        "learner": name,
+        "learner_kwargs": lkw,
+        "n_way": n_way,
+        "backbone": {"name": backbone, "kwargs": {"in_channels": in_channels, **bkw}},
+        "encoder": str(encoder) if encoder else None,
+    }
+    return learner
+
+
+def _save(path: Path, learner: Any, optimizer: torch.optim.Optimizer | None, meta: dict[str, Any]) -> Path:
+    from medmeta_lib.checkpoint import optimizer_state_to_tensors, save_checkpoint
+
+    tensors = {f"learner.{k}": v.detach().contiguous() for k, v in learner.state_dict().items()}
+    meta = {**meta, "kind": "learner", "spec": getattr(learner, "spec", None)}
+    if optimizer is not None:
+        ot, om = optimizer_state_to_tensors(optimizer)
+        tensors.update(ot)
+        meta["optimizer"] = om
+    return save_checkpoint(path, tensors, meta)
+
+
+def load_learner(path: str | Path, *, expect_learner: str | None = None) -> Any:
+    """Rebuild a learner from a ``meta_train`` checkpoint (no unpickling: safetensors + JSON).
+
+    Raises:
+        ValueError: the file is not a learner checkpoint, or holds another learner than expected.
+    """
+    from medmeta_lib.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(path)
+    spec = ck.metadata.get("spec")
+    if ck.metadata.get("kind") != "learner" or not isinstance(spec, dict):
+        raise ValueError(
+            f"{path}: not a learner checkpoint (kind={ck.metadata.get('kind')!r}); pass a meta-train checkpoint"
+        )
+    if expect_learner is not None and spec["learner"] != expect_learner:
+        raise ValueError(f"{path}: holds learner {spec['learner']!r}, expected {expect_learner!r}")
+    b = spec["backbone"]
+    kw = {k: v for k, v in b["kwargs"].items() if k != "in_channels"}
+    learner = build_learner(
+        spec["learner"],
+        backbone=b["name"],
+        backbone_kwargs=kw,
+        n_way=spec["n_way"],
+        in_channels=b["kwargs"].get("in_channels", 1),
+        learner_kwargs=spec["learner_kwargs"],
+    )
+    state = {k[len("learner.") :]: v for k, v in ck.tensors.items() if k.startswith("learner.")}
+    learner.load_state_dict(state, strict=True)
+    return learner
+
+
+def _clone_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def meta_train(
+    learner: Any,
+    sampler: EpisodeSampler,
+    *,
+    config: MetaTrainConfig | None = None,
+    val_episodes: Sequence[Episode] | None = None,
+    out: str | Path | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    metadata: Mapping[str, Any] | None = None,
+) -> MetaTrainResult:
+    """Meta-train ``learner`` on episodes from ``sampler``.
+
+    Args:
+        learner: from :func:`build_learner` (or ``create_learner``).
+        sampler: the meta-training episode stream (its classes/sites define the split).
+        config: outer-loop settings.
+        val_episodes: fixed validation episodes; the best-scoring state is kept.
+        out: directory for ``last.safetensors`` and ``best.safetensors`` (``None``: no files).
+        resume: continue from ``out/last.safetensors`` when it exists (exactly: weights,
+            optimiser, episode-stream state and history are restored).
+        progress: tqdm progress bar.
+        metadata: extra JSON metadata stored in checkpoints (data source, fingerprint...).
+
+    Returns:
+        :class:`MetaTrainResult`; the learner holds the *best* state when validation ran.
+
+    Example:
+        >>> res = meta_train(learner, sampler, config=MetaTrainConfig(steps=100))  # doctest: +SKIP
+    """
+    from tqdm.auto import tqdm
+
+    cfg = config or MetaTrainConfig()
+    t_start = time.time()
+    result = MetaTrainResult(learner)
+    if not learner.meta_trainable:
+        result.history.append({"step": 0, "note": f"{learner.name} is not meta-trainable"})
+        return result
+    if sampler.n_way != learner.n_way:
+        raise ValueError(f"sampler draws {sampler.n_way}-way episodes but the learner is {learner.n_way}-way")
+    torch.manual_seed(cfg.seed)
+    sampler._rng = np.random.default_rng(cfg.seed)
+    opt = torch.optim.Adam(learner.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    out_dir = Path(out) if out is not None else None
+    meta_base = {"config": asdict(cfg), **dict(metadata or {})}
+    start = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        last = out_dir / "last.safetensors"
+        if resume and last.exists():
+            start = _restore(last, learner, opt, sampler, cfg, result)
+    val_episodes = list(val_episodes) if val_episodes is not None else None
+    bar = tqdm(range(start, cfg.steps), desc=f"meta-train {learner.name}", disable=not progress, initial=start,
+               total=cfg.steps)  # fmt: skip
+    learner.train()
+    for step in bar:
+        batch = [sampler.sample() for _ in range(cfg.meta_batch)]
+        if cfg.grad_clip is not None:
+            stats = _step_clipped(learner, batch, opt, cfg.grad_clip)
+        else:
+            stats = learner.meta_step(batch, opt)
+        rec: dict[str, Any] = {"step": step + 1, "loss": stats["loss"], "acc": stats["acc"],
+                               "time": round(time.time() - t_start, 3)}  # fmt: skip
+        done = step + 1
+        if val_episodes and cfg.val_every and (done % cfg.val_every == 0 or done == cfg.steps):
+            ev = evaluate_learner(learner, val_episodes)
+            rec["val_acc"], rec["val_ci95"] = ev.acc_mean, ev.acc_ci95
+            if result.best_val_acc is None or ev.acc_mean > result.best_val_acc:
+                result.best_val_acc, result.best_step = ev.acc_mean, done
+                best_state = _clone_state(learner)
+                if out_dir is not None:
+                    result.best_checkpoint = _save(out_dir / "best.safetensors", learner, None,
+                                                   {**meta_base, "step": done, "val_acc": ev.acc_mean})  # fmt: skip
+            learner.train()
+        result.history.append(rec)
+        bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['acc']:.2f}")
+        if out_dir is not None and (done == cfg.steps or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0)):
+            result.last_checkpoint = _save(
+                out_dir / "last.safetensors",
+                learner,
+                opt,
+                {**meta_base, "step": done, "history": result.history, "best_step": result.best_step,
+                 "best_val_acc": result.best_val_acc, "sampler_rng": sampler._rng.bit_generator.state,
+                 "torch_rng": torch.get_rng_state().tolist()},
+            )  # fmt: skip
+    if best_state is None and result.best_step is not None and out_dir is not None:
+        best_state = _best_from_disk(out_dir / "best.safetensors")
+    if best_state is not None:
+        learner.load_state_dict(best_state)
+    result.seconds = time.time() - t_start
+    return result
+
+
+def _step_clipped(learner: Any, batch: list[Episode], opt: torch.optim.Optimizer, clip: float) -> dict[str, float]:
+    """``meta_step`` with gradient-norm clipping between backward and the optimiser step."""
+    real_step = opt.step
+
+    def clipped_step(*a: Any, **k: Any) -> Any:
+        torch.nn.utils.clip_grad_norm_(learner.parameters(), clip)
+        return real_step(*a, **k)
+
+    opt.step = clipped_step  # type: ignore[method-assign]
+    try:
+        return learner.meta_step(batch, opt)
+    finally:
+        opt.step = real_step  # type: ignore[method-assign]
+
+
+def _best_from_disk(path: Path) -> dict[str, torch.Tensor] | None:
+    from medmeta_lib.checkpoint import load_checkpoint
+
+    if not path.exists():
+        return None
+    ck = load_checkpoint(path)
+    return {k[len("learner.") :]: v for k, v in ck.tensors.items() if k.startswith("learner.")}
+
+
+def _restore(
+    path: Path, learner: Any, opt: torch.optim.Optimizer, sampler: EpisodeSampler, cfg: MetaTrainConfig,
+    result: MetaTrainResult,
+) -> int:  # fmt: skip
+    from medmeta_lib.checkpoint import load_checkpoint, load_optimizer_state
+
+    ck = load_checkpoint(path)
+    meta = ck.metadata
+    spec = getattr(learner, "spec", None)
+    if spec is not None and meta.get("spec") is not None:
+        for key in ("learner", "backbone", "n_way"):
+            if meta["spec"].get(key) != spec.get(key):
+                raise ValueError(
+                    f"{path}: cannot resume: checkpoint {key} is {meta['spec'].get(key)!r}, this run's is "
+                    f"{spec.get(key)!r}; use another --out directory or delete the checkpoint"
+                )
+    state = {k[len("learner.") :]: v for k, v in ck.tensors.items() if k.startswith("learner.")}
+    learner.load_state_dict(state, strict=True)
+    load_optimizer_state(opt, ck.tensors, meta["optimizer"])
+    sampler._rng.bit_generator.state = meta["sampler_rng"]
+    torch.set_rng_state(torch.tensor(meta["torch_rng"], dtype=torch.uint8))
+    result.history = list(meta.get("history", []))
+    result.best_step, result.best_val_acc = meta.get("best_step"), meta.get("best_val_acc")
+    result.last_checkpoint = path
+    best = path.parent / "best.safetensors"
+    result.best_checkpoint = best if best.exists() else None
+    return int(meta["step"])
