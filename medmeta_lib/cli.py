@@ -91,8 +91,9 @@ def _split(a: argparse.Namespace, train, test, k_shot: int):
     from medmeta_lib.experiment import make_split
 
     held = [s for s in (a.held_out_site or "").split(",") if s]
-    return make_split(train, test, split=a.protocol, n_way=a.n_way, k_shot=k_shot, q_query=a.q_query,
-                      held_out_sites=held, seed=a.seed)  # fmt: skip
+    return make_split(
+        train, test, split=a.protocol, n_way=a.n_way, k_shot=k_shot, q_query=a.q_query, held_out_sites=held, seed=a.seed
+    )
 
 
 def _cmd_meta_train(a: argparse.Namespace) -> int:
@@ -102,13 +103,30 @@ def _cmd_meta_train(a: argparse.Namespace) -> int:
     train, test = _load_pair(a, "val")
     sp = _split(a, train, test, a.k_shot)
     print(f"[medmeta] {sp.description}")
-    cfg = MetaTrainConfig(steps=a.steps, meta_batch=a.meta_batch, lr=a.lr, val_every=a.val_every,
-                          checkpoint_every=a.val_every, seed=a.seed)  # fmt: skip
-    res = train_learners([a.learner], sp, backbone=a.backbone, encoder=a.encoder, config=cfg,
-                         val_episodes=a.val_episodes, out_dir=a.out)[a.learner]  # fmt: skip
-    print(json.dumps({"learner": a.learner, "best_step": res.best_step, "best_val_acc": res.best_val_acc,
-                      "last_checkpoint": str(res.last_checkpoint), "best_checkpoint": str(res.best_checkpoint),
-                      "seconds": round(res.seconds, 1)}, indent=2))  # fmt: skip
+    cfg = MetaTrainConfig(
+        steps=a.steps,
+        meta_batch=a.meta_batch,
+        lr=a.lr,
+        val_every=a.val_every,
+        checkpoint_every=a.val_every,
+        seed=a.seed,
+    )
+    res = train_learners(
+        [a.learner], sp, backbone=a.backbone, encoder=a.encoder, config=cfg, val_episodes=a.val_episodes, out_dir=a.out
+    )[a.learner]
+    print(
+        json.dumps(
+            {
+                "learner": a.learner,
+                "best_step": res.best_step,
+                "best_val_acc": res.best_val_acc,
+                "last_checkpoint": str(res.last_checkpoint),
+                "best_checkpoint": str(res.best_checkpoint),
+                "seconds": round(res.seconds, 1),
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -126,14 +144,30 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
         if path:
             learners[name] = load_learner(path, expect_learner=name)
         else:
-            learners[name] = build_learner(name, backbone=a.backbone, n_way=a.n_way, in_channels=train.channels,
-                                           encoder=a.encoder, learner_kwargs=learner_defaults(name, train),
-                                           seed=a.seed)  # fmt: skip
+            learners[name] = build_learner(
+                name,
+                backbone=a.backbone,
+                n_way=a.n_way,
+                in_channels=train.channels,
+                encoder=a.encoder,
+                learner_kwargs=learner_defaults(name, train),
+                seed=a.seed,
+            )
     results = evaluate_split(learners, sp, episodes=a.episodes, seed=a.seed + 12345)
-    out = {"settings": {"data": a.data, "split": a.split, "protocol": sp.description, "n_way": a.n_way,
-                        "k_shot": a.k_shot, "q_query": a.q_query, "episodes": a.episodes, "encoder": a.encoder,
-                        "checkpoints": ckpts},
-           "learners": {n: r.to_dict() for n, r in results.items()}}  # fmt: skip
+    out = {
+        "settings": {
+            "data": a.data,
+            "split": a.split,
+            "protocol": sp.description,
+            "n_way": a.n_way,
+            "k_shot": a.k_shot,
+            "q_query": a.q_query,
+            "episodes": a.episodes,
+            "encoder": a.encoder,
+            "checkpoints": ckpts,
+        },
+        "learners": {n: r.to_dict() for n, r in results.items()},
+    }
     for r in results.values():
         print(r)
     if a.json:
@@ -148,8 +182,13 @@ def _cmd_pretrain(a: argparse.Namespace) -> int:
 
     kw = {"n_per_class_site": a.n_per_class_site} if a.data == "synthetic" and a.n_per_class_site else {}
     col = load_collection(a.data, image_size=a.image_size, split="train", seed=a.seed, **kw)
-    cfg = SimCLRConfig(epochs=a.epochs, batch_size=a.batch_size, seed=a.seed, site_invariance=a.site_invariance,
-                       augment_preset=a.augment)  # fmt: skip
+    cfg = SimCLRConfig(
+        epochs=a.epochs,
+        batch_size=a.batch_size,
+        seed=a.seed,
+        site_invariance=a.site_invariance,
+        augment_preset=a.augment,
+    )
     res = pretrain_simclr(col, backbone=a.backbone, config=cfg, out=Path(a.out))
     print(f"encoder checkpoint: {res.checkpoint}; final loss {res.history[-1]['loss']:.4f}")
     return 0

@@ -153,8 +153,12 @@ def train_learners(
             seed=cfg.seed,
         )
         out = Path(out_dir) / name if out_dir is not None else None
-        meta = {"data_source": col.source, "data_fingerprint": col.fingerprint(), "split": split.description,
-                **dict(metadata or {})}  # fmt: skip
+        meta = {
+            "data_source": col.source,
+            "data_fingerprint": col.fingerprint(),
+            "split": split.description,
+            **dict(metadata or {}),
+        }
         results[name] = meta_train(
             learner, split.train, config=cfg, val_episodes=val_set, out=out, progress=progress, metadata=meta
         )
@@ -166,6 +170,12 @@ def evaluate_split(
 ) -> dict[str, EvalResult]:
     """Evaluate every learner on the same fixed test episodes of ``split``."""
     test_set = split.test.fixed(episodes, seed=seed)
-    settings = {"n_way": split.test.n_way, "k_shot": split.test.k_shot, "q_query": split.test.q_query,
-                "episodes": episodes, "split": split.description, "episode_seed": seed}  # fmt: skip
+    settings = {
+        "n_way": split.test.n_way,
+        "k_shot": split.test.k_shot,
+        "q_query": split.test.q_query,
+        "episodes": episodes,
+        "split": split.description,
+        "episode_seed": seed,
+    }
     return evaluate_learners(learners, test_set, site_names=split.test.collection.site_names, settings=settings)

@@ -237,8 +237,9 @@ def meta_train(
         if resume and last.exists():
             start = _restore(last, learner, opt, sampler, cfg, result)
     val_episodes = list(val_episodes) if val_episodes is not None else None
-    bar = tqdm(range(start, cfg.steps), desc=f"meta-train {learner.name}", disable=not progress, initial=start,
-               total=cfg.steps)  # fmt: skip
+    bar = tqdm(
+        range(start, cfg.steps), desc=f"meta-train {learner.name}", disable=not progress, initial=start, total=cfg.steps
+    )
     learner.train()
     for step in bar:
         batch = [sampler.sample() for _ in range(cfg.meta_batch)]
@@ -246,8 +247,12 @@ def meta_train(
             stats = _step_clipped(learner, batch, opt, cfg.grad_clip)
         else:
             stats = learner.meta_step(batch, opt)
-        rec: dict[str, Any] = {"step": step + 1, "loss": stats["loss"], "acc": stats["acc"],
-                               "time": round(time.time() - t_start, 3)}  # fmt: skip
+        rec: dict[str, Any] = {
+            "step": step + 1,
+            "loss": stats["loss"],
+            "acc": stats["acc"],
+            "time": round(time.time() - t_start, 3),
+        }
         done = step + 1
         if val_episodes and cfg.val_every and (done % cfg.val_every == 0 or done == cfg.steps):
             ev = evaluate_learner(learner, val_episodes)
@@ -256,8 +261,9 @@ def meta_train(
                 result.best_val_acc, result.best_step = ev.acc_mean, done
                 best_state = _clone_state(learner)
                 if out_dir is not None:
-                    result.best_checkpoint = _save(out_dir / "best.safetensors", learner, None,
-                                                   {**meta_base, "step": done, "val_acc": ev.acc_mean})  # fmt: skip
+                    result.best_checkpoint = _save(
+                        out_dir / "best.safetensors", learner, None, {**meta_base, "step": done, "val_acc": ev.acc_mean}
+                    )
             learner.train()
         result.history.append(rec)
         bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['acc']:.2f}")
@@ -266,10 +272,16 @@ def meta_train(
                 out_dir / "last.safetensors",
                 learner,
                 opt,
-                {**meta_base, "step": done, "history": result.history, "best_step": result.best_step,
-                 "best_val_acc": result.best_val_acc, "sampler_rng": sampler._rng.bit_generator.state,
-                 "torch_rng": torch.get_rng_state().tolist()},
-            )  # fmt: skip
+                {
+                    **meta_base,
+                    "step": done,
+                    "history": result.history,
+                    "best_step": result.best_step,
+                    "best_val_acc": result.best_val_acc,
+                    "sampler_rng": sampler._rng.bit_generator.state,
+                    "torch_rng": torch.get_rng_state().tolist(),
+                },
+            )
     if best_state is None and result.best_step is not None and out_dir is not None:
         best_state = _best_from_disk(out_dir / "best.safetensors")
     if best_state is not None:
@@ -303,9 +315,13 @@ def _best_from_disk(path: Path) -> dict[str, torch.Tensor] | None:
 
 
 def _restore(
-    path: Path, learner: Any, opt: torch.optim.Optimizer, sampler: EpisodeSampler, cfg: MetaTrainConfig,
+    path: Path,
+    learner: Any,
+    opt: torch.optim.Optimizer,
+    sampler: EpisodeSampler,
+    cfg: MetaTrainConfig,
     result: MetaTrainResult,
-) -> int:  # fmt: skip
+) -> int:
     from medmeta_lib.checkpoint import load_checkpoint, load_optimizer_state
 
     ck = load_checkpoint(path)

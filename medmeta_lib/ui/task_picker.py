@@ -153,11 +153,16 @@ class TaskPicker:
         assert col.site_names is not None
         sites = None if site in (ANY, ONE_SITE) else [list(col.site_names).index(site)]
         return EpisodeSampler(
-            col, n_way, c["k_shot"].value, c["q_query"].value,
-            classes=classes, sites=sites, one_site=site == ONE_SITE,
+            col,
+            n_way,
+            c["k_shot"].value,
+            c["q_query"].value,
+            classes=classes,
+            sites=sites,
+            one_site=site == ONE_SITE,
             same_modality=c["modality"].value == ANY and col.class_modalities is not None and not chosen,
             seed=int(c["seed"].value),
-        )  # fmt: skip
+        )
 
     def update(self) -> Episode | None:
         """Re-sample the task from the widget values and redraw; returns the episode (None if impossible)."""

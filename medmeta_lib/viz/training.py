@@ -1,0 +1,189 @@
+"""Training and results views: loss curves, meta-train/val curves, results with CIs, cross-site maps."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+__all__ = [
+    "cross_site_figure",
+    "loss_curve_figure",
+    "meta_curves_figure",
+    "results_bar_figure",
+    "results_table_figure",
+    "smooth",
+]
+
+
+def smooth(values: Sequence[float], window: int = 10) -> np.ndarray:
+    """Trailing moving average (the first points average what exists so far).
+
+    Example:
+        >>> smooth([0, 2, 4], window=2).tolist()
+        [0.0, 1.0, 3.0]
+    """
+    v = np.asarray(values, dtype=float)
+    if window <= 1 or v.size == 0:
+        return v
+    c = np.cumsum(np.insert(v, 0, 0.0))
+    out = np.empty_like(v)
+    for i in range(v.size):
+        lo = max(0, i + 1 - window)
+        out[i] = (c[i + 1] - c[lo]) / (i + 1 - lo)
+    return out
+
+
+def loss_curve_figure(
+    history: Sequence[Mapping[str, Any]],
+    *,
+    x: str = "step",
+    y: str = "loss",
+    monitors: Sequence[str] = ("knn_acc", "probe_acc"),
+    title: str = "training loss",
+    window: int = 10,
+) -> go.Figure:
+    """Loss per step (raw and smoothed) with monitor accuracies on a second axis when present."""
+    xs = [h[x] for h in history if y in h]
+    ys = [h[y] for h in history if y in h]
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_scatter(x=xs, y=ys, mode="lines", name=y, line={"width": 1, "color": "rgba(31,119,180,0.35)"})
+    fig.add_scatter(x=xs, y=smooth(ys, window), mode="lines", name=f"{y} (smoothed)", line={"color": "#1f77b4"})
+    for m in monitors:
+        pts = [(h[x], h[m]) for h in history if h.get(m) is not None]
+        if pts:
+            fig.add_scatter(
+                x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=m, secondary_y=True
+            )
+    fig.update_layout(title=title, height=380, xaxis_title=x)
+    fig.update_yaxes(title_text=y, secondary_y=False)
+    fig.update_yaxes(title_text="accuracy", secondary_y=True, range=[0, 1])
+    return fig
+
+
+def meta_curves_figure(histories: Mapping[str, Sequence[Mapping[str, Any]]], *, window: int = 20) -> go.Figure:
+    """Meta-training loss (smoothed) and validation accuracy with its 95% CI band, one colour per learner."""
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=("meta-train query loss (smoothed)", "meta-val accuracy ± 95% CI")
+    )
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+    for i, (name, hist) in enumerate(histories.items()):
+        col = palette[i % len(palette)]
+        tr = [h for h in hist if "loss" in h]
+        if tr:
+            fig.add_scatter(
+                x=[h["step"] for h in tr],
+                y=smooth([h["loss"] for h in tr], window),
+                name=name,
+                legendgroup=name,
+                line={"color": col},
+                row=1,
+                col=1,
+            )
+        va = [h for h in hist if h.get("val_acc") is not None]
+        if va:
+            s = [h["step"] for h in va]
+            m = np.array([h["val_acc"] for h in va])
+            ci = np.nan_to_num(np.array([h.get("val_ci95") or 0.0 for h in va]))
+            fig.add_scatter(
+                x=s + s[::-1],
+                y=list(m + ci) + list((m - ci)[::-1]),
+                fill="toself",
+                line={"width": 0},
+                fillcolor=col,
+                opacity=0.15,
+                showlegend=False,
+                legendgroup=name,
+                hoverinfo="skip",
+                row=1,
+                col=2,
+            )
+            fig.add_scatter(
+                x=s,
+                y=m,
+                mode="lines+markers",
+                name=name,
+                legendgroup=name,
+                showlegend=not tr,
+                line={"color": col},
+                row=1,
+                col=2,
+            )
+    fig.update_layout(height=400)
+    fig.update_xaxes(title_text="meta-step")
+    return fig
+
+
+def _get(r: Any, key: str) -> Any:
+    return r.get(key) if isinstance(r, Mapping) else getattr(r, key, None)
+
+
+def results_bar_figure(results: Mapping[str, Any], *, metric: str = "acc", title: str | None = None) -> go.Figure:
+    """Bars of ``<metric>_mean`` with ``<metric>_ci95`` error bars, one bar per learner (same episodes)."""
+    names = list(results)
+    means = [_get(results[n], f"{metric}_mean") for n in names]
+    cis = [_get(results[n], f"{metric}_ci95") or 0.0 for n in names]
+    fig = go.Figure(
+        go.Bar(
+            x=names,
+            y=means,
+            error_y={"type": "data", "array": cis, "visible": True},
+            text=[f"{m:.3f}" if m is not None else "" for m in means],
+            textposition="outside",
+        )
+    )
+    fig.update_layout(title=title or f"{metric} (mean ± 95% CI)", yaxis_range=[0, 1.05], height=400)
+    return fig
+
+
+def results_table_figure(results: Mapping[str, Any], *, title: str = "") -> go.Figure:
+    """A table: learner, accuracy ± CI, AUROC ± CI (2-way), episodes."""
+
+    def fmt(r: Any, k: str) -> str:
+        m, h = _get(r, f"{k}_mean"), _get(r, f"{k}_ci95")
+        return "—" if m is None else f"{m:.3f} ± {h:.3f}"
+
+    rows = [
+        [n for n in results],
+        [fmt(r, "acc") for r in results.values()],
+        [fmt(r, "auc") for r in results.values()],
+        [str(_get(r, "episodes")) for r in results.values()],
+    ]
+    fig = go.Figure(
+        go.Table(
+            header={"values": ["learner", "accuracy (95% CI)", "AUROC (95% CI)", "episodes"]}, cells={"values": rows}
+        )
+    )
+    fig.update_layout(title=title, height=60 + 30 * len(results))
+    return fig
+
+
+def cross_site_figure(
+    matrix: Sequence[Sequence[float | None]],
+    *,
+    rows: Sequence[str],
+    cols: Sequence[str],
+    title: str = "accuracy: train sites × test site",
+    xlabel: str = "test site",
+    ylabel: str = "trained on",
+) -> go.Figure:
+    """Heatmap of accuracies (e.g. training site × test site), values annotated."""
+    z = np.array([[np.nan if v is None else v for v in r] for r in matrix], dtype=float)
+    text = [["" if np.isnan(v) else f"{v:.2f}" for v in r] for r in z]
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=list(cols),
+            y=list(rows),
+            text=text,
+            texttemplate="%{text}",
+            colorscale="Viridis",
+            zmin=float(np.nanmin(z)) if np.isfinite(z).any() else 0,
+            zmax=1.0,
+        )
+    )
+    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, height=120 + 45 * len(rows))
+    return fig
