@@ -309,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:  # OSError covers missing files and failed downloads
         print(f"medmeta {args.cmd}: error: {e}", file=sys.stderr)
         return 2
 
