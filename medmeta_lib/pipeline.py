@@ -94,6 +94,36 @@ NOTEBOOKS: list[NotebookSpec] = [
         "01_data_exploration",
         smoke={"n_per_class_site": 6, "projection_images": 300, "pneumonia_npz": ""},
     ),
+    NotebookSpec(
+        "02",
+        "02_contrastive_pretraining",
+        smoke={
+            "n_per_class_site": 6,
+            "hidden": 8,
+            "epochs": 1,
+            "batch_size": 64,
+            "probe_shots": [1, 5],
+            "probe_draws": 2,
+        },
+    ),
+    NotebookSpec(
+        "03",
+        "03_meta_training",
+        smoke={
+            "n_per_class_site": 8,
+            "hidden": 8,
+            "k_shot": 1,
+            "q_query": 2,
+            "meta_steps": 2,
+            "meta_batch": 2,
+            "inner_steps": 1,
+            "val_every": 2,
+            "val_episodes": 2,
+            "eval_episodes": 6,
+            "cross_site_steps": 1,
+        },
+        chain=_chain_03,
+    ),
 ]
 
 
@@ -123,7 +153,8 @@ def notebook_parameters(path: Path) -> dict[str, dict[str, Any]]:
     if missing:
         raise ParameterError(
             f"{path.name}: papermill does not see parameter(s) {missing}; use annotations such as "
-            "int, float, str, bool, list, list[int], dict or Optional[str] (not 'X | None')"
+            "int, float, str, bool, list, list[int], dict or Optional[str] (not 'X | None'), and keep '=' out of "
+            "the trailing comment"
         )
     return {k: dict(v) for k, v in params.items()}
 

@@ -11,6 +11,8 @@ from plotly.subplots import make_subplots
 
 __all__ = [
     "cross_site_figure",
+    "label_efficiency_figure",
+    "label_efficiency_matplotlib",
     "loss_curve_figure",
     "meta_curves_figure",
     "results_bar_figure",
@@ -186,4 +188,51 @@ def cross_site_figure(
         )
     )
     fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, height=120 + 45 * len(rows))
+    return fig
+
+
+def label_efficiency_figure(rows: Sequence[Mapping[str, Any]], *, metric: str = "acc") -> go.Figure:
+    """Linear-probe ``metric`` vs labels per class, one line per encoder, with 95% CI error bars.
+
+    ``rows`` come from ``medmeta_lib.ssl.probe.label_efficiency`` (``k_per_class`` None = all labels).
+    """
+    fig = go.Figure()
+    ks = sorted({r["k_per_class"] for r in rows if r["k_per_class"] is not None})
+    labels = [str(k) for k in ks] + (["all"] if any(r["k_per_class"] is None for r in rows) else [])
+    for name in dict.fromkeys(r["encoder"] for r in rows):
+        sel = sorted(
+            (r for r in rows if r["encoder"] == name), key=lambda r: (r["k_per_class"] is None, r["k_per_class"] or 0)
+        )
+        x = [("all" if r["k_per_class"] is None else str(r["k_per_class"])) for r in sel]
+        y = [r.get(f"{metric}_mean") for r in sel]
+        e = [r.get(f"{metric}_ci95") or 0.0 for r in sel]
+        fig.add_scatter(x=x, y=y, error_y={"type": "data", "array": e}, mode="lines+markers", name=name)
+    fig.update_layout(
+        title=f"linear probe {metric} vs labelled images per class (mean ± 95% CI over label draws)",
+        xaxis={"title": "labelled images per class", "type": "category", "categoryarray": labels},
+        yaxis_title=metric,
+        height=400,
+    )
+    return fig
+
+
+def label_efficiency_matplotlib(rows: Sequence[Mapping[str, Any]], *, metric: str = "acc") -> Any:
+    """The label-efficiency curve as a static matplotlib figure (for the run report's PNGs)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3))
+    for name in dict.fromkeys(r["encoder"] for r in rows):
+        sel = [r for r in rows if r["encoder"] == name]
+        ax.errorbar(
+            [str(r["k_per_class"] or "all") for r in sel],
+            [r[f"{metric}_mean"] for r in sel],
+            yerr=[r[f"{metric}_ci95"] or 0.0 for r in sel],
+            marker="o",
+            capsize=3,
+            label=name,
+        )
+    ax.set_xlabel("labelled images per class")
+    ax.set_ylabel(f"probe {metric}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
     return fig
