@@ -1,0 +1,124 @@
+"""The whole notebook chain through `medmeta run --smoke`, asserting on what each notebook wrote.
+
+One smoke run is shared by the tests of this module (kernel starts dominate the cost).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from medmeta_lib.pipeline import NOTEBOOKS, ParameterError, PipelineError, run_pipeline
+from tests.conftest import PNEUMONIA, needs_pneumonia
+
+pytestmark = pytest.mark.slow
+STEMS = [s.stem for s in NOTEBOOKS]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    result = run_pipeline(out=out, smoke=True, progress=False)
+    return out, result
+
+
+def test_run_directory_layout(smoke_run):
+    out, result = smoke_run
+    assert result.executed == STEMS and result.skipped == []
+    for stem in STEMS:
+        assert (out / f"{stem}.ipynb").exists() and (out / f"{stem}.html").exists()
+        assert (out / stem / "metrics.json").exists()
+    params = yaml.safe_load((out / "params.yaml").read_text())
+    assert set(params) == set(STEMS)
+    assert params["01_data_exploration"]["n_per_class_site"] == 6
+    merged = json.loads((out / "metrics.json").read_text())
+    assert set(merged) == set(STEMS)
+    index = (out / "index.html").read_text()
+    for stem in STEMS:
+        assert f"{stem}.html" in index
+    assert "<img src='01_data_exploration/figures/" in index
+
+
+def test_executed_notebooks_have_no_errors(smoke_run):
+    out, _ = smoke_run
+    for stem in STEMS:
+        nb = json.loads((out / f"{stem}.ipynb").read_text())
+        errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        assert not errors, f"{stem}: {errors[:1]}"
+
+
+def test_notebook01_metrics(smoke_run):
+    out, _ = smoke_run
+    m = json.loads((out / "01_data_exploration" / "metrics.json").read_text())["headline"]
+    assert m["source"] == "synthetic" and m["classes"] >= 24 and m["sites"] >= 4 and m["modalities"] >= 4
+    assert m["images"] == m["classes"] * m["sites"] * 6
+    # the acquisition shift is real: sites are predictable from pixels well above chance
+    assert m["site_predictability"] > m["site_chance"] + 0.1
+
+
+def test_notebook02_writes_encoder_for_03(smoke_run):
+    out, _ = smoke_run
+    m = json.loads((out / "02_contrastive_pretraining" / "metrics.json").read_text())
+    enc = out / "02_contrastive_pretraining" / "encoder.safetensors"
+    assert enc.exists() and m["headline"]["encoder_checkpoint"] == str(enc)
+    assert {r["encoder"] for r in m["label_efficiency"]} == {"raw pixels", "random init", "SimCLR"}
+    params = yaml.safe_load((out / "params.yaml").read_text())
+    assert params["03_meta_training"]["encoder_checkpoint"] == str(enc)
+
+
+def test_notebook03_metrics_cover_every_learner(smoke_run):
+    out, _ = smoke_run
+    m = json.loads((out / "03_meta_training" / "metrics.json").read_text())
+    learners = {"protonet", "anil", "fomaml", "maml", "metasgd", "baseline", "baseline++", "scratch"}
+    assert set(m["results"]) == learners
+    for r in m["results"].values():
+        assert 0.0 <= r["acc_mean"] <= 1.0 and r["episodes"] == 6
+    assert set(m["cross_site"]) == {"hospital_A", "hospital_B", "hospital_C", "hospital_D"}
+    assert (out / "03_meta_training" / "checkpoints" / "protonet" / "last.safetensors").exists()
+
+
+def test_rerun_skips_completed_notebooks(smoke_run):
+    out, _ = smoke_run
+    again = run_pipeline(out=out, smoke=True, progress=False)
+    assert again.executed == [] and again.skipped == STEMS
+
+
+def test_failing_cell_stops_with_notebook_and_cell(tmp_path):
+    with pytest.raises(PipelineError, match=r"01_data_exploration: cell \d+ failed with FileNotFoundError"):
+        run_pipeline(
+            out=tmp_path, smoke=True, only=["01"], overrides={"data_source": "/nonexistent/x.npz"}, progress=False
+        )
+    assert (tmp_path / "01_data_exploration.ipynb").exists() and (tmp_path / "01_data_exploration.html").exists()
+    assert "Run stopped" in (tmp_path / "index.html").read_text()
+
+
+def test_cli_reports_bad_parameters_before_running(tmp_path):
+    cmd = [sys.executable, "-m", "medmeta_lib.cli", "run", "--out", str(tmp_path), "-p", "image_size=big"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert "01_data_exploration: parameter 'image_size' must be int" in r.stderr
+    assert not list(tmp_path.iterdir())  # nothing ran
+    with pytest.raises(ParameterError, match="unknown parameter 'epochz'"):
+        run_pipeline(out=tmp_path, overrides={"epochz": 1})
+
+
+@needs_pneumonia
+def test_notebook01_on_real_pneumoniamnist(tmp_path):
+    assert PNEUMONIA is not None
+    res = run_pipeline(
+        out=tmp_path,
+        only=["01"],
+        smoke=True,
+        progress=False,
+        overrides={"data_source": str(PNEUMONIA), "pneumonia_npz": ""},
+    )
+    m = json.loads((tmp_path / "01_data_exploration" / "metrics.json").read_text())
+    assert res.executed == ["01_data_exploration"]
+    assert m["headline"]["images"] == 4708 and m["headline"]["classes"] == 2 and m["headline"]["sites"] == 1
+    assert m["summary"]["class_counts"] == {"normal": 1214, "pneumonia": 3494}
+    assert Path(tmp_path / "01_data_exploration" / "figures" / "samples_per_class.png").exists()
