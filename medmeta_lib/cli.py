@@ -37,6 +37,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
             from_=a.from_,
             force=a.force,
             progress=not a.no_progress,
+            cell_timeout=a.cell_timeout or None,
         )
     except ParameterError as e:
         print(f"medmeta run: parameter error: {e}", file=sys.stderr)
@@ -244,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="run directory (default runs/<timestamp>); an existing one is resumed")
     r.add_argument("--force", action="store_true", help="re-run notebooks already completed with the same parameters")
     r.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
+    r.add_argument("--cell-timeout", type=int, default=3600, help="seconds one cell may run (0: no limit)")
     r.set_defaults(func=_cmd_run)
 
     lab = sub.add_parser("lab", help="start JupyterLab on notebooks/")

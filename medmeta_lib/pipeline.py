@@ -315,6 +315,7 @@ def run_pipeline(
     from_: str | None = None,
     force: bool = False,
     progress: bool = True,
+    cell_timeout: int | None = 3600,
     log: Callable[[str], None] = print,
 ) -> RunResult:
     """Execute the registered notebooks headless with papermill into a run directory.
@@ -327,6 +328,8 @@ def run_pipeline(
         from_: start at this notebook key.
         force: re-run notebooks already completed with the same parameters.
         progress: papermill's per-cell progress bar.
+        cell_timeout: seconds one cell may run before the run fails (``None``: no limit); a
+            stalled kernel then stops the run with a clear error instead of hanging it.
         log: where progress lines go.
 
     Raises:
@@ -372,12 +375,15 @@ def run_pipeline(
                 kernel_name="python3",
                 progress_bar=progress,
                 cwd=str(nb_out),
+                execution_timeout=cell_timeout,
             )
         except pm.PapermillExecutionError as e:
             failure = (
                 f"{spec.stem}: cell {e.exec_count} failed with {e.ename}: {e.evalue} "
                 f"(executed copy with outputs so far: {executed_nb})"
             )
+        except TimeoutError as e:
+            failure = f"{spec.stem}: a cell ran longer than {cell_timeout} s ({e}); outputs so far: {executed_nb}"
         finally:
             if executed_nb.exists():
                 _export_html(executed_nb)
