@@ -57,7 +57,13 @@ def sample_grid(
         raise ValueError(f"per_class must be >= 1, got {per_class}")
     classes = list(range(collection.num_classes)) if classes is None else list(classes)
     rng = np.random.default_rng(seed)
-    fig, axes = plt.subplots(len(classes), per_class, figsize=(per_class * 1.0, len(classes) * 1.0), squeeze=False)
+    fig, axes = plt.subplots(
+        len(classes),
+        per_class,
+        figsize=(per_class * 1.0, len(classes) * 1.0 + 0.4),
+        squeeze=False,
+        layout="constrained",
+    )
     labels = collection.labels.numpy()
     for r, c in enumerate(classes):
         pool = np.nonzero(labels == c)[0]
@@ -70,7 +76,6 @@ def sample_grid(
                 ax.axis("off")
         axes[r, 0].set_ylabel(_short(collection.class_names[c]), rotation=0, ha="right", va="center", fontsize=8)
     fig.suptitle(f"{collection.source} ({collection.split}): samples per class", fontsize=10)
-    fig.tight_layout()
     return fig
 
 
@@ -80,7 +85,9 @@ def site_grid(collection: ImageCollection, *, classes: Sequence[int] | None = No
     classes = list(range(min(collection.num_classes, 8))) if classes is None else list(classes)
     rng = np.random.default_rng(seed)
     ns = collection.num_sites
-    fig, axes = plt.subplots(len(classes), ns, figsize=(ns * 1.2, len(classes) * 1.2), squeeze=False)
+    fig, axes = plt.subplots(
+        len(classes), ns, figsize=(ns * 1.2, len(classes) * 1.2 + 0.4), squeeze=False, layout="constrained"
+    )
     labels, sites = collection.labels.numpy(), collection.sites.numpy()
     for r, c in enumerate(classes):
         for s in range(ns):
@@ -94,7 +101,6 @@ def site_grid(collection: ImageCollection, *, classes: Sequence[int] | None = No
                 ax.set_title(_short(collection.site_names[s]), fontsize=8)
         axes[r, 0].set_ylabel(_short(collection.class_names[c]), rotation=0, ha="right", va="center", fontsize=8)
     fig.suptitle("the same classes at different sites (hospitals / devices)", fontsize=10)
-    fig.tight_layout()
     return fig
 
 
@@ -177,7 +183,7 @@ def episode_figure(episode: Episode, *, class_names: Sequence[str] | None = None
     """One row per class: its K support images, a gap, then up to ``max_query`` query images."""
     n, k, q = episode.n_way, episode.k_shot, min(episode.q_query, max_query)
     cols = k + 1 + q
-    fig, axes = plt.subplots(n, cols, figsize=(cols * 0.9, n * 0.95), squeeze=False)
+    fig, axes = plt.subplots(n, cols, figsize=(cols * 0.9, n * 0.95 + 0.4), squeeze=False, layout="constrained")
     for r in range(n):
         for j in range(k):
             _show(axes[r, j], episode.support_x[r * k + j])
@@ -191,5 +197,4 @@ def episode_figure(episode: Episode, *, class_names: Sequence[str] | None = None
         axes[0, k + 1].set_title("query", fontsize=8, loc="left")
     where = f"site {episode.site}" if episode.site is not None else "mixed sites"
     fig.suptitle(f"{n}-way {k}-shot task ({where})", fontsize=10)
-    fig.tight_layout()
     return fig

@@ -16,6 +16,7 @@ __all__ = [
     "loss_curve_figure",
     "meta_curves_figure",
     "results_bar_figure",
+    "results_bar_matplotlib",
     "results_table_figure",
     "smooth",
 ]
@@ -234,5 +235,26 @@ def label_efficiency_matplotlib(rows: Sequence[Mapping[str, Any]], *, metric: st
     ax.set_xlabel("labelled images per class")
     ax.set_ylabel(f"probe {metric}")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def results_bar_matplotlib(results: Mapping[str, Any], *, metric: str = "acc", title: str = "") -> Any:
+    """Results bars with 95% CI error bars as a static matplotlib figure (for the run report's PNGs)."""
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(names) + 1), 3))
+    ax.bar(
+        names,
+        [_get(results[n], f"{metric}_mean") for n in names],
+        yerr=[_get(results[n], f"{metric}_ci95") or 0.0 for n in names],
+        capsize=3,
+        color="#4c72b0",
+    )
+    ax.set_ylabel(metric)
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=9)
+    ax.tick_params(axis="x", rotation=45)
     fig.tight_layout()
     return fig
