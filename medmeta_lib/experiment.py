@@ -30,6 +30,7 @@ __all__ = [
     "learner_defaults",
     "leave_one_site_out",
     "make_split",
+    "obtain_learners",
     "site_transfer_matrix",
     "train_learners",
 ]
@@ -301,3 +302,48 @@ def site_transfer_matrix(
         acc.append([c.acc_mean for c in cells])
         ci.append([c.acc_ci95 for c in cells])
     return {"rows": names, "cols": names, "acc": acc, "ci95": ci, "learner": learner}
+
+
+def obtain_learners(
+    meta_dir: str | Path | None,
+    names: Sequence[str],
+    split: ExperimentSplit,
+    *,
+    fallback_steps: int = 150,
+    seed: int = 0,
+    **build: Any,
+) -> tuple[dict[str, Any], str]:
+    """Learners for visualisation: notebook 03's checkpoints when ``meta_dir`` has them, else trained here.
+
+    Args:
+        meta_dir: notebook 03's ``output_dir`` (its ``metrics.json`` names each learner's checkpoint).
+        names: learners wanted; those missing from ``meta_dir`` are trained with ``fallback_steps``.
+        split: the split to train on when needed.
+        fallback_steps: outer steps for learners trained here (small: this is a stand-in).
+        seed: seed.
+        **build: passed to :func:`train_learners` (backbone, backbone_kwargs, encoder...).
+
+    Returns:
+        ``(learners, note)``; the note says where each learner came from.
+    """
+    from medmeta_lib.runio import read_metrics
+    from medmeta_lib.training import load_learner
+
+    learners: dict[str, Any] = {}
+    loaded: list[str] = []
+    if meta_dir and (Path(meta_dir) / "metrics.json").exists():
+        training = read_metrics(meta_dir).get("training", {})
+        for name in names:
+            ck = training.get(name, {}).get("checkpoint")
+            if ck and Path(ck).exists():
+                learners[name] = load_learner(ck, expect_learner=name)
+                loaded.append(name)
+    missing = [n for n in names if n not in learners]
+    if missing:
+        cfg = MetaTrainConfig(steps=fallback_steps, val_every=0, seed=seed)
+        trained = train_learners(missing, split, config=cfg, val_episodes=0, progress=False, **build)
+        learners.update({n: r.learner for n, r in trained.items()})
+    note = (f"loaded from notebook 03 ({meta_dir}): {loaded}. " if loaded else "") + (
+        f"trained here for {fallback_steps} steps (notebook 03's outputs absent): {missing}" if missing else ""
+    )
+    return {n: learners[n] for n in names}, note.strip()

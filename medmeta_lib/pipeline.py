@@ -85,7 +85,8 @@ def _chain_03(run_dir: Path) -> dict[str, Any]:
 
 def _chain_04(run_dir: Path) -> dict[str, Any]:
     d = run_dir / "03_meta_training"
-    return {"meta_dir": str(d)} if (d / "metrics.json").exists() else {}
+    out = {"meta_dir": str(d)} if (d / "metrics.json").exists() else {}
+    return {**out, **_chain_03(run_dir)}
 
 
 NOTEBOOKS: list[NotebookSpec] = [
@@ -123,6 +124,24 @@ NOTEBOOKS: list[NotebookSpec] = [
             "cross_site_steps": 1,
         },
         chain=_chain_03,
+    ),
+    NotebookSpec(
+        "04",
+        "04_adaptation_visualisation",
+        smoke={
+            "n_per_class_site": 8,
+            "hidden": 8,
+            "k_shot": 2,
+            "q_query": 3,
+            "adapt_steps": 2,
+            "curve_episodes": 3,
+            "shots": [1, 2],
+            "efficiency_episodes": 2,
+            "fallback_steps": 2,
+            "cross_site_steps": 1,
+            "cross_site_episodes": 2,
+        },
+        chain=_chain_04,
     ),
 ]
 

@@ -122,3 +122,30 @@ def test_notebook01_on_real_pneumoniamnist(tmp_path):
     assert m["headline"]["images"] == 4708 and m["headline"]["classes"] == 2 and m["headline"]["sites"] == 1
     assert m["summary"]["class_counts"] == {"normal": 1214, "pneumonia": 3494}
     assert Path(tmp_path / "01_data_exploration" / "figures" / "samples_per_class.png").exists()
+
+
+def test_notebook04_uses_notebook03_checkpoints(smoke_run):
+    out, _ = smoke_run
+    m = json.loads((out / "04_adaptation_visualisation" / "metrics.json").read_text())
+    assert "loaded from notebook 03" in m["source_of_learners"] and "trained here" not in m["source_of_learners"]
+    curves = m["adaptation_curves"]
+    assert {"maml", "protonet", "baseline", "scratch", "contrastive init"} <= set(curves)
+    for c in curves.values():
+        assert len(c["query_acc_mean"]) == 3  # steps 0, 1, 2
+    assert m["site_transfer"]["rows"] == ["hospital_A", "hospital_B", "hospital_C", "hospital_D"]
+    figs = {p.name for p in (out / "04_adaptation_visualisation" / "figures").glob("*.png")}
+    assert {"decision_grid.png", "saliency.png"} <= figs
+
+
+def test_notebook04_standalone_trains_its_own_models(tmp_path):
+    res = run_pipeline(
+        out=tmp_path,
+        only=["04"],
+        smoke=True,
+        progress=False,
+        overrides={"cross_site_learner": "", "learners": ["protonet", "fomaml"]},
+    )
+    m = json.loads((tmp_path / "04_adaptation_visualisation" / "metrics.json").read_text())
+    assert res.executed == ["04_adaptation_visualisation"]
+    assert "trained here" in m["source_of_learners"] and "loaded" not in m["source_of_learners"]
+    assert set(m["adaptation_curves"]) == {"protonet", "fomaml"} and m["site_transfer"] is None
