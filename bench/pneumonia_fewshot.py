@@ -1,0 +1,98 @@
+"""PneumoniaMNIST 2-way K-shot for every learner: the held-out-dataset result (issue 4).
+
+Meta-learners are meta-trained on MedSynth (all modalities, 5-way tasks at 28 px) and tested on
+PneumoniaMNIST's official test split, never seen in training. Two protocols:
+
+* balanced episodes: 2-way K-shot, 15 queries per class, ``--episodes`` fixed episodes;
+* full official test split: K labelled train images per class, all 624 test images scored, over
+  ``--draws`` label draws (the protocol comparable to the MedMNIST v2 full-data anchor).
+
+Run (the figures in BENCHMARKS.md came from this command):
+    .venv/bin/python bench/pneumonia_fewshot.py --out bench/out/pneumonia_fewshot.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from medmeta_lib.config import shared_data_file
+from medmeta_lib.data import EpisodeSampler, load_collection
+from medmeta_lib.evaluation import evaluate_full_test_split, evaluate_learner
+from medmeta_lib.experiment import learner_defaults, make_split, train_learners
+from medmeta_lib.runio import write_metrics
+from medmeta_lib.training import MetaTrainConfig, build_learner
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--npz", default=str(shared_data_file("pneumoniamnist.npz") or ""))
+    p.add_argument("--learners", default="protonet,fomaml,anil,baseline,baseline++,scratch")
+    p.add_argument("--shots", default="1,5,10,20")
+    p.add_argument("--episodes", type=int, default=600)
+    p.add_argument("--draws", type=int, default=100)
+    p.add_argument("--meta-steps", type=int, default=300)
+    p.add_argument("--hidden", type=int, default=32)
+    p.add_argument("--encoder", default="", help="encoder checkpoint (e.g. SimCLR on unlabelled PneumoniaMNIST)")
+    p.add_argument("--n-per-class-site", type=int, default=40)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="bench/out/pneumonia_fewshot.json")
+    a = p.parse_args()
+    if not a.npz:
+        raise SystemExit("PneumoniaMNIST .npz not found: pass --npz")
+    t0 = time.time()
+    names = [n for n in a.learners.split(",") if n]
+    shots = [int(k) for k in a.shots.split(",")]
+    synth = load_collection("synthetic", split="train", n_per_class_site=a.n_per_class_site, seed=a.seed)
+    synth_val = load_collection("synthetic", split="val", n_per_class_site=a.n_per_class_site, seed=a.seed)
+    split = make_split(synth, synth_val, split="none", n_way=5, k_shot=5, q_query=15, seed=a.seed)
+    cfg = MetaTrainConfig(steps=a.meta_steps, meta_batch=4, val_every=0, seed=a.seed)
+    meta = [n for n in names if n != "scratch"]
+    trained = train_learners(
+        meta,
+        split,
+        backbone_kwargs={"hidden": a.hidden},
+        encoder=a.encoder or None,
+        config=cfg,
+        val_episodes=0,
+        progress=False,
+    )
+    learners = {n: r.learner for n, r in trained.items()}
+    if "scratch" in names:
+        learners["scratch"] = build_learner(
+            "scratch",
+            backbone_kwargs={"hidden": a.hidden},
+            n_way=2,
+            seed=a.seed,
+            learner_kwargs=learner_defaults("scratch", synth),
+        )
+    print(f"meta-training done in {time.time() - t0:.0f} s", flush=True)
+    train = load_collection(a.npz, split="train")
+    test = load_collection(a.npz, split="test")
+    results: dict[str, dict] = {}
+    for name, learner in learners.items():
+        learner.set_n_way(2)
+        for k in shots:
+            eps = EpisodeSampler(test, 2, k, 15, seed=a.seed + 1).fixed(a.episodes, seed=a.seed + 1)
+            bal = evaluate_learner(learner, eps).to_dict()
+            full = evaluate_full_test_split(learner, train, test, k_shot=k, draws=a.draws, seed=a.seed + 2)
+            results.setdefault(name, {})[str(k)] = {"balanced": bal, "full_test_split": full}
+            print(
+                f"{name:10s} K={k:2d} balanced acc {bal['acc_mean']:.3f}±{bal['acc_ci95']:.3f} "
+                f"auc {bal['auc_mean']:.3f} | full split acc {full['acc_mean']:.3f}±{full['acc_ci95']:.3f} "
+                f"auc {full['auc_mean']:.3f}±{full['auc_ci95']:.3f}  ({time.time() - t0:.0f} s)",
+                flush=True,
+            )
+    settings = {k: v for k, v in vars(a).items()}
+    settings["torch_threads"] = torch.get_num_threads()
+    out = Path(a.out)
+    write_metrics(out.parent, {"settings": settings, "results": results, "seconds": time.time() - t0}, name=out.name)
+    print(json.dumps({"wrote": str(out), "seconds": round(time.time() - t0)}))
+
+
+if __name__ == "__main__":
+    main()
