@@ -1,0 +1,42 @@
+"""Run every benchmark script in bench/ one after another (``make bench``); figures go to BENCHMARKS.md by hand.
+
+Each script prints its own table; run them on an otherwise idle machine (ratios within one run
+are the reliable figures on a noisy machine).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPTS = [
+    "bench_episodes.py",
+    "bench_medsynth.py",
+    "raw_pixel_medsynth.py",
+    "bench_ssl.py",
+    "bench_learners.py",
+    "bench_distributed.py",
+    "pneumonia_ssl_probe.py",
+    "pneumonia_fewshot.py",
+]
+
+
+def main() -> int:
+    here = Path(__file__).resolve().parent
+    failed = []
+    for name in SCRIPTS:
+        path = here / name
+        if not path.exists():
+            print(f"## {name}: not present, skipped")
+            continue
+        print(f"## {name}", flush=True)
+        if subprocess.call([sys.executable, str(path)]) != 0:
+            failed.append(name)
+    if failed:
+        print(f"failed: {failed}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
