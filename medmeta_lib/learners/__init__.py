@@ -1,1 +1,41 @@
-"""learners."""
+"""Meta-learners: MAML, FOMAML, Meta-SGD, ANIL, ProtoNet and the Baseline/Baseline++/Scratch baselines.
+
+Example:
+    >>> from medmeta_lib.learners import list_learners
+    >>> list_learners()
+    ['anil', 'baseline', 'baseline++', 'fomaml', 'maml', 'metasgd', 'protonet', 'scratch']
+"""
+
+from __future__ import annotations
+
+from medmeta_lib.learners.anil import ANIL
+from medmeta_lib.learners.base import AdaptationTrace, Learner, Predictor
+from medmeta_lib.learners.finetune import Baseline, BaselinePlusPlus, Scratch
+from medmeta_lib.learners.maml import FOMAML, MAML, MetaSGD
+from medmeta_lib.learners.protonet import ProtoNet
+from medmeta_lib.learners.registry import (
+    create_learner,
+    learner_class,
+    learner_kwargs,
+    list_learners,
+    register_learner,
+)
+
+__all__ = [
+    "ANIL",
+    "FOMAML",
+    "MAML",
+    "AdaptationTrace",
+    "Baseline",
+    "BaselinePlusPlus",
+    "Learner",
+    "MetaSGD",
+    "Predictor",
+    "ProtoNet",
+    "Scratch",
+    "create_learner",
+    "learner_class",
+    "learner_kwargs",
+    "list_learners",
+    "register_learner",
+]

@@ -1,0 +1,408 @@
+"""The learner interface: meta-training objective, test-time adaptation and its trace.
+
+A *learner* owns a backbone (the feature extractor, ``θ``) and knows how to
+
+* compute the outer objective ``L(θ) = (1/T) Σ_i L_i(θ)`` over a meta-batch of tasks
+  (:meth:`Learner.meta_loss`; ``L_i`` is the query loss after adapting to task ``i``'s support),
+* take one optimiser step on it (:meth:`Learner.meta_step`), and
+* adapt to a new task at test time (:meth:`Learner.adapt`), returning a :class:`Predictor` and an
+  :class:`AdaptationTrace` (per-step support/query loss and accuracy, optionally the fast weights,
+  embeddings and query probabilities) that the adaptation-visualisation notebook draws.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from medmeta_lib.data.episodes import Episode
+
+__all__ = ["AdaptationTrace", "Learner", "Predictor", "TraceRecorder", "accuracy"]
+
+
+@dataclass
+class AdaptationTrace:
+    """What happened while a learner adapted to one task.
+
+    Index ``0`` of every list is the state *before* any adaptation; index ``s`` is after ``s``
+    inner steps. Query entries are ``None`` when no query set was given to :meth:`Learner.adapt`.
+
+    Attributes:
+        steps: step numbers ``0 .. S``.
+        support_loss: cross-entropy on the support set per step.
+        support_acc: accuracy on the support set per step.
+        query_loss: cross-entropy on the query set per step (or ``None``).
+        query_acc: accuracy on the query set per step (or ``None``).
+        params: fast weights per step (detached, on the CPU) when ``record_params=True``.
+        support_emb: support embeddings per step when ``record_embeddings=True``.
+        query_emb: query embeddings per step when ``record_embeddings=True`` and a query was given.
+        query_probs: ``(Q, n_way)`` softmax over the query per step (when a query was given).
+        learner: name of the learner that produced the trace.
+    """
+
+    steps: list[int] = field(default_factory=list)
+    support_loss: list[float] = field(default_factory=list)
+    support_acc: list[float] = field(default_factory=list)
+    query_loss: list[float | None] = field(default_factory=list)
+    query_acc: list[float | None] = field(default_factory=list)
+    params: list[dict[str, Tensor]] | None = None
+    support_emb: list[Tensor] | None = None
+    query_emb: list[Tensor] | None = None
+    query_probs: list[Tensor] | None = None
+    learner: str = ""
+
+    def to_dict(self, *, include_probs: bool = False) -> dict[str, Any]:
+        """A JSON-friendly summary (no tensors).
+
+        Args:
+            include_probs: also include the per-step query probabilities as nested lists.
+
+        Example:
+            >>> AdaptationTrace(steps=[0], support_loss=[0.7], support_acc=[0.5],
+            ...                 query_loss=[None], query_acc=[None]).to_dict()["steps"]
+            [0]
+        """
+        out: dict[str, Any] = {
+            "learner": self.learner,
+            "steps": list(self.steps),
+            "support_loss": list(self.support_loss),
+            "support_acc": list(self.support_acc),
+            "query_loss": list(self.query_loss),
+            "query_acc": list(self.query_acc),
+            "recorded_params": self.params is not None,
+            "recorded_embeddings": self.support_emb is not None,
+        }
+        if include_probs and self.query_probs is not None:
+            out["query_probs"] = [p.tolist() for p in self.query_probs]
+        return out
+
+
+class TraceRecorder:
+    """Fill an :class:`AdaptationTrace` step by step (shared by all learners).
+
+    Args:
+        learner: name stored in the trace.
+        query_y: query labels, or ``None`` when no query set is scored.
+        record_params: keep a detached CPU copy of the fast weights per step.
+        record_embeddings: keep the support (and query) embeddings per step.
+    """
+
+    def __init__(self, learner: str, query_y: Tensor | None, *, record_params: bool, record_embeddings: bool) -> None:
+        self.query_y = query_y
+        self.record_params = record_params
+        self.record_embeddings = record_embeddings
+        self.trace = AdaptationTrace(
+            learner=learner,
+            params=[] if record_params else None,
+            support_emb=[] if record_embeddings else None,
+            query_emb=[] if record_embeddings and query_y is not None else None,
+            query_probs=[] if query_y is not None else None,
+        )
+
+    def add(
+        self,
+        step: int,
+        support_logits: Tensor,
+        support_y: Tensor,
+        *,
+        query_logits: Tensor | None = None,
+        params: Mapping[str, Tensor] | None = None,
+        support_emb: Tensor | None = None,
+        query_emb: Tensor | None = None,
+    ) -> None:
+        """Record one step from the logits (and optionally weights/embeddings) at that step."""
+        t = self.trace
+        with torch.no_grad():
+            t.steps.append(step)
+            t.support_loss.append(float(F.cross_entropy(support_logits, support_y)))
+            t.support_acc.append(accuracy(support_logits, support_y))
+            if self.query_y is not None and query_logits is not None:
+                t.query_loss.append(float(F.cross_entropy(query_logits, self.query_y)))
+                t.query_acc.append(accuracy(query_logits, self.query_y))
+                assert t.query_probs is not None
+                t.query_probs.append(query_logits.detach().softmax(-1).cpu())
+            else:
+                t.query_loss.append(None)
+                t.query_acc.append(None)
+            if t.params is not None and params is not None:
+                t.params.append({k: v.detach().cpu().clone() for k, v in params.items()})
+            if t.support_emb is not None and support_emb is not None:
+                t.support_emb.append(support_emb.detach().cpu())
+            if t.query_emb is not None and query_emb is not None:
+                t.query_emb.append(query_emb.detach().cpu())
+
+
+def accuracy(logits: Tensor, y: Tensor) -> float:
+    """Fraction of rows whose arg-max equals the label.
+
+    Example:
+        >>> accuracy(torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0]))
+        0.5
+    """
+    return float((logits.argmax(-1) == y).float().mean())
+
+
+class Predictor:
+    """An adapted model for one task: ``logits = classify(embed(x))``.
+
+    Predictors hold detached weights; calling them never changes the learner. They do not switch
+    off autograd, so gradients with respect to the *input* (saliency maps) are available.
+
+    Args:
+        embed_fn: images ``(B, C, H, W)`` → features ``(B, D)``.
+        classify_fn: features → logits ``(B, n_way)``.
+        n_way: number of classes.
+        params: the adapted weights (detached), for inspection.
+
+    Example:
+        >>> p = Predictor(lambda x: x.flatten(1), lambda h: h[:, :2], n_way=2)
+        >>> p(torch.zeros(3, 1, 2, 2)).shape
+        torch.Size([3, 2])
+    """
+
+    def __init__(
+        self,
+        embed_fn: Callable[[Tensor], Tensor],
+        classify_fn: Callable[[Tensor], Tensor],
+        *,
+        n_way: int,
+        params: Mapping[str, Tensor] | None = None,
+    ) -> None:
+        self._embed = embed_fn
+        self._classify = classify_fn
+        self.n_way = n_way
+        self.params: dict[str, Tensor] = dict(params or {})
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """Logits ``(B, n_way)`` for images ``x``."""
+        return self._classify(self._embed(x))
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Features used by the head (or the prototypes) for images ``x``."""
+        return self._embed(x)
+
+    def classify(self, features: Tensor) -> Tensor:
+        """Logits from features (e.g. for decision maps drawn in embedding space)."""
+        return self._classify(features)
+
+    def predict_proba(self, x: Tensor) -> Tensor:
+        """Class probabilities ``(B, n_way)`` without building a graph."""
+        with torch.no_grad():
+            return self(x).softmax(-1)
+
+
+def check_int(name: str, value: Any, minimum: int) -> int:
+    """Return ``value`` as int if it is an integer ``>= minimum``, else raise ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_positive(name: str, value: Any) -> float:
+    """Return ``value`` as float if it is a finite number ``> 0``, else raise ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value != value:
+        raise ValueError(f"{name} must be a number > 0, got {value!r}")
+    if value == float("inf"):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return float(value)
+
+
+class Learner(nn.Module):
+    """Base class of every learner (see the module docstring for the protocol).
+
+    Subclasses implement :meth:`task_loss` (episodic learners) or override :meth:`meta_loss`,
+    and :meth:`adapt`.
+
+    Args:
+        backbone: feature extractor ``(B, C, H, W) → (B, D)`` with an ``out_features`` attribute.
+        n_way: classes per task.
+    """
+
+    name: ClassVar[str] = "learner"
+    meta_trainable: ClassVar[bool] = True
+    backbone: nn.Module
+
+    def __init__(self, backbone: nn.Module, *, n_way: int) -> None:
+        super().__init__()
+        if not isinstance(backbone, nn.Module):
+            raise ValueError(f"backbone must be a torch.nn.Module, got {type(backbone).__name__}")
+        out = getattr(backbone, "out_features", None)
+        if isinstance(out, bool) or not isinstance(out, int) or out < 1:
+            raise ValueError(
+                "backbone must have an integer attribute 'out_features' (the feature size); "
+                "build it with medmeta_lib.models.create_backbone or set it on your module"
+            )
+        self.backbone = backbone
+        self.feature_dim = out
+        self.n_way = check_int("n_way", n_way, 2)
+
+    # ----------------------------------------------------------------- n-way handling
+    @property
+    def way_agnostic(self) -> bool:
+        """True when no parameter's shape depends on ``n_way`` (see :meth:`set_n_way`)."""
+        return True
+
+    def set_n_way(self, n_way: int) -> None:
+        """Change the number of classes per task (e.g. meta-train 5-way, evaluate 2-way).
+
+        Raises:
+            ValueError: if the learner has parameters whose shape depends on ``n_way``
+                (MAML/MetaSGD/ANIL with ``head_init="learned"``).
+        """
+        n_way = check_int("n_way", n_way, 2)
+        if n_way != self.n_way and not self.way_agnostic:
+            raise ValueError(
+                f"{self.name}: n_way is fixed at {self.n_way} by the learned head; "
+                "use head_init='zero' to evaluate with another number of classes"
+            )
+        self.n_way = n_way
+
+    def _check_labels(self, y: Tensor, what: str) -> None:
+        if y.ndim != 1 or y.numel() == 0:
+            raise ValueError(f"{self.name}: {what} labels must be a non-empty 1-D tensor, got shape {tuple(y.shape)}")
+        present = torch.unique(y).tolist()
+        if present != list(range(self.n_way)):
+            raise ValueError(
+                f"{self.name}: {what} labels {present} do not match n_way={self.n_way} "
+                f"(expected every label 0..{self.n_way - 1}); sample {self.n_way}-way episodes "
+                "or change the learner's n_way (create_learner(..., n_way=...) or set_n_way)"
+            )
+
+    def check_episode(self, episode: Episode) -> None:
+        """Raise ``ValueError`` if ``episode`` does not fit this learner (n-way, labels)."""
+        if episode.n_way != self.n_way:
+            raise ValueError(
+                f"{self.name}: episode is {episode.n_way}-way but the learner has n_way={self.n_way}; "
+                f"sample {self.n_way}-way episodes or change the learner's n_way (set_n_way)"
+            )
+        self._check_labels(episode.support_y, "support")
+        self._check_labels(episode.query_y, "query")
+
+    def _check_steps(self, steps: int | None, default: int) -> int:
+        return default if steps is None else check_int("steps", steps, 0)
+
+    # ----------------------------------------------------------------- meta-training
+    def task_loss(self, episode: Episode) -> tuple[Tensor, Tensor]:
+        """Query loss ``L_i(θ)`` and query accuracy after adapting to one episode's support."""
+        raise NotImplementedError
+
+    def meta_loss(self, episodes: Sequence[Episode]) -> tuple[Tensor, dict[str, float]]:
+        """The outer objective ``L(θ) = (1/T) Σ_i L_i(θ)`` over a meta-batch of episodes.
+
+        Returns:
+            The loss (differentiable w.r.t. ``self.parameters()``) and ``{"loss", "acc"}``.
+
+        Example:
+            >>> loss, stats = learner.meta_loss(episodes)  # doctest: +SKIP
+            >>> loss.backward()  # doctest: +SKIP
+        """
+        episodes = self._check_batch(episodes)
+        losses, accs = zip(*(self.task_loss(ep) for ep in episodes))
+        loss = torch.stack(losses).mean()
+        return loss, {"loss": float(loss.detach()), "acc": float(torch.stack(accs).mean())}
+
+    def meta_step(self, episodes: Sequence[Episode], optimizer: torch.optim.Optimizer) -> dict[str, float]:
+        """One outer step: zero the gradients, back-propagate ``L(θ)``, step the optimiser.
+
+        Episodic learners back-propagate task by task (same gradient as ``meta_loss``, lower
+        peak memory: only one task's graph is alive at a time).
+
+        Example:
+            >>> opt = torch.optim.Adam(learner.parameters(), lr=1e-3)  # doctest: +SKIP
+            >>> learner.meta_step(episodes, opt)  # doctest: +SKIP
+            {'loss': 1.6, 'acc': 0.2}
+        """
+        if not self.meta_trainable:
+            raise RuntimeError(f"{self.name} is not meta-trainable (meta_trainable=False); skip meta-training")
+        optimizer.zero_grad(set_to_none=True)
+        if type(self).meta_loss is not Learner.meta_loss:  # a learner with its own batch objective
+            loss, stats = self.meta_loss(episodes)
+            loss.backward()
+        else:
+            episodes = self._check_batch(episodes)
+            total, acc = 0.0, 0.0
+            for ep in episodes:
+                li, ai = self.task_loss(ep)
+                (li / len(episodes)).backward()
+                total += float(li.detach())
+                acc += float(ai)
+            stats = {"loss": total / len(episodes), "acc": acc / len(episodes)}
+        optimizer.step()
+        return stats
+
+    def _check_batch(self, episodes: Sequence[Episode]) -> list[Episode]:
+        if isinstance(episodes, Episode):
+            episodes = [episodes]
+        episodes = list(episodes)
+        if not episodes:
+            raise ValueError(f"{self.name}: the meta-batch is empty; pass at least one episode")
+        for ep in episodes:
+            self.check_episode(ep)
+        return episodes
+
+    # ----------------------------------------------------------------- adaptation
+    def adapt(
+        self,
+        support_x: Tensor,
+        support_y: Tensor,
+        *,
+        steps: int | None = None,
+        query_x: Tensor | None = None,
+        query_y: Tensor | None = None,
+        record_params: bool = False,
+        record_embeddings: bool = False,
+    ) -> tuple[Predictor, AdaptationTrace]:
+        """Adapt to a new task from its support set; never changes the meta-parameters.
+
+        Args:
+            support_x: ``(N*K, C, H, W)`` support images.
+            support_y: ``(N*K,)`` labels ``0 .. n_way-1``.
+            steps: adaptation steps (``None``: the learner's evaluation default).
+            query_x: optional query images, scored at every step in the trace.
+            query_y: their labels (required with ``query_x``).
+            record_params: keep the fast weights per step in the trace.
+            record_embeddings: keep the embeddings per step in the trace.
+
+        Returns:
+            ``(predictor, trace)``.
+        """
+        raise NotImplementedError
+
+    def _check_adapt_args(self, support_x: Tensor, support_y: Tensor, query_x: Tensor | None, query_y: Tensor | None):
+        self._check_labels(support_y, "support")
+        if support_x.shape[0] != support_y.shape[0]:
+            raise ValueError(
+                f"{self.name}: support_x has {support_x.shape[0]} images but support_y {support_y.shape[0]} labels"
+            )
+        if (query_x is None) != (query_y is None):
+            raise ValueError(f"{self.name}: pass both query_x and query_y, or neither")
+        if query_x is not None and query_y is not None and query_x.shape[0] != query_y.shape[0]:
+            raise ValueError(
+                f"{self.name}: query_x has {query_x.shape[0]} images but query_y {query_y.shape[0]} labels"
+            )
+
+    def evaluate_episode(self, episode: Episode, *, steps: int | None = None) -> dict[str, Any]:
+        """Adapt on the episode's support and score its query set.
+
+        Returns:
+            ``{"acc": float, "loss": float, "probs": (Q, n_way) tensor on the CPU}``.
+
+        Example:
+            >>> learner.evaluate_episode(episode)["acc"]  # doctest: +SKIP
+            0.84
+        """
+        self.check_episode(episode)
+        predictor, _ = self.adapt(episode.support_x, episode.support_y, steps=steps)
+        with torch.no_grad():
+            logits = predictor(episode.query_x)
+            loss = float(F.cross_entropy(logits, episode.query_y))
+        return {
+            "acc": accuracy(logits, episode.query_y),
+            "loss": loss,
+            "probs": logits.softmax(-1).cpu(),
+        }

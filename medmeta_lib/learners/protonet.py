@@ -1,0 +1,122 @@
+"""Prototypical networks (Snell et al. 2017): classify by squared Euclidean distance to class means.
+
+Per episode the backbone runs once on the support and once on the query; the prototypes are
+the class means of the support embeddings and the logits are ``-‖f(x) - c_k‖²``. "Adaptation"
+is computing the prototypes: the trace has two steps, step 0 with every prototype at the origin
+(all distances equal, a uniform prediction) and step 1 with the class means.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from medmeta_lib.data.episodes import Episode
+from medmeta_lib.learners.base import AdaptationTrace, Learner, Predictor, TraceRecorder, check_int
+from medmeta_lib.learners.registry import register_learner
+
+__all__ = ["ProtoNet", "prototype_logits", "prototypes"]
+
+
+def prototypes(emb: Tensor, y: Tensor, n_way: int) -> Tensor:
+    """Class means ``(n_way, D)`` of embeddings ``emb (N, D)`` with labels ``y`` in ``0..n_way-1``.
+
+    Example:
+        >>> prototypes(torch.tensor([[0.0], [2.0], [5.0]]), torch.tensor([0, 0, 1]), 2)
+        tensor([[1.],
+                [5.]])
+    """
+    onehot = F.one_hot(y, n_way).to(emb.dtype)
+    return (onehot.T @ emb) / onehot.sum(0).unsqueeze(1)
+
+
+def prototype_logits(emb: Tensor, protos: Tensor) -> Tensor:
+    """Negative squared Euclidean distances ``(B, n_way)`` from ``emb (B, D)`` to ``protos``.
+
+    Uses ``‖a‖² - 2a·c + ‖c‖²`` (one matrix product; no square root, so the gradient is finite
+    even at zero distance).
+
+    Example:
+        >>> prototype_logits(torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 0.0], [0.0, 2.0]]))
+        tensor([[-1., -4.]])
+    """
+    d2 = emb.pow(2).sum(1, keepdim=True) - 2 * emb @ protos.T + protos.pow(2).sum(1).unsqueeze(0)
+    return -d2
+
+
+@register_learner("protonet")
+class ProtoNet(Learner):
+    """Prototypical network learner.
+
+    Args:
+        backbone: feature extractor with ``out_features``.
+        n_way: classes per task (the learner itself works for any number of classes; see
+            :meth:`~medmeta_lib.learners.base.Learner.set_n_way`).
+        eval_steps: ``1`` (compute the prototypes) by default; ``0`` gives the un-adapted,
+            uniform prediction. Any value ``>= 1`` is the same as ``1``.
+
+    Example:
+        >>> net = ProtoNet(create_backbone("conv4"), n_way=5)  # doctest: +SKIP
+        >>> pred, _ = net.adapt(ep.support_x, ep.support_y)  # doctest: +SKIP
+        >>> pred(ep.query_x).argmax(-1)  # doctest: +SKIP
+    """
+
+    name = "protonet"
+
+    def __init__(self, backbone: nn.Module, *, n_way: int, eval_steps: int = 1) -> None:
+        super().__init__(backbone, n_way=n_way)
+        self.eval_steps = check_int("eval_steps", eval_steps, 0)
+
+    def task_loss(self, episode: Episode) -> tuple[Tensor, Tensor]:
+        """Query cross-entropy over prototype logits (features computed once per set)."""
+        protos = prototypes(self.backbone(episode.support_x), episode.support_y, self.n_way)
+        logits = prototype_logits(self.backbone(episode.query_x), protos)
+        loss = F.cross_entropy(logits, episode.query_y)
+        return loss, (logits.detach().argmax(-1) == episode.query_y).float().mean()
+
+    def adapt(
+        self,
+        support_x: Tensor,
+        support_y: Tensor,
+        *,
+        steps: int | None = None,
+        query_x: Tensor | None = None,
+        query_y: Tensor | None = None,
+        record_params: bool = False,
+        record_embeddings: bool = False,
+    ) -> tuple[Predictor, AdaptationTrace]:
+        """Compute the prototypes of the support set (trace: step 0 origin, step 1 class means).
+
+        The trace's ``params`` hold ``{"prototypes": (n_way, D)}`` per step.
+        """
+        self._check_adapt_args(support_x, support_y, query_x, query_y)
+        steps = min(self._check_steps(steps, self.eval_steps), 1)
+        body = {n: p.detach() for n, p in self.backbone.named_parameters()}
+        backbone = self.backbone
+
+        def embed(x: Tensor) -> Tensor:
+            return functional_call(backbone, body, (x,))
+
+        rec = TraceRecorder(self.name, query_y, record_params=record_params, record_embeddings=record_embeddings)
+        with torch.no_grad():
+            emb = embed(support_x)
+            qemb = None if query_x is None else embed(query_x)
+            protos = torch.zeros(self.n_way, emb.shape[1], dtype=emb.dtype, device=emb.device)
+            for step in range(steps + 1):
+                if step == 1:
+                    protos = prototypes(emb, support_y, self.n_way)
+                rec.add(
+                    step,
+                    prototype_logits(emb, protos),
+                    support_y,
+                    query_logits=None if qemb is None else prototype_logits(qemb, protos),
+                    params={"prototypes": protos},
+                    support_emb=emb,
+                    query_emb=qemb,
+                )
+        final = protos
+        return Predictor(
+            embed, lambda h: prototype_logits(h, final), n_way=self.n_way, params={"prototypes": final}
+        ), rec.trace
