@@ -1,0 +1,372 @@
+"""Frozen-feature evaluation of encoders: features, cosine kNN, linear probe, label-efficiency curve.
+
+The probe protocol (DESIGN.md "Evaluation protocol", issue 3): draw ``k`` labelled training images
+per class, fit a logistic regression (scikit-learn) on their standardised features, score it on the
+*whole* test collection (accuracy and ROC AUC), repeat over seeded label draws and report the mean
+± ``1.96 · sd / √draws``. The draws depend only on ``(seed, draw, k)`` and the labels, never on the
+encoder, so two encoders probed with the same seed see exactly the same labelled images (a paired
+comparison). Raw pixels are probed with ``nn.Flatten()`` as the encoder.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.neighbors import KNeighborsClassifier
+from torch import nn
+
+from medmeta_lib.data.collection import ImageCollection
+
+__all__ = [
+    "PooledLayers",
+    "extract_features",
+    "knn_accuracy",
+    "label_efficiency",
+    "linear_probe",
+    "with_population_stats",
+]
+
+ArrayLike = torch.Tensor | np.ndarray
+#: an encoder, or precomputed ``(train_features, test_features)``
+EncoderOrFeatures = nn.Module | tuple[ArrayLike, ArrayLike]
+
+
+def _np(x: ArrayLike) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+class PooledLayers(nn.Module):
+    """Features from several layers of an encoder: each output globally average-pooled, then concatenated.
+
+    Linear probes often read more than the last layer (lower layers keep finer texture and
+    intensity cues); for Conv-4 at 28 px the last block sees a 1 × 1 map, so blocks 2–4 together
+    give a 192-d feature. Outputs are captured with forward hooks, so any module works.
+
+    Args:
+        encoder: the network (its own output is ignored unless its name is listed as ``""``).
+        layers: names of submodules (``dict(encoder.named_modules())`` keys), e.g.
+            ``("features.7", "features.11", "features.15")`` for Conv-4 blocks 2–4.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 8, 3))
+        >>> PooledLayers(net, ("1", "2"))(torch.zeros(2, 1, 8, 8)).shape
+        torch.Size([2, 12])
+    """
+
+    def __init__(self, encoder: nn.Module, layers: Sequence[str]) -> None:
+        super().__init__()
+        modules = dict(encoder.named_modules())
+        missing = [name for name in layers if name not in modules]
+        if not layers or missing:
+            raise ValueError(
+                f"layers must name submodules of the encoder; unknown: {missing or 'none given'}; "
+                f"available: {[n for n in modules if n][:20]}..."
+            )
+        self.encoder, self.layers = encoder, tuple(layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, Σ channels)``: the pooled outputs of ``layers`` in order."""
+        modules = dict(self.encoder.named_modules())
+        captured: dict[str, torch.Tensor] = {}
+
+        def hook(name: str) -> Any:
+            def save(_module: nn.Module, _inp: Any, out: torch.Tensor) -> None:
+                captured[name] = out
+
+            return save
+
+        # hooks live only for this call, so the wrapped encoder behaves normally elsewhere
+        handles = [modules[n].register_forward_hook(hook(n)) for n in self.layers]
+        try:
+            self.encoder(x)
+        finally:
+            for h in handles:
+                h.remove()
+        return torch.cat(
+            [captured[n].flatten(2).mean(2) if captured[n].ndim > 2 else captured[n] for n in self.layers], 1
+        )
+
+
+def with_population_stats(encoder: nn.Module, images: torch.Tensor, *, batch_size: int = 512) -> nn.Module:
+    """A frozen copy of ``encoder`` whose batch norms use statistics of ``images`` instead of each batch's.
+
+    The registry's ``norm="batch"`` keeps no running statistics (``torch.func`` adaptation needs
+    that), so in eval mode a feature would depend on the other images of its batch. For frozen
+    features, this copies the encoder, turns on running statistics with a cumulative average
+    (``momentum=None``) and runs ``images`` through it once: every batch-norm layer then normalises
+    with the population mean and variance of ``images`` (e.g. the unlabelled training images), as a
+    conventionally trained BatchNorm does in eval mode. The copy is returned in eval mode; the
+    original is untouched. Encoders without such layers are returned as an unchanged copy.
+
+    Args:
+        encoder: a backbone, possibly with ``BatchNorm*d(track_running_stats=False)`` layers.
+        images: ``(N, C, H, W)`` images to estimate the statistics on (no labels needed).
+        batch_size: images per forward pass; PyTorch averages the per-batch statistics with equal
+            weights, so a batch size that divides ``N`` (or one batch) gives the exact population mean.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2, track_running_stats=False))
+        >>> x = torch.rand(8, 1, 6, 6)
+        >>> frozen = with_population_stats(net, x)
+        >>> torch.allclose(frozen(x)[:1], frozen(x[:1]), atol=1e-6)  # a feature no longer depends on its batch
+        True
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    net = copy.deepcopy(encoder)
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.track_running_stats]
+    if norms:
+        param = next(iter(net.parameters()), None)
+        for m in norms:
+            c = m.num_features
+            dev = param.device if param is not None else None
+            m.register_buffer("running_mean", torch.zeros(c, device=dev))
+            m.register_buffer("running_var", torch.ones(c, device=dev))
+            m.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=dev))
+            m.track_running_stats, m.momentum = True, None
+        net.train()
+        with torch.no_grad():
+            for i in range(0, len(images), batch_size):
+                net(images[i : i + batch_size].to(dev))
+    return net.eval()
+
+
+def extract_features(encoder: nn.Module, images: torch.Tensor, *, batch_size: int = 512) -> torch.Tensor:
+    """Run a frozen encoder over ``images`` in eval mode without gradients.
+
+    The encoder's train/eval mode is restored afterwards, and images are moved to the encoder's
+    device batch by batch; the features come back on the CPU, flattened to ``(N, D)``.
+
+    Args:
+        encoder: any module mapping ``(B, C, H, W)`` to ``(B, ...)``; ``nn.Flatten()`` gives raw pixels.
+        images: ``(N, C, H, W)`` float images.
+        batch_size: images per forward pass (memory bound only; the result does not depend on it
+            unless the encoder normalises over the batch in eval mode).
+
+    Example:
+        >>> extract_features(nn.Flatten(), torch.rand(3, 1, 4, 4)).shape
+        torch.Size([3, 16])
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if images.ndim != 4:
+        raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
+    param = next(iter(encoder.parameters()), None)
+    device = param.device if param is not None else images.device
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        with torch.no_grad():
+            out = [
+                encoder(images[i : i + batch_size].to(device)).flatten(1).cpu()
+                for i in range(0, len(images), batch_size)
+            ]
+    finally:
+        encoder.train(was_training)
+    return torch.cat(out, dim=0)
+
+
+def knn_accuracy(train_f: ArrayLike, train_y: ArrayLike, test_f: ArrayLike, test_y: ArrayLike, *, k: int = 5) -> float:
+    """Accuracy of a cosine-distance k-nearest-neighbour classifier (scikit-learn, majority vote).
+
+    Args:
+        train_f: ``(N, D)`` labelled reference features.
+        train_y: ``(N,)`` their labels.
+        test_f: ``(M, D)`` features to classify.
+        test_y: ``(M,)`` true labels.
+        k: neighbours per vote (``1 <= k <= N``).
+
+    Example:
+        >>> f = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+        >>> knn_accuracy(f, [0, 0, 1, 1], f, [0, 0, 1, 1], k=1)
+        1.0
+    """
+    xf, yf, xt, yt = _np(train_f), _np(train_y).ravel(), _np(test_f), _np(test_y).ravel()
+    if not 1 <= k <= len(xf):
+        raise ValueError(f"k must lie in 1..{len(xf)} (the number of reference features), got {k}")
+    if len(xf) != len(yf) or len(xt) != len(yt):
+        raise ValueError("features and labels must have the same length (train_f/train_y, test_f/test_y)")
+    clf = KNeighborsClassifier(n_neighbors=k, metric="cosine", algorithm="brute").fit(xf.reshape(len(xf), -1), yf)
+    return float(clf.score(xt.reshape(len(xt), -1), yt))
+
+
+def _features(enc: EncoderOrFeatures, train: ImageCollection, test: ImageCollection) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(enc, nn.Module):
+        return _np(extract_features(enc, train.images)), _np(extract_features(enc, test.images))
+    if isinstance(enc, tuple) and len(enc) == 2:
+        ftr, fte = _np(enc[0]), _np(enc[1])
+        if len(ftr) != len(train) or len(fte) != len(test):
+            raise ValueError(
+                f"precomputed features must have one row per image: got {len(ftr)}/{len(fte)} rows for "
+                f"{len(train)}/{len(test)} train/test images"
+            )
+        return ftr.reshape(len(ftr), -1), fte.reshape(len(fte), -1)
+    raise ValueError("encoder_or_features must be an nn.Module or a (train_features, test_features) tuple")
+
+
+def _mean_ci(values: Sequence[float]) -> tuple[float, float]:
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) < 2:
+        return float(v.mean()), 0.0
+    return float(v.mean()), float(1.96 * v.std(ddof=1) / np.sqrt(len(v)))
+
+
+def _auc(y: np.ndarray, proba: np.ndarray, classes: np.ndarray) -> float:
+    present = np.unique(y)
+    if len(present) < 2:
+        return float("nan")  # AUC is undefined on a one-class test set
+    if len(classes) == 2:
+        return float(roc_auc_score(y, proba[:, 1]))
+    if len(present) < len(classes):  # ovr needs every class in y: score on the classes present
+        cols = np.searchsorted(classes, present)
+        p = proba[:, cols] / proba[:, cols].sum(1, keepdims=True)
+        return float(roc_auc_score(y, p, multi_class="ovr", average="macro", labels=present))
+    return float(roc_auc_score(y, proba, multi_class="ovr", average="macro", labels=classes))
+
+
+def linear_probe(
+    encoder_or_features: EncoderOrFeatures,
+    train: ImageCollection,
+    test: ImageCollection,
+    *,
+    k_per_class: int | None,
+    draws: int = 20,
+    seed: int = 0,
+    C: float = 1.0,
+    max_iter: int = 2000,
+) -> dict[str, Any]:
+    """Logistic-regression probe on ``k_per_class`` labelled train images per class, scored on all of ``test``.
+
+    Features are standardised with the mean and standard deviation of *all* train features: only
+    the unlabelled images are used for that (as SimCLR used them for pretraining), so the scaler
+    is stable even at one label per class. Classes are those that have train images.
+
+    Args:
+        encoder_or_features: a frozen encoder (``nn.Flatten()`` for raw pixels) or precomputed
+            ``(train_features, test_features)`` with one row per image.
+        train: labelled pool the probe's training images are drawn from.
+        test: every image of it is scored.
+        k_per_class: labelled images per class; ``None`` uses every train image (then one draw).
+        draws: repeated label draws (``>= 1``); the CI shrinks with ``√draws``.
+        seed: draw ``d`` uses ``numpy.random.default_rng([seed, d])``, the same for every encoder.
+        C: inverse L2 strength of scikit-learn's ``LogisticRegression`` (fixed, never tuned on test).
+        max_iter: L-BFGS iterations.
+
+    Returns:
+        ``{"acc_mean", "acc_ci95", "auc_mean", "auc_ci95", "draws", "k_per_class"}``; AUC is ROC AUC
+        for two classes and one-vs-rest macro AUC otherwise; ``ci95 = 1.96 · sd / √draws``.
+
+    Raises:
+        ValueError: for ``k_per_class < 1``, ``draws < 1``, ``C <= 0``, or a class with fewer
+            than ``k_per_class`` train images.
+
+    Example:
+        >>> from medmeta_lib.data.collection import ImageCollection
+        >>> col = ImageCollection(images=torch.rand(8, 1, 4, 4), labels=torch.tensor([0, 1] * 4),
+        ...                       class_names=("a", "b"))
+        >>> r = linear_probe(nn.Flatten(), col, col, k_per_class=2, draws=3)
+        >>> sorted(r)
+        ['acc_ci95', 'acc_mean', 'auc_ci95', 'auc_mean', 'draws', 'k_per_class']
+    """
+    if k_per_class is not None and k_per_class < 1:
+        raise ValueError(f"k_per_class must be >= 1 or None (all labelled images), got {k_per_class}")
+    if draws < 1:
+        raise ValueError(f"draws must be >= 1, got {draws}")
+    if not C > 0:
+        raise ValueError(f"C must be > 0 (inverse regularisation strength), got {C}")
+    ftr, fte = _features(encoder_or_features, train, test)
+    ytr, yte = _np(train.labels).astype(np.int64), _np(test.labels).astype(np.int64)
+    classes = np.unique(ytr)
+    if len(classes) < 2:
+        raise ValueError(f"{train.source}: the probe needs train images of at least 2 classes, got {classes.tolist()}")
+    unknown = sorted(set(np.unique(yte).tolist()) - set(classes.tolist()))
+    if unknown:
+        raise ValueError(f"{test.source}: test classes {unknown} have no train images; the probe cannot predict them")
+    mean, std = ftr.mean(0), ftr.std(0)
+    std = np.where(std > 1e-8, std, 1.0)  # constant features stay zero instead of dividing by zero
+    ztr, zte = (ftr - mean) / std, (fte - mean) / std
+    by_class = [np.flatnonzero(ytr == c) for c in classes]
+    if k_per_class is not None:
+        short = [(int(c), len(ix)) for c, ix in zip(classes, by_class) if len(ix) < k_per_class]
+        if short:
+            raise ValueError(
+                f"{train.source}: k_per_class={k_per_class} but class(es) (id, count) {short} have fewer train "
+                "images; lower k_per_class"
+            )
+    n_draws = 1 if k_per_class is None else draws
+    accs, aucs = [], []
+    for d in range(n_draws):
+        if k_per_class is None:
+            idx = np.arange(len(ytr))
+        else:
+            rng = np.random.default_rng([seed, d])
+            idx = np.concatenate([rng.choice(ix, size=k_per_class, replace=False) for ix in by_class])
+        clf = LogisticRegression(C=C, max_iter=max_iter).fit(ztr[idx], ytr[idx])
+        proba = clf.predict_proba(zte)
+        accs.append(float((clf.classes_[proba.argmax(1)] == yte).mean()))
+        aucs.append(_auc(yte, proba, clf.classes_))
+    acc_mean, acc_ci = _mean_ci(accs)
+    auc_mean, auc_ci = _mean_ci(aucs)
+    return {
+        "acc_mean": acc_mean,
+        "acc_ci95": acc_ci,
+        "auc_mean": auc_mean,
+        "auc_ci95": auc_ci,
+        "draws": n_draws,
+        "k_per_class": k_per_class,
+    }
+
+
+def label_efficiency(
+    encoders: Mapping[str, EncoderOrFeatures],
+    train: ImageCollection,
+    test: ImageCollection,
+    *,
+    shots: Sequence[int | None] = (1, 5, 10, 20, None),
+    draws: int = 10,
+    seed: int = 0,
+    C: float = 1.0,
+) -> list[dict[str, Any]]:
+    """Linear-probe accuracy and AUC against labels per class, for several encoders (same label draws).
+
+    Features are extracted once per encoder and reused for every shot count.
+
+    Args:
+        encoders: name → encoder (or precomputed ``(train_features, test_features)``), e.g.
+            ``{"random init": enc0, "SimCLR": enc1, "raw pixels": nn.Flatten()}``.
+        train: labelled pool for the probe.
+        test: evaluation images.
+        shots: labelled images per class; ``None`` means all (plotted as "all").
+        draws: label draws per point.
+        seed: draw seed (shared by all encoders: a paired comparison).
+        C: logistic-regression inverse regularisation.
+
+    Returns:
+        One row per (encoder, shot): ``{"encoder", "k_per_class", "acc_mean", "acc_ci95", "auc_mean",
+        "auc_ci95", "draws"}``.
+
+    Example:
+        >>> from medmeta_lib.data.collection import ImageCollection
+        >>> col = ImageCollection(images=torch.rand(8, 1, 4, 4), labels=torch.tensor([0, 1] * 4),
+        ...                       class_names=("a", "b"))
+        >>> rows = label_efficiency({"pixels": nn.Flatten()}, col, col, shots=(1, None), draws=2)
+        >>> [r["k_per_class"] for r in rows]
+        [1, None]
+    """
+    if not encoders:
+        raise ValueError("encoders is empty; give at least one name -> encoder")
+    if not shots:
+        raise ValueError("shots is empty; give labels-per-class values such as (1, 5, 10, 20, None)")
+    rows: list[dict[str, Any]] = []
+    for name, enc in encoders.items():
+        feats = _features(enc, train, test)
+        for k in shots:
+            r = linear_probe(feats, train, test, k_per_class=k, draws=draws, seed=seed, C=C)
+            rows.append({"encoder": name, **r})
+    return rows

@@ -1,0 +1,434 @@
+"""SimCLR contrastive pretraining (Chen et al. 2020) with exact resume, monitors and a site-invariance option.
+
+Each step takes a batch of *unlabelled* images, makes two augmented views of every image, encodes
+them with the backbone and a projection MLP, and minimises NT-Xent (``ntxent.py``): each view must
+recognise its partner among the other ``2B - 2`` views of the batch. The backbone's features (before
+the projection head) are what downstream learners reuse.
+
+Site invariance. With ``SimCLRConfig(site_invariance=True)`` the second view differs from the first
+in acquisition, not only in augmentation: for a MedSynth collection the generator re-acquires the
+same patient at another, randomly chosen site (``MedSynth.restyle``); for any other collection it
+gets ``ViewAugment``'s simulated scanner shift (bias field, contrast curve, blur/sharpen, offset).
+The encoder is then rewarded for ignoring what distinguishes hospitals.
+
+Determinism. Everything random is derived from ``(seed, epoch)`` (the image order) and ``(seed,
+step)`` (the views, the restyle sites), never from a running generator, so a run resumed from any
+checkpoint draws exactly the batches and views of an uninterrupted one; together with the saved
+weights, AdamW moments and scheduler position the loss curve continues bit-for-bit (on the same
+device and thread count). The global RNG states are saved and restored as well, for backbones that
+draw from them.
+
+Checkpoint (``out``, one safetensors file written atomically by ``save_checkpoint``): tensors
+``encoder.*`` (backbone weights), ``head.*`` (projection MLP), ``optim.*`` (AdamW state) and ``rng.*``;
+metadata ``kind="encoder"``, ``encoder_prefix="encoder."``, ``backbone`` (the spec), ``trainer="simclr"``,
+``config``, ``step``, ``epoch``, the scheduler state, the RNG metadata, ``data`` (source, split,
+size, ``fingerprint``) and the ``history``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from medmeta_lib.checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    load_optimizer_state,
+    load_scheduler_state,
+    optimizer_state_to_tensors,
+    restore_rng_state,
+    rng_state_to_tensors,
+    save_checkpoint,
+    scheduler_state_to_json,
+)
+from medmeta_lib.config import select_device
+from medmeta_lib.data.augment import PRESETS, ViewAugment
+from medmeta_lib.data.collection import ImageCollection
+from medmeta_lib.models.backbones import create_backbone, resolve_backbone_kwargs
+from medmeta_lib.ssl.ntxent import nt_xent_loss
+from medmeta_lib.ssl.probe import extract_features, knn_accuracy, linear_probe
+
+__all__ = ["PretrainResult", "SimCLRConfig", "pretrain_simclr", "projection_head"]
+
+ENCODER_PREFIX = "encoder."
+HEAD_PREFIX = "head."
+#: config fields that may change when resuming (they do not change what a step computes)
+_RESUMABLE_CHANGES = frozenset({"epochs", "max_steps", "monitor_every", "checkpoint_every"})
+
+
+def _int(name: str, value: Any, lo: int, hint: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise ValueError(f"SimCLRConfig.{name} must be an int >= {lo} ({hint}), got {value!r}")
+
+
+def _pos(name: str, value: Any, hint: str, *, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"SimCLRConfig.{name} must be a finite number {bound} ({hint}), got {value!r}")
+
+
+@dataclass
+class SimCLRConfig:
+    """Hyper-parameters of :func:`pretrain_simclr` (all validated on construction).
+
+    Attributes:
+        epochs: passes over the collection; the cosine schedule spans ``epochs`` epochs.
+        batch_size: images per step (``2 × batch_size`` views); capped at the collection size;
+            the last incomplete batch of an epoch is dropped.
+        lr: AdamW peak learning rate.
+        weight_decay: AdamW decoupled weight decay.
+        temperature: NT-Xent temperature.
+        proj_dim: output size of the projection head.
+        proj_hidden: hidden size of the projection head.
+        site_invariance: positives that differ in acquisition (MedSynth restyle or scanner shift).
+        augment_preset: ``ViewAugment`` preset (e.g. ``"chest_xray"``, ``"generic"``).
+        augment_kwargs: extra ``ViewAugment`` arguments (e.g. ``{"scale": (0.6, 1.0)}``).
+        monitor_every: run the kNN / linear-probe monitor every this many epochs (and at the end).
+        seed: seeds the initial weights, the image order and the views.
+        checkpoint_every: write the checkpoint every this many epochs (and at the end).
+        max_steps: stop after this many steps in total (``None``: run all epochs). The schedule
+            still spans ``epochs``, so a capped run resumed later matches an uncapped one.
+        warmup_steps: linear learning-rate warm-up steps before the cosine decay (0 = none).
+
+    Example:
+        >>> SimCLRConfig(epochs=2, batch_size=64).temperature
+        0.2
+    """
+
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    temperature: float = 0.2
+    proj_dim: int = 128
+    proj_hidden: int = 256
+    site_invariance: bool = False
+    augment_preset: str = "chest_xray"
+    augment_kwargs: dict[str, Any] = field(default_factory=dict)
+    monitor_every: int = 5
+    seed: int = 0
+    checkpoint_every: int = 1
+    max_steps: int | None = None
+    warmup_steps: int = 0
+
+    def __post_init__(self) -> None:
+        _int("epochs", self.epochs, 1, "passes over the data")
+        _int("batch_size", self.batch_size, 2, "NT-Xent needs negatives; 128-512 is typical")
+        _pos("lr", self.lr, "AdamW learning rate, e.g. 2e-3")
+        _pos("weight_decay", self.weight_decay, "AdamW weight decay, e.g. 1e-4", allow_zero=True)
+        _pos("temperature", self.temperature, "NT-Xent temperature, typically 0.1-0.5")
+        _int("proj_dim", self.proj_dim, 1, "projection output size, e.g. 128")
+        _int("proj_hidden", self.proj_hidden, 1, "projection hidden size, e.g. 256")
+        if not isinstance(self.site_invariance, bool):
+            raise ValueError(f"SimCLRConfig.site_invariance must be True or False, got {self.site_invariance!r}")
+        if self.augment_preset not in PRESETS:
+            raise ValueError(
+                f"SimCLRConfig.augment_preset must be one of {sorted(PRESETS)}, got {self.augment_preset!r}"
+            )
+        if not isinstance(self.augment_kwargs, dict) or {"preset", "image_size", "seed"} & set(self.augment_kwargs):
+            raise ValueError(
+                "SimCLRConfig.augment_kwargs must be a dict of ViewAugment arguments other than preset, "
+                f"image_size and seed (those come from the config), got {self.augment_kwargs!r}"
+            )
+        ViewAugment(preset=self.augment_preset, image_size=8, **self.augment_kwargs)  # validates the arguments
+        _int("monitor_every", self.monitor_every, 1, "epochs between monitor evaluations")
+        _int("seed", self.seed, 0, "random seed")
+        _int("checkpoint_every", self.checkpoint_every, 1, "epochs between checkpoints")
+        if self.max_steps is not None:
+            _int("max_steps", self.max_steps, 1, "a step cap for smoke runs, or None")
+        _int("warmup_steps", self.warmup_steps, 0, "linear warm-up steps, 0 for none")
+
+    def to_json(self) -> dict[str, Any]:
+        """The config as a JSON-friendly dict (tuples become lists)."""
+        d = asdict(self)
+        d["augment_kwargs"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.augment_kwargs.items()}
+        return d
+
+
+@dataclass
+class PretrainResult:
+    """What :func:`pretrain_simclr` returns.
+
+    Attributes:
+        encoder: the pretrained backbone (train mode, on the training device).
+        history: one row per step ``{"step", "epoch", "loss", "lr"}`` and one per monitor
+            evaluation ``{"step", "epoch", "knn_acc", "probe_acc"}`` (epoch = epochs completed),
+            in order; a resumed run's history includes the rows before the resume.
+        checkpoint: the checkpoint path, or ``None`` when no ``out`` was given.
+        head: the projection head (for inspection; downstream code uses ``encoder``).
+    """
+
+    encoder: nn.Module
+    history: list[dict[str, Any]]
+    checkpoint: Path | None
+    head: nn.Module | None = None
+
+
+def projection_head(in_features: int, hidden: int, out: int) -> nn.Module:
+    """SimCLR projection MLP: Linear → BatchNorm1d → ReLU → Linear.
+
+    Example:
+        >>> projection_head(64, 256, 128)(torch.zeros(4, 64)).shape
+        torch.Size([4, 128])
+    """
+    for name, v in (("in_features", in_features), ("hidden", hidden), ("out", out)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"projection_head: {name} must be a positive int, got {v!r}")
+    return nn.Sequential(nn.Linear(in_features, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Linear(hidden, out))
+
+
+def _lr_factor(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * min(step - warmup, total - warmup) / max(1, total - warmup)))
+
+
+def _step_seed(seed: int, stream: int, n: int) -> int:
+    return int(np.random.default_rng([seed, stream, n]).integers(2**62))
+
+
+def _medsynth_for(collection: ImageCollection) -> Any | None:
+    """The MedSynth that made ``collection`` (for restyle), or None for other sources."""
+    info = collection.meta.get("medsynth")
+    if not isinstance(info, dict) or not isinstance(collection.meta.get("medsynth_key"), torch.Tensor):
+        return None
+    from medmeta_lib.data.synthetic import MedSynth
+
+    return MedSynth(modalities=info["modalities"], n_sites=int(info["n_sites"]))
+
+
+class _Views:
+    """Makes the two views of a batch, deterministically from ``(seed, step)``."""
+
+    def __init__(self, collection: ImageCollection, cfg: SimCLRConfig) -> None:
+        size, kw = collection.image_size, cfg.augment_kwargs
+        self.collection, self.seed = collection, cfg.seed
+        self.aug = ViewAugment(preset=cfg.augment_preset, image_size=size, **kw)
+        self.synth = _medsynth_for(collection) if cfg.site_invariance else None
+        if self.synth is not None and self.synth.n_sites < 2:
+            self.synth = None  # one site: nothing to restyle to, fall back to the scanner shift
+        self.shift = None
+        if cfg.site_invariance and self.synth is None:
+            self.shift = ViewAugment(preset=cfg.augment_preset, image_size=size, **{**kw, "scanner_shift": True})
+
+    @property
+    def mode(self) -> str:
+        return "restyle" if self.synth is not None else "scanner_shift" if self.shift is not None else "augment"
+
+    def __call__(self, idx: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.collection.images[idx]
+        self.aug.reset(_step_seed(self.seed, 1, step))
+        v1 = self.aug(x)
+        if self.synth is not None:
+            assert self.collection.sites is not None
+            g = torch.Generator().manual_seed(_step_seed(self.seed, 2, step))
+            n = self.synth.n_sites
+            other = (self.collection.sites[idx] + torch.randint(1, n, (len(idx),), generator=g)) % n
+            return v1, self.aug(self.synth.restyle(self.collection, idx, other))
+        if self.shift is not None:
+            self.shift.reset(_step_seed(self.seed, 3, step))
+            return v1, self.shift(x)
+        return v1, self.aug(x)
+
+
+def _data_info(collection: ImageCollection) -> dict[str, Any]:
+    return {
+        "source": collection.source,
+        "split": collection.split,
+        "images": len(collection),
+        "image_size": collection.image_size,
+        "channels": collection.channels,
+        "fingerprint": collection.fingerprint(),
+    }
+
+
+def _check_resumable(ck: Checkpoint, spec: dict[str, Any], data: dict[str, Any], cfg: SimCLRConfig) -> None:
+    meta, where = ck.metadata, ck.path
+    hint = "pass resume=False to start afresh (it overwrites the file) or choose another out path"
+    if meta.get("trainer") != "simclr":
+        raise ValueError(f"{where}: is not a SimCLR training checkpoint (trainer={meta.get('trainer')!r}); {hint}")
+    saved = meta.get("backbone", {})
+    if not isinstance(saved, dict) or not isinstance(saved.get("name"), str):
+        raise ValueError(f"{where}: has no backbone spec; {hint}")
+    have = (saved["name"], resolve_backbone_kwargs(saved["name"], **saved.get("kwargs", {})))
+    want = (spec["name"], resolve_backbone_kwargs(spec["name"], **spec["kwargs"]))
+    if have != want:
+        raise ValueError(
+            f"{where}: was trained with backbone {have[0]!r} {have[1]}, this run asks for {want[0]!r} {want[1]}; {hint}"
+        )
+    old = meta.get("data", {})
+    if old.get("fingerprint") != data["fingerprint"]:
+        raise ValueError(
+            f"{where}: was trained on other data ({old.get('source')!r}, {old.get('images')} images, fingerprint "
+            f"{old.get('fingerprint')}) than this collection ({data['source']!r}, {data['images']} images, "
+            f"fingerprint {data['fingerprint']}); {hint}"
+        )
+    old_cfg, new_cfg = meta.get("config", {}), cfg.to_json()
+    diff = {k: (old_cfg.get(k), v) for k, v in new_cfg.items() if k not in _RESUMABLE_CHANGES and old_cfg.get(k) != v}
+    if diff:
+        detail = ", ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(f"{where}: was trained with another configuration ({detail}); {hint}")
+
+
+def _monitor(
+    encoder: nn.Module, monitor: tuple[ImageCollection, ImageCollection], step: int, epoch: int
+) -> dict[str, Any]:
+    train, test = monitor
+    ftr, fte = extract_features(encoder, train.images), extract_features(encoder, test.images)
+    knn = knn_accuracy(ftr, train.labels, fte, test.labels, k=min(5, len(train)))
+    probe = linear_probe((ftr, fte), train, test, k_per_class=None)["acc_mean"]
+    return {"step": step, "epoch": epoch, "knn_acc": knn, "probe_acc": float(probe)}
+
+
+def pretrain_simclr(
+    collection: ImageCollection,
+    *,
+    backbone: str = "conv4",
+    backbone_kwargs: dict[str, Any] | None = None,
+    config: SimCLRConfig | None = None,
+    out: str | Path | None = None,
+    resume: bool = True,
+    monitor: tuple[ImageCollection, ImageCollection] | None = None,
+    progress: bool = True,
+    device: str = "cpu",
+) -> PretrainResult:
+    """Pretrain a backbone with SimCLR on the images of ``collection`` (labels are not used).
+
+    Args:
+        collection: training images (any source; MedSynth enables restyled positives).
+        backbone: registered backbone name (``medmeta_lib.models.list_backbones()``).
+        backbone_kwargs: the backbone's arguments, e.g. ``{"hidden": 64, "norm": "group"}``.
+        config: hyper-parameters (default ``SimCLRConfig()``).
+        out: checkpoint file (``.safetensors``); ``None`` keeps everything in memory.
+        resume: continue from ``out`` when it exists (else it is overwritten).
+        monitor: ``(train, test)`` labelled collections for the periodic kNN / linear-probe accuracy.
+        progress: show a tqdm bar.
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"`` (``config.select_device``).
+
+    Returns:
+        :class:`PretrainResult` with the encoder, the history and the checkpoint path.
+
+    Raises:
+        ValueError: a bad argument, a collection with fewer than 2 images, or a checkpoint at ``out``
+            from another backbone, other data or another configuration (when resuming).
+
+    Example:
+        >>> from medmeta_lib.data.sources import load_collection
+        >>> col = load_collection("synthetic", image_size=28, n_per_class_site=2)
+        >>> res = pretrain_simclr(col, config=SimCLRConfig(epochs=1, batch_size=32), progress=False)
+        >>> res.history[-1]["epoch"]
+        1
+    """
+    cfg = config if config is not None else SimCLRConfig()
+    if not isinstance(cfg, SimCLRConfig):
+        raise ValueError(f"config must be a SimCLRConfig, got {type(cfg).__name__}")
+    if len(collection) < 2:
+        raise ValueError(f"{collection.source}: SimCLR needs at least 2 images, got {len(collection)}")
+    if monitor is not None and (len(monitor) != 2 or not all(isinstance(c, ImageCollection) for c in monitor)):
+        raise ValueError("monitor must be a (train, test) pair of labelled ImageCollections, or None")
+    dev = select_device(device)
+    with torch.random.fork_rng(devices=[]):  # seeded initial weights, without touching the caller's RNG
+        torch.manual_seed(cfg.seed)
+        encoder = create_backbone(backbone, in_channels=collection.channels, **(backbone_kwargs or {}))
+        head = projection_head(int(encoder.out_features), cfg.proj_hidden, cfg.proj_dim)  # type: ignore[arg-type]
+    encoder.to(dev)
+    head.to(dev)
+    spec: dict[str, Any] = dict(encoder.spec)  # type: ignore[arg-type]
+    data = _data_info(collection)
+    params = [*encoder.parameters(), *head.parameters()]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    batch = min(cfg.batch_size, len(collection))
+    spe = len(collection) // batch
+    total = cfg.epochs * spe
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, total, cfg.warmup_steps))
+    history: list[dict[str, Any]] = []
+    step = 0
+    path = Path(out) if out is not None else None
+    if path is not None and resume and path.exists():
+        ck = load_checkpoint(path, expect={"kind": "encoder"})
+        _check_resumable(ck, spec, data, cfg)
+        t = ck.tensors
+        n_enc, n_head = len(ENCODER_PREFIX), len(HEAD_PREFIX)
+        encoder.load_state_dict({k[n_enc:]: v for k, v in t.items() if k.startswith(ENCODER_PREFIX)}, strict=True)
+        head.load_state_dict({k[n_head:]: v for k, v in t.items() if k.startswith(HEAD_PREFIX)}, strict=True)
+        load_optimizer_state(opt, t, ck.metadata["optimizer"])
+        load_scheduler_state(sched, ck.metadata["scheduler"])
+        restore_rng_state(t, ck.metadata["rng"])
+        step, history = int(ck.metadata["step"]), list(ck.metadata["history"])
+        if sched.last_epoch != step:
+            raise ValueError(
+                f"{path}: scheduler position {sched.last_epoch} disagrees with step {step}; file is corrupt"
+            )
+
+    def save() -> None:
+        if path is None:
+            return
+        tensors = {ENCODER_PREFIX + k: v for k, v in encoder.state_dict().items()}
+        tensors.update({HEAD_PREFIX + k: v for k, v in head.state_dict().items()})
+        opt_t, opt_meta = optimizer_state_to_tensors(opt)
+        rng_t, rng_meta = rng_state_to_tensors()
+        meta = {
+            "kind": "encoder",
+            "encoder_prefix": ENCODER_PREFIX,
+            "backbone": spec,
+            "trainer": "simclr",
+            "config": cfg.to_json(),
+            "step": step,
+            "epoch": step // spe,
+            "steps_per_epoch": spe,
+            "head": {"in_features": int(encoder.out_features), "hidden": cfg.proj_hidden, "out": cfg.proj_dim},  # type: ignore[arg-type]
+            "optimizer": opt_meta,
+            "scheduler": scheduler_state_to_json(sched),
+            "rng": rng_meta,
+            "data": data,
+            "history": history,
+        }
+        save_checkpoint(path, {**tensors, **opt_t, **rng_t}, meta)
+
+    stop = total if cfg.max_steps is None else min(total, cfg.max_steps)
+    views = _Views(collection, cfg)
+    if monitor is not None and step == 0 and not history:
+        history.append(_monitor(encoder, monitor, 0, 0))
+    bar = tqdm(total=stop, initial=min(step, stop), disable=not progress, desc=f"SimCLR {backbone}", unit="step")
+    encoder.train()
+    head.train()
+    try:
+        while step < stop:
+            epoch = step // spe
+            order = torch.from_numpy(np.random.default_rng([cfg.seed, 0, epoch]).permutation(len(collection)))
+            for i in range(step % spe, spe):
+                idx = order[i * batch : (i + 1) * batch]
+                v1, v2 = views(idx, step)
+                z = head(encoder(torch.cat([v1, v2]).to(dev)))
+                loss = nt_xent_loss(z[:batch], z[batch:], temperature=cfg.temperature)
+                lr = opt.param_groups[0]["lr"]
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                step += 1
+                history.append({"step": step, "epoch": epoch + 1, "loss": loss.item(), "lr": float(lr)})
+                bar.update(1)
+                bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", lr=f"{lr:.2e}")
+                if step >= stop:
+                    break
+            done = step // spe  # epochs completed
+            at_end = step >= stop
+            if step % spe == 0 and monitor is not None and (done % cfg.monitor_every == 0 or step == total):
+                history.append(_monitor(encoder, monitor, step, done))
+                encoder.train()
+            if at_end or (step % spe == 0 and done % cfg.checkpoint_every == 0):
+                save()
+        if path is not None and not path.exists():
+            save()  # resumed a finished run or stop == 0: still leave a checkpoint behind
+    finally:
+        bar.close()
+    return PretrainResult(encoder=encoder, history=history, checkpoint=path, head=head)
