@@ -206,7 +206,10 @@ def load_checkpoint(path: str | Path, *, expect: Mapping[str, Any] | None = None
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; check the path or create it first")
     raw = path.read_bytes()
-    if raw[:1] == b"\x80" or raw[:2] == b"PK":
+    # A safetensors file is an 8-byte little-endian header length followed by a JSON object; only
+    # when that structure is absent do the pickle (0x80 protocol byte) and zip ("PK", torch.save)
+    # magics say what the file is. (A valid header length can itself start with byte 0x80.)
+    if raw[8:9] != b"{" and (raw[:1] == b"\x80" or raw[:2] == b"PK"):
         raise _refuse(path, "looks like a pickle / torch.save file (refused without unpickling)")
     if len(raw) < 8:
         raise _refuse(path, f"is truncated ({len(raw)} bytes)")

@@ -149,6 +149,21 @@ def _explode():  # pragma: no cover - must never run
     raise AssertionError("unpickled!")
 
 
+@pytest.mark.parametrize("low_byte", [0x80, ord("P")])
+def test_valid_file_whose_header_length_looks_like_a_magic_loads(tmp_path: Path, low_byte: int) -> None:
+    # Regression: a header of 0x3480 bytes starts the file with 0x80 (the pickle protocol byte) and
+    # one of 0x..50 with "P"; both are valid safetensors files and must load, not be refused.
+    found = None
+    for pad in range(600):
+        p = save_checkpoint(tmp_path / "ck.safetensors", {"w": torch.ones(3)}, {"kind": "demo", "pad": "x" * pad})
+        if p.read_bytes()[0] == low_byte:
+            found = pad
+            break
+    assert found is not None, "no padding gave the wanted first byte"
+    ck = load_checkpoint(p)
+    assert ck.metadata["pad"] == "x" * found and torch.equal(ck.tensors["w"], torch.ones(3))
+
+
 @pytest.mark.parametrize("how", ["pickle", "torch.save"])
 def test_pickle_renamed_refused_without_unpickling(tmp_path: Path, how: str, monkeypatch) -> None:
     p = tmp_path / "model.safetensors"
