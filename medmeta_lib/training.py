@@ -221,6 +221,10 @@ def meta_train(
     result = MetaTrainResult(learner)
     if not learner.meta_trainable:
         result.history.append({"step": 0, "note": f"{learner.name} is not meta-trainable"})
+        if out is not None:  # save it anyway, so later notebooks adapt exactly the learner evaluated here
+            meta = {"config": asdict(cfg), **dict(metadata or {}), "step": 0, "history": result.history}
+            result.last_checkpoint = _save(Path(out) / "last.safetensors", learner, None, meta)
+        result.seconds = time.time() - t_start
         return result
     if sampler.n_way != learner.n_way:
         raise ValueError(f"sampler draws {sampler.n_way}-way episodes but the learner is {learner.n_way}-way")
