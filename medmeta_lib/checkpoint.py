@@ -162,6 +162,10 @@ def save_checkpoint(path: str | Path, tensors: Mapping[str, Tensor], metadata: M
             f.write(blob)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp creates the file 0600; give it the permissions any other new file would have
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

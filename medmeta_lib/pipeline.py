@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import datetime as _dt
+import difflib
 import hashlib
 import json
 import os
@@ -260,22 +261,33 @@ def resolve_parameters(
                 continue  # targets a notebook not selected in this run
             if pname not in declared[key]:
                 raise ParameterError(
-                    f"{targets[0].stem}: unknown parameter {pname!r}; it declares {sorted(declared[key])}"
+                    f"{targets[0].stem}: unknown parameter {pname!r}{_did_you_mean(pname, declared[key])}; "
+                    f"it declares {sorted(declared[key])}. Fix the name (papermill would silently ignore it)"
                 )
         else:
             pname = name
             targets = [s for s in specs if pname in declared[s.key]]
             if not targets:
                 known = sorted({p for d in declared.values() for p in d})
-                raise ParameterError(f"unknown parameter {pname!r}: no selected notebook declares it; known: {known}")
+                raise ParameterError(
+                    f"unknown parameter {pname!r}{_did_you_mean(pname, known)}: no selected notebook declares it; "
+                    f"known: {known}. Fix the name (papermill would silently ignore it) or select the notebook "
+                    "that declares it"
+                )
         for s in targets:
             t = declared[s.key][pname]["inferred_type_name"]
             if not check_value(t, value):
                 raise ParameterError(
-                    f"{s.stem}: parameter {pname!r} must be {t}, got {value!r} ({type(value).__name__})"
+                    f"{s.stem}: parameter {pname!r} must be {t}, got {value!r} ({type(value).__name__}); "
+                    f"pass a value of type {t} (default: {declared[s.key][pname]['default']})"
                 )
             resolved[s.key][pname] = value
     return resolved
+
+
+def _did_you_mean(name: str, known: Sequence[str] | Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _hash(params: Mapping[str, Any], path: Path) -> str:
@@ -317,6 +329,15 @@ def _export_html(ipynb: Path) -> Path:
     out = ipynb.with_suffix(".html")
     _atomic_write_text(out, body)
     return out
+
+
+def _done_hash(done: Path) -> str | None:
+    """The parameter hash recorded by a completed notebook, or None (absent or unreadable: run it again)."""
+    try:
+        value = json.loads(done.read_text(encoding="utf-8")).get("hash")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -378,7 +399,7 @@ def run_pipeline(
         _atomic_write_text(params_file, yaml.safe_dump(all_params, sort_keys=False))
         digest = _hash(params, spec.path)
         done = nb_out / DONE_FILE
-        if not force and done.exists() and json.loads(done.read_text()).get("hash") == digest:
+        if not force and _done_hash(done) == digest:
             log(f"[medmeta] {spec.stem}: already completed with these parameters, skipped (--force re-runs)")
             skipped.append(spec.stem)
             continue
@@ -408,7 +429,7 @@ def run_pipeline(
                 _export_html(executed_nb)
         if failure:
             break
-        done.write_text(json.dumps({"hash": digest, "seconds": round(time.time() - t0, 1)}))
+        _atomic_write_text(done, json.dumps({"hash": digest, "seconds": round(time.time() - t0, 1)}))
         executed.append(spec.stem)
         log(f"[medmeta] {spec.stem} done in {time.time() - t0:.0f} s")
     metrics = {

@@ -84,7 +84,10 @@ class ImageCollection:
         if n == 0:
             raise ValueError(f"{src}: field 'images' is empty; the source holds no images")
         if self.images.shape[1] not in (1, 3):
-            raise ValueError(f"{src}: field 'images' must have 1 or 3 channels, got {self.images.shape[1]}")
+            raise ValueError(
+                f"{src}: field 'images' must have 1 or 3 channels, got {self.images.shape[1]}; "
+                "drop alpha channels or convert to greyscale"
+            )
         if not torch.isfinite(self.images).all():
             bad = int((~torch.isfinite(self.images)).flatten(1).any(1).sum())
             raise ValueError(f"{src}: field 'images' holds NaN/Inf pixels in {bad} image(s); clean or drop them")
@@ -97,10 +100,13 @@ class ImageCollection:
             self.labels = self.labels[:, 0]
         if self.labels.ndim != 1 or self.labels.shape[0] != n:
             raise ValueError(
-                f"{src}: field 'labels' must have shape ({n},) to match 'images', got {tuple(self.labels.shape)}"
+                f"{src}: field 'labels' must have shape ({n},) to match 'images', got {tuple(self.labels.shape)}; "
+                "give exactly one integer class id per image"
             )
         if self.labels.dtype.is_floating_point or self.labels.dtype == torch.bool:
-            raise ValueError(f"{src}: field 'labels' must hold integers, got {self.labels.dtype}")
+            raise ValueError(
+                f"{src}: field 'labels' must hold integers, got {self.labels.dtype}; convert them with labels.long()"
+            )
         self.labels = self.labels.long()
         k = len(self.class_names)
         if k == 0:
@@ -108,7 +114,8 @@ class ImageCollection:
         if int(self.labels.min()) < 0 or int(self.labels.max()) >= k:
             raise ValueError(
                 f"{src}: field 'labels' must lie in 0..{k - 1} (one per entry of 'class_names'), "
-                f"found {int(self.labels.min())}..{int(self.labels.max())}"
+                f"found {int(self.labels.min())}..{int(self.labels.max())}; fix the labels or add the missing class "
+                "names"
             )
         counts = torch.bincount(self.labels, minlength=k)
         if not self.allow_empty_classes and (counts == 0).any():
@@ -118,7 +125,10 @@ class ImageCollection:
             self.sites = torch.zeros(n, dtype=torch.long)
         self.sites = _as_tensor(self.sites, "sites", src)
         if self.sites.ndim != 1 or self.sites.shape[0] != n:
-            raise ValueError(f"{src}: field 'sites' must have shape ({n},), got {tuple(self.sites.shape)}")
+            raise ValueError(
+                f"{src}: field 'sites' must have shape ({n},), got {tuple(self.sites.shape)}; "
+                "give one integer site id per image (or None for a single site)"
+            )
         if self.sites.dtype.is_floating_point:
             raise ValueError(f"{src}: field 'sites' must hold integers, got {self.sites.dtype}")
         self.sites = self.sites.long()
@@ -128,7 +138,8 @@ class ImageCollection:
         if int(self.sites.min()) < 0 or int(self.sites.max()) >= len(self.site_names):
             raise ValueError(
                 f"{src}: field 'sites' must lie in 0..{len(self.site_names) - 1} (one per 'site_names'), "
-                f"found {int(self.sites.min())}..{int(self.sites.max())}"
+                f"found {int(self.sites.min())}..{int(self.sites.max())}; fix the site ids or add the missing site "
+                "names"
             )
         if self.class_modalities is not None:
             self.class_modalities = tuple(str(m) for m in self.class_modalities)

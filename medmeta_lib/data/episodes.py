@@ -88,7 +88,7 @@ class Episode:
 def _check_positive(**kw: int) -> None:
     for name, v in kw.items():
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+            raise ValueError(f"{name} must be a positive integer (1, 2, ...), got {v!r}; pass a whole number >= 1")
 
 
 class EpisodeSampler:
@@ -145,11 +145,17 @@ class EpisodeSampler:
         self.classes = sorted(set(all_classes if classes is None else (int(c) for c in classes)))
         bad = [c for c in self.classes if c not in all_classes]
         if bad:
-            raise ValueError(f"{src}: classes {bad} do not exist (the collection has 0..{collection.num_classes - 1})")
+            raise ValueError(
+                f"{src}: classes {bad} do not exist (the collection has 0..{collection.num_classes - 1}); "
+                "pass class ids from that range"
+            )
         self.sites = sorted(set(range(collection.num_sites) if sites is None else (int(s) for s in sites)))
         bad = [s for s in self.sites if s not in range(collection.num_sites)]
         if bad:
-            raise ValueError(f"{src}: sites {bad} do not exist (the collection has 0..{collection.num_sites - 1})")
+            raise ValueError(
+                f"{src}: sites {bad} do not exist (the collection has 0..{collection.num_sites - 1}); "
+                "pass site ids from that range"
+            )
         need = self.k_shot + self.q_query
         labels = collection.labels.numpy()
         site_arr = collection.sites.numpy() if collection.sites is not None else np.zeros(len(labels), int)
@@ -160,7 +166,10 @@ class EpisodeSampler:
             site_mask = np.isin(site_arr, self.sites) if s == -1 else site_arr == s
             if not site_mask.any():
                 names = collection.site_names
-                raise ValueError(f"{src}: site {names[s] if names else s!r} has no images in this split")
+                raise ValueError(
+                    f"{src}: site {names[s] if names else s!r} has no images in this split; "
+                    "leave it out of sites= or use a split that has it"
+                )
             pool = {}
             for c in self.classes:
                 idx = np.nonzero(site_mask & (labels == c))[0]

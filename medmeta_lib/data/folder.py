@@ -8,7 +8,8 @@ into a plain float32 tensor, so no DICOM header (patient name, ID, dates) reache
 Every image becomes one 2-D picture: the middle slice of a 3-D volume, greyscale (ITU-R BT.601
 luma) or RGB, min-max scaled to [0, 1] per image, centre-cropped to a square (as MedMNIST does)
 and resized. Unreadable files are listed in the error (``on_error="raise"``) or in a warning
-(``on_error="skip"``); none is dropped silently.
+(``on_error="skip"``); none is dropped silently. Images of different native sizes are all cropped and
+resized as well, with one warning that names an example file of each size.
 """
 
 from __future__ import annotations
@@ -131,7 +132,11 @@ def read_image(path: str | os.PathLike[str], *, image_size: int = 28, channels: 
         >>> read_image("scan.dcm", image_size=64).shape  # doctest: +SKIP
         torch.Size([1, 64, 64])
     """
-    p = Path(path)
+    return _read_sized(Path(path), image_size=image_size, channels=channels)[0]
+
+
+def _read_sized(p: Path, *, image_size: int, channels: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """:func:`read_image`, also returning the picture's native ``(height, width)`` before crop and resize."""
     kind = _kind(p)
     loader, reader = _reader(kind)
     with warnings.catch_warnings():
@@ -162,12 +167,12 @@ def read_image(path: str | os.PathLike[str], *, image_size: int = 28, channels: 
         x = (hi - x) / (hi - lo) if kind == "dicom" and _dicom_inverted(p) else (x - lo) / (hi - lo)
     else:
         x = torch.zeros_like(x)  # a constant image carries no contrast: all zeros
-    h, w = x.shape[1:]
+    h, w = int(x.shape[1]), int(x.shape[2])
     side = min(h, w)  # centre-crop to a square, as MedMNIST does
     x = x[:, (h - side) // 2 : (h - side) // 2 + side, (w - side) // 2 : (w - side) // 2 + side]
     if side != image_size:
         x = F.interpolate(x[None], size=(image_size, image_size), mode="bilinear", antialias=side > image_size)[0]
-    return x.clamp_(0.0, 1.0).contiguous()
+    return x.clamp_(0.0, 1.0).contiguous(), (h, w)
 
 
 def _check_args(image_size: int, channels: int, on_error: str, split: str) -> None:
@@ -198,11 +203,18 @@ def _read_all(
     where: str,
     describe: Callable[[int], str],
 ) -> tuple[list[torch.Tensor], list[int]]:
-    """Read every file; return images and the indices read. Failures are raised or warned, all listed."""
+    """Read every file; return images and the indices read. Failures are raised or warned, all listed.
+
+    Images of different native sizes are all centre-cropped and resized to ``image_size``; that is
+    reported in one warning (with examples), because it is rarely intended in a single dataset.
+    """
     images, ok, failed = [], [], []
+    sizes: list[tuple[int, int]] = []
     for i, f in enumerate(files):
         try:
-            images.append(read_image(f, image_size=image_size, channels=channels))
+            img, hw = _read_sized(f, image_size=image_size, channels=channels)
+            images.append(img)
+            sizes.append(hw)
             ok.append(i)
         except ImportError:
             raise
@@ -219,7 +231,25 @@ def _read_all(
                 + "Fix or remove them, or pass on_error='skip' to load the rest (they are then listed in a warning)."
             )
         warnings.warn(head + "They were skipped (on_error='skip').", stacklevel=3)
+    _warn_mixed_sizes(sizes, [describe(i) for i in ok], image_size=image_size, where=where)
     return images, ok
+
+
+def _warn_mixed_sizes(sizes: Sequence[tuple[int, int]], names: Sequence[str], *, image_size: int, where: str) -> None:
+    """One warning when the images do not all share one native size (examples: one file per size)."""
+    distinct = sorted(set(sizes), key=lambda hw: (-sizes.count(hw), hw))
+    if len(distinct) < 2:
+        return
+    examples = ", ".join(f"{names[sizes.index(hw)]} {hw[0]}x{hw[1]}" for hw in distinct[:5])
+    more = f" and {len(distinct) - 5} more size(s)" if len(distinct) > 5 else ""
+    cropped = sum(h != w for h, w in sizes)
+    crop = f"; {cropped} non-square image(s) lose their edges to the crop" if cropped else ""
+    warnings.warn(
+        f"{where}: the images come in {len(distinct)} different sizes (e.g. {examples}{more}). Each was "
+        f"centre-cropped to a square and resized to {image_size}x{image_size}{crop}. If that is not intended, "
+        "crop or resize them to one size first, or load each size as its own collection",
+        stacklevel=4,
+    )
 
 
 def _collection(
@@ -387,7 +417,7 @@ def _parse_manifest(path: Path, root: Path) -> list[dict[str, Any]]:
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not a UTF-8 text CSV ({e}); save it as UTF-8 CSV") from e
     if not rows:
-        raise ValueError(f"{path}: the CSV has a header but no rows")
+        raise ValueError(f"{path}: the CSV has a header but no rows; add one row per image (path,label[,site][,split])")
     return rows
 
 

@@ -305,10 +305,13 @@ def _read_split(path: Path, split: str, fix: str) -> tuple[np.ndarray, np.ndarra
     return images, labels, other_max
 
 
-def _images_nchw(images: np.ndarray, path: Path, key: str) -> np.ndarray:
+def _images_nchw(images: np.ndarray, path: Path, key: str, fix: str) -> np.ndarray:
     """Check dtype and shape; ``(N, H, W)`` / ``(N, H, W, 1|3)`` → ``(N, C, H, W)``."""
     if images.dtype != np.uint8:
-        raise ValueError(f"{path}: key '{key}' must be uint8 (0-255) like the official files, got {images.dtype}")
+        raise ValueError(
+            f"{path}: key '{key}' must be uint8 (0-255) like the official files, got {images.dtype}; {fix} "
+            "(convert float images in [0, 1] with (x * 255).round().astype(np.uint8))"
+        )
     if images.ndim == 4 and images.shape[-1] == 1:
         images = images[..., 0]
     if images.ndim == 3:
@@ -319,9 +322,10 @@ def _images_nchw(images: np.ndarray, path: Path, key: str) -> np.ndarray:
         raise ValueError(
             f"{path}: key '{key}' must have shape (N, H, W) or (N, H, W, 3), got {images.shape}"
             + ("; 3-D MedMNIST volumes are not supported" if images.ndim == 4 else "")
+            + f"; {fix}"
         )
     if images.shape[0] == 0:
-        raise ValueError(f"{path}: key '{key}' holds no images")
+        raise ValueError(f"{path}: key '{key}' holds no images; {fix}")
     return images
 
 
@@ -374,7 +378,7 @@ def load_npz(
     )
     ikey, lkey = f"{split}_images", f"{split}_labels"
     raw_images, labels, other_max = _read_split(path, split, fix)
-    images = _images_nchw(raw_images, path, ikey)
+    images = _images_nchw(raw_images, path, ikey, fix)
     n = images.shape[0]
     if labels.ndim == 2 and labels.shape[1] > 1:
         raise ValueError(
@@ -385,13 +389,13 @@ def load_npz(
     labels = labels[:, 0] if labels.ndim == 2 else labels
     if labels.ndim != 1 or labels.shape[0] != n:
         raise ValueError(
-            f"{path}: key '{lkey}' must have shape ({n}, 1) or ({n},) to match '{ikey}', got {labels.shape}"
+            f"{path}: key '{lkey}' must have shape ({n}, 1) or ({n},) to match '{ikey}', got {labels.shape}; {fix}"
         )
     if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{path}: key '{lkey}' must hold integer class ids, got {labels.dtype}")
+        raise ValueError(f"{path}: key '{lkey}' must hold integer class ids, got {labels.dtype}; {fix}")
     lo, hi = int(labels.min()), int(labels.max())
     if lo < 0:
-        raise ValueError(f"{path}: key '{lkey}' holds a negative class id ({lo}); ids must be 0..K-1")
+        raise ValueError(f"{path}: key '{lkey}' holds a negative class id ({lo}); ids must be 0..K-1; {fix}")
     if info is not None:
         class_names = info.label_names
         if hi >= len(class_names):
