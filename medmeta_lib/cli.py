@@ -6,7 +6,7 @@ import argparse
 import json
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import yaml
@@ -97,13 +97,34 @@ def _split(a: argparse.Namespace, train, test, k_shot: int):
     )
 
 
+def _backbone_kwargs(a: argparse.Namespace) -> dict:
+    return {"hidden": a.hidden} if a.hidden is not None else {}
+
+
+def _distributed(a: argparse.Namespace, body: Callable[[argparse.Namespace, int], int]) -> int:
+    """Run ``body(a, rank)`` in the process group torchrun describes (one process without torchrun)."""
+    from medmeta_lib.distributed import distributed_session
+
+    try:
+        with distributed_session(timeout_s=a.dist_timeout) as (rank, _):
+            return body(a, rank)
+    except RuntimeError as e:  # no rendezvous, a rank died: the message says what to do
+        print(f"medmeta {a.cmd}: error: {e}", file=sys.stderr)
+        return 1
+
+
 def _cmd_meta_train(a: argparse.Namespace) -> int:
+    return _distributed(a, _meta_train)
+
+
+def _meta_train(a: argparse.Namespace, rank: int) -> int:
     from medmeta_lib.experiment import train_learners
     from medmeta_lib.training import MetaTrainConfig
 
     train, test = _load_pair(a, "val")
     sp = _split(a, train, test, a.k_shot)
-    print(f"[medmeta] {sp.description}")
+    if rank == 0:
+        print(f"[medmeta] {sp.description}")
     cfg = MetaTrainConfig(
         steps=a.steps,
         meta_batch=a.meta_batch,
@@ -112,9 +133,21 @@ def _cmd_meta_train(a: argparse.Namespace) -> int:
         checkpoint_every=a.val_every,
         seed=a.seed,
     )
+    lkw = {a.learner: {"inner_steps": a.inner_steps}} if a.inner_steps is not None else None
     res = train_learners(
-        [a.learner], sp, backbone=a.backbone, encoder=a.encoder, config=cfg, val_episodes=a.val_episodes, out_dir=a.out
+        [a.learner],
+        sp,
+        backbone=a.backbone,
+        backbone_kwargs=_backbone_kwargs(a),
+        encoder=a.encoder,
+        learner_kwargs=lkw,
+        config=cfg,
+        val_episodes=a.val_episodes,
+        out_dir=a.out,
+        progress=not a.no_progress,
     )[a.learner]
+    if rank != 0:
+        return 0
     print(
         json.dumps(
             {
@@ -178,6 +211,10 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def _cmd_pretrain(a: argparse.Namespace) -> int:
+    return _distributed(a, _pretrain)
+
+
+def _pretrain(a: argparse.Namespace, rank: int) -> int:
     from medmeta_lib.data import load_collection
     from medmeta_lib.ssl.simclr import SimCLRConfig, pretrain_simclr
 
@@ -189,9 +226,18 @@ def _cmd_pretrain(a: argparse.Namespace) -> int:
         seed=a.seed,
         site_invariance=a.site_invariance,
         augment_preset=a.augment,
+        max_steps=a.max_steps,
     )
-    res = pretrain_simclr(col, backbone=a.backbone, config=cfg, out=Path(a.out))
-    print(f"encoder checkpoint: {res.checkpoint}; final loss {res.history[-1]['loss']:.4f}")
+    res = pretrain_simclr(
+        col,
+        backbone=a.backbone,
+        backbone_kwargs=_backbone_kwargs(a),
+        config=cfg,
+        out=Path(a.out),
+        progress=not a.no_progress,
+    )
+    if rank == 0:
+        print(f"encoder checkpoint: {res.checkpoint}; final loss {res.history[-1]['loss']:.4f}")
     return 0
 
 
@@ -210,6 +256,18 @@ def _common_tasks(p: argparse.ArgumentParser) -> None:
     p.add_argument("--protocol", default="auto", help="auto | modality | classes | sites | none")
     p.add_argument("--held-out-site", default="", help="with --protocol sites: site name(s), comma-separated")
     p.add_argument("--encoder", default=None, help="encoder checkpoint from `medmeta pretrain` / notebook 02")
+
+
+def _common_training(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hidden", type=int, default=None, help="conv4 channel width (default: the backbone's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=None,
+        help="under torchrun: seconds a rank waits for the others before failing "
+        "(default $MEDMETA_DIST_TIMEOUT or 600)",
+    )
 
 
 def _cmd_docs_params(a: argparse.Namespace) -> int:
@@ -271,7 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--batch-size", type=int, default=256)
     pt.add_argument("--augment", default="chest_xray", help="augmentation preset")
     pt.add_argument("--site-invariance", action="store_true", help="positive pairs across acquisition styles")
+    pt.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
     pt.add_argument("--out", required=True, help="encoder checkpoint (.safetensors)")
+    _common_training(pt)
     pt.set_defaults(func=_cmd_pretrain)
 
     mt = sub.add_parser("meta-train", help="meta-train one learner; checkpoints in --out/<learner>/")
@@ -279,11 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common_tasks(mt)
     mt.add_argument("--learner", required=True)
     mt.add_argument("--steps", type=int, default=1000)
-    mt.add_argument("--meta-batch", type=int, default=4)
+    mt.add_argument("--meta-batch", type=int, default=4, help="episodes per step over all ranks (torchrun)")
+    mt.add_argument("--inner-steps", type=int, default=None, help="inner-loop steps (MAML family, ANIL)")
     mt.add_argument("--lr", type=float, default=1e-3)
     mt.add_argument("--val-every", type=int, default=100)
     mt.add_argument("--val-episodes", type=int, default=100)
     mt.add_argument("--out", required=True)
+    _common_training(mt)
     mt.set_defaults(func=_cmd_meta_train)
 
     ev = sub.add_parser("evaluate", help="evaluate learners on the same fixed episodes (mean ± 95%% CI)")

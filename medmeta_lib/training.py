@@ -5,6 +5,12 @@ from an :class:`~medmeta_lib.data.episodes.EpisodeSampler`; every ``val_every`` 
 is scored on a fixed validation episode set and the best state is kept. Checkpoints are
 safetensors files (learner weights, optimiser state, the episode stream's RNG state, history) so
 that an interrupted run resumes to exactly the result of an uninterrupted one.
+
+Under ``torchrun`` (a process group of ``W`` ranks, see ``medmeta_lib.distributed``) every rank draws
+the whole meta-batch from the same seeded stream and keeps ``T / W`` episodes, the meta-gradients are
+averaged over ranks before the optimiser step, validation episodes are split over ranks, and rank 0
+alone writes checkpoints and the progress bar: the same parameters as one process, and checkpoints
+that resume at any world size.
 """
 
 from __future__ import annotations
@@ -20,6 +26,18 @@ import torch
 from torch import nn
 
 from medmeta_lib.data.episodes import Episode, EpisodeSampler
+from medmeta_lib.distributed import (
+    all_reduce_gradients,
+    all_reduce_mean,
+    broadcast_module,
+    check_same_on_all_ranks,
+    check_world_divides,
+    evaluate_sharded,
+    get_world_size,
+    is_main_process,
+    shard_meta_batch,
+    write_on_main,
+)
 from medmeta_lib.evaluation import evaluate_learner
 
 __all__ = [
@@ -37,7 +55,8 @@ class MetaTrainConfig:
 
     Attributes:
         steps: outer (meta) steps.
-        meta_batch: episodes per outer step (``T`` in ``L(θ) = (1/T) Σ_i L_i(θ)``).
+        meta_batch: episodes per outer step (``T`` in ``L(θ) = (1/T) Σ_i L_i(θ)``), over all ranks
+            (a multiple of the world size under torchrun).
         lr: Adam learning rate of the outer optimiser.
         weight_decay: Adam weight decay.
         val_every: validate (and keep the best state) every this many steps; 0 = never.
@@ -223,11 +242,13 @@ def meta_train(
         result.history.append({"step": 0, "note": f"{learner.name} is not meta-trainable"})
         if out is not None:  # save it anyway, so later notebooks adapt exactly the learner evaluated here
             meta = {"config": asdict(cfg), **dict(metadata or {}), "step": 0, "history": result.history}
-            result.last_checkpoint = _save(Path(out) / "last.safetensors", learner, None, meta)
+            result.last_checkpoint = write_on_main(_save, Path(out) / "last.safetensors", learner, None, meta)
         result.seconds = time.time() - t_start
         return result
     if sampler.n_way != learner.n_way:
         raise ValueError(f"sampler draws {sampler.n_way}-way episodes but the learner is {learner.n_way}-way")
+    world = get_world_size()
+    check_world_divides(cfg.meta_batch, world, setting="MetaTrainConfig.meta_batch (--meta-batch)", what="episodes")
     torch.manual_seed(cfg.seed)
     sampler._rng = np.random.default_rng(cfg.seed)
     opt = torch.optim.Adam(learner.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -240,15 +261,25 @@ def meta_train(
         last = out_dir / "last.safetensors"
         if resume and last.exists():
             start = _restore(last, learner, opt, sampler, cfg, result)
+    if world > 1:  # every rank must continue from the same file and hold rank 0's weights
+        check_same_on_all_ranks(start, "the resume step", f"--out {out_dir} must be on a filesystem all nodes share")
+        broadcast_module(learner)
     val_episodes = list(val_episodes) if val_episodes is not None else None
     bar = tqdm(
-        range(start, cfg.steps), desc=f"meta-train {learner.name}", disable=not progress, initial=start, total=cfg.steps
+        range(start, cfg.steps),
+        desc=f"meta-train {learner.name}",
+        disable=not progress or not is_main_process(),
+        initial=start,
+        total=cfg.steps,
     )
     learner.train()
     for step in bar:
-        batch = [sampler.sample() for _ in range(cfg.meta_batch)]
-        if cfg.grad_clip is not None:
-            stats = _step_clipped(learner, batch, opt, cfg.grad_clip)
+        if world > 1:
+            batch = shard_meta_batch(sampler, cfg.meta_batch)
+        else:
+            batch = [sampler.sample() for _ in range(cfg.meta_batch)]
+        if cfg.grad_clip is not None or world > 1:
+            stats = all_reduce_mean(_step_clipped(learner, batch, opt, cfg.grad_clip, sync=world > 1))
         else:
             stats = learner.meta_step(batch, opt)
         rec: dict[str, Any] = {
@@ -259,20 +290,24 @@ def meta_train(
         }
         done = step + 1
         if val_episodes and cfg.val_every and (done % cfg.val_every == 0 or done == cfg.steps):
-            ev = evaluate_learner(learner, val_episodes)
-            rec["val_acc"], rec["val_ci95"] = ev.acc_mean, ev.acc_ci95
-            if result.best_val_acc is None or ev.acc_mean > result.best_val_acc:
-                result.best_val_acc, result.best_step = ev.acc_mean, done
+            if world > 1:
+                val_acc, val_ci = evaluate_sharded(learner, val_episodes)
+            else:
+                ev = evaluate_learner(learner, val_episodes)
+                val_acc, val_ci = ev.acc_mean, ev.acc_ci95
+            rec["val_acc"], rec["val_ci95"] = val_acc, val_ci
+            if result.best_val_acc is None or val_acc > result.best_val_acc:
+                result.best_val_acc, result.best_step = val_acc, done
                 best_state = _clone_state(learner)
                 if out_dir is not None:
-                    result.best_checkpoint = _save(
-                        out_dir / "best.safetensors", learner, None, {**meta_base, "step": done, "val_acc": ev.acc_mean}
-                    )
+                    meta = {**meta_base, "step": done, "val_acc": val_acc}
+                    result.best_checkpoint = write_on_main(_save, out_dir / "best.safetensors", learner, None, meta)
             learner.train()
         result.history.append(rec)
         bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['acc']:.2f}")
         if out_dir is not None and (done == cfg.steps or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0)):
-            result.last_checkpoint = _save(
+            result.last_checkpoint = write_on_main(
+                _save,
                 out_dir / "last.safetensors",
                 learner,
                 opt,
@@ -294,12 +329,20 @@ def meta_train(
     return result
 
 
-def _step_clipped(learner: Any, batch: list[Episode], opt: torch.optim.Optimizer, clip: float) -> dict[str, float]:
-    """``meta_step`` with gradient-norm clipping between backward and the optimiser step."""
+def _step_clipped(
+    learner: Any, batch: list[Episode], opt: torch.optim.Optimizer, clip: float | None, *, sync: bool = False
+) -> dict[str, float]:
+    """``meta_step`` with the cross-rank gradient mean, then norm clipping, before the optimiser step.
+
+    ``sync`` averages the gradients over ranks first, so that clipping sees the global meta-gradient.
+    """
     real_step = opt.step
 
     def clipped_step(*a: Any, **k: Any) -> Any:
-        torch.nn.utils.clip_grad_norm_(learner.parameters(), clip)
+        if sync:
+            all_reduce_gradients(learner.parameters())
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(learner.parameters(), clip)
         return real_step(*a, **k)
 
     opt.step = clipped_step  # type: ignore[method-assign]

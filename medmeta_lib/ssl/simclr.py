@@ -23,6 +23,11 @@ Checkpoint (``out``, one safetensors file written atomically by ``save_checkpoin
 metadata ``kind="encoder"``, ``encoder_prefix="encoder."``, ``backbone`` (the spec), ``trainer="simclr"``,
 ``config``, ``step``, ``epoch``, the scheduler state, the RNG metadata, ``data`` (source, split,
 size, ``fingerprint``) and the ``history``.
+
+Distributed (``torchrun``, see ``medmeta_lib.distributed``): encoder and head run under DDP, each of
+the ``W`` ranks encodes ``batch_size / W`` images of the same global batch (its views seeded by
+``(seed, step, rank)``), NT-Xent is computed over the projections all-gathered from every rank (all
+``2B - 2`` negatives), and rank 0 alone writes the checkpoint and the progress bar.
 """
 
 from __future__ import annotations
@@ -51,6 +56,16 @@ from medmeta_lib.checkpoint import (
 from medmeta_lib.config import select_device
 from medmeta_lib.data.augment import PRESETS, ViewAugment
 from medmeta_lib.data.collection import ImageCollection
+from medmeta_lib.distributed import (
+    check_same_on_all_ranks,
+    check_world_divides,
+    gather_views,
+    get_rank,
+    get_world_size,
+    is_main_process,
+    wrap_ddp,
+    write_on_main,
+)
 from medmeta_lib.models.backbones import create_backbone, resolve_backbone_kwargs
 from medmeta_lib.ssl.ntxent import nt_xent_loss
 from medmeta_lib.ssl.probe import extract_features, knn_accuracy, linear_probe
@@ -191,8 +206,8 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(step - warmup, total - warmup) / max(1, total - warmup)))
 
 
-def _step_seed(seed: int, stream: int, n: int) -> int:
-    return int(np.random.default_rng([seed, stream, n]).integers(2**62))
+def _step_seed(seed: int, stream: int, n: int, *shard: int) -> int:
+    return int(np.random.default_rng([seed, stream, n, *shard]).integers(2**62))
 
 
 def _medsynth_for(collection: ImageCollection) -> Any | None:
@@ -208,9 +223,9 @@ def _medsynth_for(collection: ImageCollection) -> Any | None:
 class _Views:
     """Makes the two views of a batch, deterministically from ``(seed, step)``."""
 
-    def __init__(self, collection: ImageCollection, cfg: SimCLRConfig) -> None:
+    def __init__(self, collection: ImageCollection, cfg: SimCLRConfig, shard: tuple[int, ...] = ()) -> None:
         size, kw = collection.image_size, cfg.augment_kwargs
-        self.collection, self.seed = collection, cfg.seed
+        self.collection, self.seed, self.shard = collection, cfg.seed, shard  # shard: (rank, world) or ()
         self.aug = ViewAugment(preset=cfg.augment_preset, image_size=size, **kw)
         self.synth = _medsynth_for(collection) if cfg.site_invariance else None
         if self.synth is not None and self.synth.n_sites < 2:
@@ -225,16 +240,16 @@ class _Views:
 
     def __call__(self, idx: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.collection.images[idx]
-        self.aug.reset(_step_seed(self.seed, 1, step))
+        self.aug.reset(_step_seed(self.seed, 1, step, *self.shard))
         v1 = self.aug(x)
         if self.synth is not None:
             assert self.collection.sites is not None
-            g = torch.Generator().manual_seed(_step_seed(self.seed, 2, step))
+            g = torch.Generator().manual_seed(_step_seed(self.seed, 2, step, *self.shard))
             n = self.synth.n_sites
             other = (self.collection.sites[idx] + torch.randint(1, n, (len(idx),), generator=g)) % n
             return v1, self.aug(self.synth.restyle(self.collection, idx, other))
         if self.shift is not None:
-            self.shift.reset(_step_seed(self.seed, 3, step))
+            self.shift.reset(_step_seed(self.seed, 3, step, *self.shard))
             return v1, self.shift(x)
         return v1, self.aug(x)
 
@@ -346,6 +361,9 @@ def pretrain_simclr(
     params = [*encoder.parameters(), *head.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     batch = min(cfg.batch_size, len(collection))
+    world, rank = get_world_size(), get_rank()
+    check_world_divides(batch, world, setting="SimCLRConfig.batch_size (--batch-size)", what="images")
+    local = batch // world  # this rank's images of every global batch
     spe = len(collection) // batch
     total = cfg.epochs * spe
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, total, cfg.warmup_steps))
@@ -367,6 +385,7 @@ def pretrain_simclr(
             raise ValueError(
                 f"{path}: scheduler position {sched.last_epoch} disagrees with step {step}; file is corrupt"
             )
+    check_same_on_all_ranks(step, "the resume step", f"out={path} must be on a filesystem all nodes share")
 
     def save() -> None:
         if path is None:
@@ -391,13 +410,15 @@ def pretrain_simclr(
             "data": data,
             "history": history,
         }
-        save_checkpoint(path, {**tensors, **opt_t, **rng_t}, meta)
+        write_on_main(save_checkpoint, path, {**tensors, **opt_t, **rng_t}, meta)
 
     stop = total if cfg.max_steps is None else min(total, cfg.max_steps)
-    views = _Views(collection, cfg)
+    views = _Views(collection, cfg, (rank, world) if world > 1 else ())
+    net = wrap_ddp(nn.Sequential(encoder, head))  # head(encoder(x)); DDP under torchrun
     if monitor is not None and step == 0 and not history:
         history.append(_monitor(encoder, monitor, 0, 0))
-    bar = tqdm(total=stop, initial=min(step, stop), disable=not progress, desc=f"SimCLR {backbone}", unit="step")
+    show = progress and is_main_process()  # rank 0 alone draws the bar
+    bar = tqdm(total=stop, initial=min(step, stop), disable=not show, desc=f"SimCLR {backbone}", unit="step")
     encoder.train()
     head.train()
     try:
@@ -405,10 +426,10 @@ def pretrain_simclr(
             epoch = step // spe
             order = torch.from_numpy(np.random.default_rng([cfg.seed, 0, epoch]).permutation(len(collection)))
             for i in range(step % spe, spe):
-                idx = order[i * batch : (i + 1) * batch]
+                idx = order[i * batch : (i + 1) * batch][rank * local : (rank + 1) * local]
                 v1, v2 = views(idx, step)
-                z = head(encoder(torch.cat([v1, v2]).to(dev)))
-                loss = nt_xent_loss(z[:batch], z[batch:], temperature=cfg.temperature)
+                z1, z2 = gather_views(net(torch.cat([v1, v2]).to(dev)))  # every rank's: the global batch
+                loss = nt_xent_loss(z1, z2, temperature=cfg.temperature)
                 lr = opt.param_groups[0]["lr"]
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
