@@ -88,12 +88,20 @@ def _load_pair(a: argparse.Namespace, test_split: str = "test") -> tuple:
     return train, test
 
 
-def _split(a: argparse.Namespace, train, test, k_shot: int):
+def _split(a: argparse.Namespace, train, test, k_shot: int, val=None):
     from medmeta_lib.experiment import make_split
 
     held = [s for s in (a.held_out_site or "").split(",") if s]
     return make_split(
-        train, test, split=a.protocol, n_way=a.n_way, k_shot=k_shot, q_query=a.q_query, held_out_sites=held, seed=a.seed
+        train,
+        test,
+        val=val,
+        split=a.protocol,
+        n_way=a.n_way,
+        k_shot=k_shot,
+        q_query=a.q_query,
+        held_out_sites=held,
+        seed=a.seed,
     )
 
 
@@ -121,8 +129,8 @@ def _meta_train(a: argparse.Namespace, rank: int) -> int:
     from medmeta_lib.experiment import train_learners
     from medmeta_lib.training import MetaTrainConfig
 
-    train, test = _load_pair(a, "val")
-    sp = _split(a, train, test, a.k_shot)
+    train, val = _load_pair(a, "val")
+    sp = _split(a, train, val, a.k_shot, val=val)  # meta-training never tests: the val split validates
     if rank == 0:
         print(f"[medmeta] {sp.description}")
     cfg = MetaTrainConfig(

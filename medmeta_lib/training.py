@@ -142,6 +142,10 @@ def build_learner(
         from medmeta_lib.checkpoint import load_backbone
 
         net = load_backbone(encoder, expected_name=backbone, in_channels=in_channels, **bkw)
+        # the encoder fixes the architecture: record its arguments (arguments that contradict it were
+        # refused above), so that load_learner rebuilds the backbone that was actually trained
+        spec: dict[str, Any] = net.spec  # type: ignore[assignment]
+        bkw = {k: v for k, v in spec["kwargs"].items() if k != "in_channels"}
     else:
         net = create_backbone(backbone, in_channels=in_channels, **bkw)
     lkw = dict(learner_kwargs or {})
@@ -241,12 +245,21 @@ def meta_train(
     if not learner.meta_trainable:
         result.history.append({"step": 0, "note": f"{learner.name} is not meta-trainable"})
         if out is not None:  # save it anyway, so later notebooks adapt exactly the learner evaluated here
+            last = Path(out) / "last.safetensors"
+            if last.exists():
+                from medmeta_lib.checkpoint import load_checkpoint
+
+                _check_same_run(last, load_checkpoint(last).metadata, learner, "will not overwrite")
             meta = {"config": asdict(cfg), **dict(metadata or {}), "step": 0, "history": result.history}
-            result.last_checkpoint = write_on_main(_save, Path(out) / "last.safetensors", learner, None, meta)
+            result.last_checkpoint = write_on_main(_save, last, learner, None, meta)
         result.seconds = time.time() - t_start
         return result
     if sampler.n_way != learner.n_way:
-        raise ValueError(f"sampler draws {sampler.n_way}-way episodes but the learner is {learner.n_way}-way")
+        raise ValueError(
+            f"the sampler draws {sampler.n_way}-way episodes but the learner has n_way={learner.n_way}; "
+            f"build the learner with n_way={sampler.n_way} or sample {learner.n_way}-way episodes "
+            f"(EpisodeSampler(..., n_way={learner.n_way}))"
+        )
     world = get_world_size()
     check_world_divides(cfg.meta_batch, world, setting="MetaTrainConfig.meta_batch (--meta-batch)", what="episodes")
     torch.manual_seed(cfg.seed)
@@ -361,6 +374,18 @@ def _best_from_disk(path: Path) -> dict[str, torch.Tensor] | None:
     return {k[len("learner.") :]: v for k, v in ck.tensors.items() if k.startswith("learner.")}
 
 
+def _check_same_run(path: Path, meta: dict[str, Any], learner: Any, what: str) -> None:
+    """Refuse to continue from, or write over, a checkpoint of another learner, backbone or n-way."""
+    spec = getattr(learner, "spec", None)
+    if spec is not None and meta.get("spec") is not None:
+        for key in ("learner", "backbone", "n_way"):
+            if meta["spec"].get(key) != spec.get(key):
+                raise ValueError(
+                    f"{path}: {what}: checkpoint {key} is {meta['spec'].get(key)!r}, this run's is "
+                    f"{spec.get(key)!r}; use another --out directory or delete the checkpoint"
+                )
+
+
 def _restore(
     path: Path,
     learner: Any,
@@ -373,14 +398,7 @@ def _restore(
 
     ck = load_checkpoint(path)
     meta = ck.metadata
-    spec = getattr(learner, "spec", None)
-    if spec is not None and meta.get("spec") is not None:
-        for key in ("learner", "backbone", "n_way"):
-            if meta["spec"].get(key) != spec.get(key):
-                raise ValueError(
-                    f"{path}: cannot resume: checkpoint {key} is {meta['spec'].get(key)!r}, this run's is "
-                    f"{spec.get(key)!r}; use another --out directory or delete the checkpoint"
-                )
+    _check_same_run(path, meta, learner, "cannot resume")
     state = {k[len("learner.") :]: v for k, v in ck.tensors.items() if k.startswith("learner.")}
     learner.load_state_dict(state, strict=True)
     load_optimizer_state(opt, ck.tensors, meta["optimizer"])

@@ -196,14 +196,6 @@ def test_impossible_n_way_in_a_real_process(tmp_path: Path) -> None:
     assert "only 2 class(es)" in proc.stderr and "Lower n_way" in proc.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "cli.py meta-train: loads the val split but passes it to make_split as `test` (`_split(a, train, test, ...)` "
-        "with test = the val split), so make_split's val defaults to the *train* collection; under --protocol "
-        "none/sites the best state is chosen on episodes of the meta-training images, and the val split is unused"
-    ),
-)
 def test_meta_train_validates_on_the_val_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     npz = _write_npz(tmp_path / "tiny.npz")
     seen = {}

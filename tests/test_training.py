@@ -363,15 +363,6 @@ def test_learner_starts_from_a_simclr_style_checkpoint(cols, tmp_path: Path) -> 
     assert _same_state(_state(learner.backbone), _state(enc))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "training.py build_learner (learner.spec = {...}) records the *requested* backbone_kwargs, not the "
-        "encoder's: with an encoder of conv4 hidden=8 and no backbone_kwargs, load_backbone accepts it (only "
-        "in_channels is compared), the backbone has hidden=8, spec says default hidden=64, and load_learner "
-        "fails with a RuntimeError size mismatch in load_state_dict"
-    ),
-)
 def test_encoder_learner_without_backbone_kwargs_round_trips_or_is_refused(cols, tmp_path: Path) -> None:
     """Either a clear ValueError up front, or a checkpoint that load_learner rebuilds exactly."""
     path = save_backbone(tmp_path / "encoder.safetensors", create_backbone("conv4", hidden=HIDDEN))
@@ -432,13 +423,6 @@ def test_sampler_n_way_differs_from_learner_n_way(cols, tmp_path: Path) -> None:
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "training.py meta_train (the sampler/learner n_way check): the message 'sampler draws 3-way episodes but the "
-        "learner is 5-way' neither names the n_way setting nor says what to do"
-    ),
-)
 def test_sampler_n_way_mismatch_message_names_the_setting_and_the_fix(cols) -> None:
     learner = _learner("protonet", cols["train"], n_way=5)
     with pytest.raises(ValueError) as info:
@@ -471,13 +455,6 @@ def test_resuming_into_a_directory_of_another_learner(other: dict, field: str, c
     assert all(torch.equal(saved.tensors[k], after.tensors[k]) for k in saved.tensors)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "training.py meta_train: the 'not learner.meta_trainable' branch writes out/last.safetensors "
-        "without checking it, silently overwriting another learner's checkpoint (no resume check as in _restore)"
-    ),
-)
 def test_scratch_into_a_directory_of_another_learner_is_refused(cols, tmp_path: Path) -> None:
     cfg = MetaTrainConfig(steps=1, meta_batch=1, val_every=0)
     meta_train(_learner("protonet", cols["train"]), _sampler(cols["train"]), config=cfg, out=tmp_path, progress=False)

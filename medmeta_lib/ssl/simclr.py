@@ -53,7 +53,7 @@ from medmeta_lib.checkpoint import (
     save_checkpoint,
     scheduler_state_to_json,
 )
-from medmeta_lib.config import select_device
+from medmeta_lib.config import seed_everything, select_device
 from medmeta_lib.data.augment import PRESETS, ViewAugment
 from medmeta_lib.data.collection import ImageCollection
 from medmeta_lib.distributed import (
@@ -385,6 +385,8 @@ def pretrain_simclr(
             raise ValueError(
                 f"{path}: scheduler position {sched.last_epoch} disagrees with step {step}; file is corrupt"
             )
+    else:  # a fresh run owns the global RNGs it checkpoints: start them from the seed, not from OS entropy
+        seed_everything(cfg.seed)
     check_same_on_all_ranks(step, "the resume step", f"out={path} must be on a filesystem all nodes share")
 
     def save() -> None:
