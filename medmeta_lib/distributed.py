@@ -1,7 +1,7 @@
 """Distributed training on ``torch.distributed`` (launched by ``torchrun``), equivalent to one process.
 
 Launch ``medmeta meta-train`` or ``medmeta pretrain`` unchanged under
-``torchrun --nproc_per_node=N -m medmeta_lib.cli ...`` (see :func:`torchrun_command`); the CLI calls
+``torchrun --nproc_per_node=N -m medmeta_lib.cli ...`` (see :func:`medmeta_lib.launch.torchrun_command`); the CLI calls
 :func:`distributed_session`, which joins the process group that torchrun's environment variables
 describe (``WORLD_SIZE``, ``RANK``, ``MASTER_ADDR``, ``MASTER_PORT``) and does nothing in one process.
 
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 import os
-import shlex
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
@@ -62,7 +61,6 @@ __all__ = [
     "is_main_process",
     "shard_bounds",
     "shard_meta_batch",
-    "torchrun_command",
     "wrap_ddp",
     "write_on_main",
 ]
@@ -404,26 +402,6 @@ def broadcast_module(module: nn.Module, src: int = 0) -> None:
             dist.broadcast(t, src)
 
 
-class _GatherWithGrad(torch.autograd.Function):
-    """All-gather along dim 0; backward sums the gradients of every rank and returns this rank's rows."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-        with _collective("gathering NT-Xent projections"):
-            dist.all_gather(parts, x.contiguous())
-        ctx.rows = x.shape[0]
-        return torch.cat(parts)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        grad = grad.contiguous().clone()
-        with _collective("reducing NT-Xent gradients"):
-            dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        lo = dist.get_rank() * ctx.rows
-        return grad[lo : lo + ctx.rows]
-
-
 def gather_views(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Split this rank's projections ``[view 1; view 2]`` into the global ``(z1, z2)`` of all ranks.
 
@@ -447,7 +425,12 @@ def gather_views(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError(f"gather_views expects (2b, D) projections (both views stacked), got {tuple(z.shape)}")
     b = z.shape[0] // 2
     if is_distributed():
-        z = _GatherWithGrad.apply(z)  # type: ignore[no-untyped-call]
+        # torch's differentiable all-gather: its backward returns each rank the summed gradient of its
+        # own rows (reduce-scatter on NCCL, all-to-all + sum on gloo, which has no reduce-scatter)
+        from torch.distributed.nn.functional import all_gather
+
+        with _collective("gathering NT-Xent projections"):
+            z = torch.cat(all_gather(z.contiguous()))
     g = z.unflatten(0, (get_world_size(), 2, b))  # (rank, view, image, D)
     return g[:, 0].flatten(0, 1), g[:, 1].flatten(0, 1)
 
@@ -465,98 +448,3 @@ def wrap_ddp(module: nn.Module) -> nn.Module:
 
     with _collective("wrapping the model in DistributedDataParallel"):
         return DistributedDataParallel(module)
-
-
-# ----------------------------------------------------------------------------- launch commands
-def _cli_args(args: Mapping[str, Any]) -> list[str]:
-    out: list[str] = []
-    for key, value in args.items():
-        flag = "--" + str(key).replace("_", "-")
-        if value is None or value is False:
-            continue
-        if value is True:
-            out.append(flag)
-        elif isinstance(value, (list, tuple)):
-            out += [flag, ",".join(str(v) for v in value)]
-        else:
-            out += [flag, str(value)]
-    return out
-
-
-def torchrun_command(
-    subcommand: str,
-    args: Mapping[str, Any] | None = None,
-    *,
-    nproc_per_node: int = 2,
-    nnodes: int = 1,
-    rdzv_endpoint: str | None = None,
-    launcher: str = "torchrun",
-    rdzv_id: str = "medmeta",
-    executable: str = "torchrun",
-) -> str:
-    """The shell command that runs ``medmeta <subcommand>`` on ``nnodes × nproc_per_node`` processes.
-
-    Args:
-        subcommand: ``"meta-train"`` or ``"pretrain"``.
-        args: the subcommand's options, ``{"learner": "protonet", "meta_batch": 4, ...}``
-            (underscores become dashes; ``True`` is a bare flag; ``None`` / ``False`` are left out).
-        nproc_per_node: processes per machine (CPU: usually one per core group; GPU: one per GPU).
-        nnodes: machines.
-        rdzv_endpoint: ``"HOST:PORT"`` of the rendezvous (a node all others reach); required for
-            ``nnodes > 1`` with ``launcher="torchrun"``; ignored for one node (``--standalone``).
-        launcher: ``"torchrun"`` (run the command on every node) or ``"slurm"`` (a two-line sbatch
-            snippet: the first node becomes the rendezvous, ``srun`` starts one torchrun per node).
-        rdzv_id: job id shared by all nodes (SLURM: ``$SLURM_JOB_ID``).
-        executable: the torchrun program (e.g. ``".venv/bin/torchrun"``).
-
-    Raises:
-        ValueError: an unknown subcommand or launcher, a bad count, a missing ``rdzv_endpoint``, or a
-            ``meta_batch`` / ``batch_size`` that the world size ``nnodes × nproc_per_node`` does not divide.
-
-    Example:
-        >>> print(torchrun_command("meta-train", {"learner": "protonet", "meta_batch": 4}, nproc_per_node=4))
-        torchrun --standalone --nproc_per_node=4 -m medmeta_lib.cli meta-train --learner protonet --meta-batch 4
-    """
-    if subcommand not in ("meta-train", "pretrain"):
-        raise ValueError(f"subcommand must be 'meta-train' or 'pretrain', got {subcommand!r}")
-    if launcher not in ("torchrun", "slurm"):
-        raise ValueError(f"launcher must be 'torchrun' or 'slurm', got {launcher!r}")
-    for name, v in (("nproc_per_node", nproc_per_node), ("nnodes", nnodes)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-    args = dict(args or {})
-    world = nproc_per_node * nnodes
-    for key in ("meta_batch", "batch_size"):
-        value = args.get(key, args.get(key.replace("_", "-")))
-        if isinstance(value, int) and not isinstance(value, bool):
-            check_world_divides(value, world, setting=key)
-    tail = ["-m", "medmeta_lib.cli", subcommand, *_cli_args(args)]
-    if launcher == "slurm":
-        if rdzv_endpoint is None:
-            rdzv_endpoint = "$MASTER_ADDR:29500"
-        head = (
-            'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)\n'
-            f"srun --nodes={nnodes} --ntasks-per-node=1 {executable} --nnodes={nnodes} "
-            f'--nproc_per_node={nproc_per_node} --rdzv_backend=c10d --rdzv_endpoint="{rdzv_endpoint}" '
-            '--rdzv_id="$SLURM_JOB_ID"'
-        )
-        return f"{head} {shlex.join(tail)}"
-    if nnodes == 1 and rdzv_endpoint is None:
-        return shlex.join([executable, "--standalone", f"--nproc_per_node={nproc_per_node}", *tail])
-    host, _, port = (rdzv_endpoint or "").rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(
-            f"rdzv_endpoint must be 'HOST:PORT' (a node every node can reach, e.g. 'node001:29500') for "
-            f"nnodes={nnodes}, got {rdzv_endpoint!r}; with SLURM use launcher='slurm'"
-        )
-    return shlex.join(
-        [
-            executable,
-            f"--nnodes={nnodes}",
-            f"--nproc_per_node={nproc_per_node}",
-            "--rdzv_backend=c10d",
-            f"--rdzv_endpoint={rdzv_endpoint}",
-            f"--rdzv_id={rdzv_id}",
-            *tail,
-        ]
-    )

@@ -27,6 +27,7 @@ from torch import nn
 from medmeta_lib import distributed as D
 from medmeta_lib.checkpoint import load_checkpoint
 from medmeta_lib.data.episodes import EpisodeSampler
+from medmeta_lib.launch import cli_arguments, torchrun_command
 from medmeta_lib.ssl.ntxent import nt_xent_loss
 from medmeta_lib.training import MetaTrainConfig, build_learner, load_learner, meta_train
 from tests.conftest import make_collection
@@ -426,24 +427,24 @@ def test_missing_or_unreachable_rendezvous(monkeypatch) -> None:
 
 def test_torchrun_command() -> None:
     args = {"learner": "protonet", "meta_batch": 4, "out": "runs/my run", "no_progress": True, "encoder": None}
-    one = D.torchrun_command("meta-train", args, nproc_per_node=2)
+    one = torchrun_command("meta-train", args, nproc_per_node=2)
     assert one == (
         "torchrun --standalone --nproc_per_node=2 -m medmeta_lib.cli meta-train --learner protonet "
         "--meta-batch 4 --out 'runs/my run' --no-progress"
     )
-    multi = D.torchrun_command("meta-train", args, nproc_per_node=2, nnodes=2, rdzv_endpoint="node1:29500")
+    multi = torchrun_command("meta-train", args, nproc_per_node=2, nnodes=2, rdzv_endpoint="node1:29500")
     assert multi.startswith("torchrun --nnodes=2 --nproc_per_node=2 --rdzv_backend=c10d --rdzv_endpoint=node1:29500")
-    slurm = D.torchrun_command("pretrain", {"batch_size": 256, "out": "enc.safetensors"}, nnodes=4, launcher="slurm")
+    slurm = torchrun_command("pretrain", {"batch_size": 256, "out": "enc.safetensors"}, nnodes=4, launcher="slurm")
     first, second = slurm.splitlines()
     assert first.startswith("MASTER_ADDR=$(scontrol show hostnames")
     assert second.startswith("srun --nodes=4 --ntasks-per-node=1 torchrun --nnodes=4 --nproc_per_node=2")
     assert '--rdzv_id="$SLURM_JOB_ID"' in second and second.endswith("pretrain --batch-size 256 --out enc.safetensors")
     with pytest.raises(ValueError, match="rdzv_endpoint must be 'HOST:PORT'"):
-        D.torchrun_command("meta-train", args, nnodes=2)
+        torchrun_command("meta-train", args, nnodes=2)
     with pytest.raises(ValueError, match="meta_batch = 4 is not divisible by the world size 3"):
-        D.torchrun_command("meta-train", args, nproc_per_node=3)
+        torchrun_command("meta-train", args, nproc_per_node=3)
     with pytest.raises(ValueError, match="subcommand must be"):
-        D.torchrun_command("evaluate", args)
+        torchrun_command("evaluate", args)
 
 
 @pytest.mark.slow
@@ -464,12 +465,12 @@ def test_cli_meta_train_under_torchrun_matches_one_process(tmp_path: Path, one_t
         "no_progress": True,
     }
     torchrun = str(Path(sys.executable).parent / "torchrun")
-    cmd = D.torchrun_command("meta-train", {**args, "out": tmp_path / "w2"}, nproc_per_node=2, executable=torchrun)
+    cmd = torchrun_command("meta-train", {**args, "out": tmp_path / "w2"}, nproc_per_node=2, executable=torchrun)
     env = {**os.environ, D.TIMEOUT_ENV: "60"}
     done = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count('"best_checkpoint"') == 1  # rank 0 alone prints
-    argv = ["meta-train", *D._cli_args({**args, "out": tmp_path / "w1"})]
+    argv = ["meta-train", *cli_arguments({**args, "out": tmp_path / "w1"})]
     assert main(argv) == 0
     capsys.readouterr()
     w1, w2 = (tmp_path / w / "protonet" / "last.safetensors" for w in ("w1", "w2"))
