@@ -228,7 +228,10 @@ class _Views:
         self.collection, self.seed, self.shard = collection, cfg.seed, shard  # shard: (rank, world) or ()
         self.aug = ViewAugment(preset=cfg.augment_preset, image_size=size, **kw)
         self.synth = _medsynth_for(collection) if cfg.site_invariance else None
-        if self.synth is not None and self.synth.n_sites < 2:
+        # restyle only to sites this collection holds: a site held out for testing must not leak its
+        # acquisition style into pretraining through the positive pairs
+        self.sites = torch.unique(collection.sites) if collection.sites is not None else torch.zeros(1)
+        if self.synth is not None and len(self.sites) < 2:
             self.synth = None  # one site: nothing to restyle to, fall back to the scanner shift
         self.shift = None
         if cfg.site_invariance and self.synth is None:
@@ -245,8 +248,9 @@ class _Views:
         if self.synth is not None:
             assert self.collection.sites is not None
             g = torch.Generator().manual_seed(_step_seed(self.seed, 2, step, *self.shard))
-            n = self.synth.n_sites
-            other = (self.collection.sites[idx] + torch.randint(1, n, (len(idx),), generator=g)) % n
+            n = len(self.sites)  # another of the collection's own sites, uniformly
+            own = torch.searchsorted(self.sites, self.collection.sites[idx])
+            other = self.sites[(own + torch.randint(1, n, (len(idx),), generator=g)) % n]
             return v1, self.aug(self.synth.restyle(self.collection, idx, other))
         if self.shift is not None:
             self.shift.reset(_step_seed(self.seed, 3, step, *self.shard))

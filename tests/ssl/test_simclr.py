@@ -157,6 +157,29 @@ def test_site_invariant_view_is_the_same_patient_at_another_site(chest: dict[str
     assert _Views(toy, SimCLRConfig(**SMALL)).mode == "augment"  # type: ignore[arg-type]
 
 
+def test_site_invariant_views_never_use_a_site_the_collection_lacks() -> None:
+    # pretraining at hospitals 0, 1, 3 for a study that tests at hospital 2: the positive pairs must be
+    # re-rendered at 0, 1 or 3 only, else the held-out hospital's acquisition leaks into pretraining
+    synth = MedSynth(modalities=("chest_xray",), n_sites=4)
+    full = synth.generate(n_per_class_site=3, image_size=16, seed=0)
+    keep = torch.nonzero(full.sites != 2).flatten()
+    train = full.subset(keep)
+    cfg = SimCLRConfig(**{**SMALL, "site_invariance": True, "augment_kwargs": IDENTITY_AUG})  # type: ignore[arg-type]
+    views = _Views(train, cfg)
+    idx = torch.arange(len(train))
+    targets = set()
+    for step in range(20):
+        _, v2 = views(idx, step=step)
+        # each second view equals the same patient restyled at exactly one of the kept sites, not its own
+        cands = torch.stack([synth.restyle(train, idx, s) for s in range(4)])  # (site, N, 1, H, W)
+        err = (cands - v2).abs().amax(dim=(2, 3, 4))
+        chosen = err.argmin(0)
+        assert bool((err.min(0).values < 1e-5).all())
+        assert not bool((chosen == train.sites[idx]).any())
+        targets |= set(chosen.tolist())
+    assert targets == {0, 1, 3}
+
+
 def test_views_are_deterministic_per_step(chest: dict[str, ImageCollection]) -> None:
     views = _Views(chest["train"], SimCLRConfig(**SMALL))  # type: ignore[arg-type]
     idx = torch.arange(8)
