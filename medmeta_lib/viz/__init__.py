@@ -15,6 +15,16 @@ def setup_notebook() -> None:
     import plotly.io as pio
 
     pio.renderers.default = "plotly_mimetype+notebook"
+    try:  # inside a Jupyter kernel, draw matplotlib figures inline even if MPLBACKEND says otherwise
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    except ImportError:  # pragma: no cover - IPython is a dependency
+        shell = None
+    if shell is not None and getattr(shell, "kernel", None) is not None:
+        # a headless shell often exports MPLBACKEND=Agg; a kernel inherits it and plt.show() then
+        # draws nothing, so figures would silently vanish from executed notebooks and HTML exports
+        shell.run_line_magic("matplotlib", "inline")
     mpl.rcParams.update({"figure.dpi": 100, "savefig.dpi": 110, "image.cmap": "gray", "axes.titlesize": 9})
 
 

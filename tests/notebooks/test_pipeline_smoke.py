@@ -27,6 +27,30 @@ def smoke_run(tmp_path_factory):
     return out, result
 
 
+def test_figures_are_in_the_executed_notebooks(smoke_run):
+    # the suite exports MPLBACKEND=Agg (conftest), as many headless shells do, and kernels inherit it:
+    # every cell that shows a figure must still carry it in the executed notebook (and so in the HTML)
+    import os
+
+    import nbformat
+
+    assert os.environ.get("MPLBACKEND") == "Agg"
+    out, _ = smoke_run
+    missing = []
+    for stem in STEMS:
+        nb = nbformat.read(out / f"{stem}.ipynb", as_version=4)
+        for i, cell in enumerate(nb.cells):
+            if cell.cell_type != "code":
+                continue
+            kinds = {k for o in cell.outputs for k in o.get("data", {})}
+            said = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+            if "plt.show()" in cell.source and "image/png" not in kinds and "skipped" not in said:
+                missing.append(f"{stem} cell {i}: matplotlib figure")
+            if ").show()" in cell.source and "application/vnd.plotly.v1+json" not in kinds:
+                missing.append(f"{stem} cell {i}: plotly figure")
+    assert not missing, missing
+
+
 def test_run_directory_layout(smoke_run):
     out, result = smoke_run
     assert result.executed == STEMS and result.skipped == []
