@@ -381,6 +381,8 @@ def run_pipeline(
     """
     import papermill as pm
 
+    from medmeta_lib.nbexec import SlicedKernelManager
+
     specs = _select(only, from_)
     resolved = resolve_parameters(specs, overrides or {}, smoke=smoke)
     run_dir = Path(out) if out else runs_dir() / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -416,6 +418,7 @@ def run_pipeline(
                 progress_bar=progress,
                 cwd=str(nb_out),
                 execution_timeout=cell_timeout,
+                kernel_manager_class=SlicedKernelManager,  # never waits out a missed kernel message (nbexec)
             )
         except pm.PapermillExecutionError as e:
             failure = (

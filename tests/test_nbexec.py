@@ -1,0 +1,93 @@
+"""The sliced kernel channel: same contract as jupyter_client's, and a missed wake-up costs one slice."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from queue import Empty
+
+import pytest
+import zmq
+import zmq.asyncio
+from jupyter_client.session import Session
+
+from medmeta_lib import nbexec
+from medmeta_lib.nbexec import SlicedChannel, SlicedKernelClient, SlicedKernelManager
+
+
+def _pair() -> tuple[zmq.asyncio.Context, zmq.asyncio.Socket, zmq.Socket, zmq.Context]:
+    actx = zmq.asyncio.Context()
+    recv = actx.socket(zmq.PAIR)
+    port = recv.bind_to_random_port("tcp://127.0.0.1")
+    sctx = zmq.Context()
+    send = sctx.socket(zmq.PAIR)
+    send.connect(f"tcp://127.0.0.1:{port}")
+    return actx, recv, send, sctx
+
+
+def test_returns_a_real_message_and_times_out_on_silence() -> None:
+    async def go() -> None:
+        actx, recv, send, sctx = _pair()
+        session = Session(key=b"k")
+        ch = SlicedChannel(recv, session)
+        try:
+            t0 = time.monotonic()
+            with pytest.raises(Empty):
+                await ch.get_msg(timeout=1.2)  # three slices of nothing: Empty after the whole timeout
+            assert 1.1 < time.monotonic() - t0 < 3.0
+            session.send(send, "execute_reply", {"status": "ok"})
+            msg = await ch.get_msg(timeout=5)
+            assert msg["msg_type"] == "execute_reply" and msg["content"] == {"status": "ok"}
+        finally:
+            send.close(0)
+            sctx.term()
+            recv.close(0)
+            actx.term()
+
+    asyncio.run(go())
+
+
+class _ForgetfulSocket:
+    """A socket whose first ``poll`` misses the wake-up: it waits its whole timeout and reports nothing.
+
+    This is the failure mode of jupyter/nbclient#312: the message is there, the wait does not end.
+    """
+
+    def __init__(self) -> None:
+        self.polls: list[float | None] = []
+
+    async def poll(self, timeout_ms: int | None = None) -> int:
+        self.polls.append(timeout_ms)
+        if len(self.polls) == 1:
+            await asyncio.sleep((timeout_ms or 10_000_000) / 1000)
+            return 0
+        return zmq.POLLIN
+
+
+def test_a_missed_wake_up_costs_one_slice_not_the_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    sock = _ForgetfulSocket()
+
+    async def fake_recv(self: SlicedChannel, **kwargs: object) -> dict:
+        return {"msg_type": "status", "content": {"execution_state": "idle"}}
+
+    monkeypatch.setattr(SlicedChannel, "_recv", fake_recv)
+    ch = SlicedChannel.__new__(SlicedChannel)
+    ch.socket = sock  # type: ignore[assignment]
+
+    async def go() -> tuple[dict, float]:
+        t0 = time.monotonic()
+        msg = await asyncio.wait_for(ch.get_msg(timeout=3600), timeout=30)  # nbclient waits a whole cell timeout
+        return msg, time.monotonic() - t0
+
+    msg, took = asyncio.run(go())
+    assert msg["content"]["execution_state"] == "idle"
+    assert took < nbexec.SLICE_S + 1.0 and len(sock.polls) == 2
+    assert sock.polls[0] == int(nbexec.SLICE_S * 1000)  # never one long wait
+
+
+def test_manager_hands_out_sliced_clients() -> None:
+    km = SlicedKernelManager(kernel_name="python3")
+    km.client_class = "jupyter_client.asynchronous.AsyncKernelClient"  # what nbclient sets after creating it
+    kc = km.client()
+    assert isinstance(kc, SlicedKernelClient)
+    assert kc.shell_channel_class is SlicedChannel and kc.iopub_channel_class is SlicedChannel
