@@ -28,7 +28,7 @@ def setup_notebook() -> None:
     mpl.rcParams.update({"figure.dpi": 100, "savefig.dpi": 110, "image.cmap": "gray", "axes.titlesize": 9})
 
 
-def save_figure(fig, output_dir, name: str) -> str:
+def save_figure(fig, output_dir, name: str, *, close: bool = False) -> str:
     """Save a matplotlib figure as ``<output_dir>/figures/<name>.png`` (for the run report); return the path.
 
     Example:
@@ -45,4 +45,8 @@ def save_figure(fig, output_dir, name: str) -> str:
     tmp = d / f".{name}.tmp.png"
     fig.savefig(tmp, bbox_inches="tight")
     os.replace(tmp, path)
+    if close:  # a figure made only for the report: keep the notebook from showing it a second time
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
     return str(path)

@@ -160,7 +160,14 @@ def results_table_figure(results: Mapping[str, Any], *, title: str = "") -> go.F
             header={"values": ["learner", "accuracy (95% CI)", "AUROC (95% CI)", "episodes"]}, cells={"values": rows}
         )
     )
-    fig.update_layout(title=title, height=60 + 30 * len(results))
+    header_h, row_h, top, bottom = 30, 26, 60, 10
+    fig.data[0].update(header={"height": header_h}, cells={"height": row_h})
+    # tall enough for every row: with plotly's default margins a fixed height clipped the last learners
+    fig.update_layout(
+        title=title,
+        height=top + bottom + header_h + row_h * len(results) + 10,
+        margin={"t": top, "b": bottom, "l": 10, "r": 10},
+    )
     return fig
 
 
