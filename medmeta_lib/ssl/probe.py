@@ -260,7 +260,8 @@ def linear_probe(
         max_iter: L-BFGS iterations.
 
     Returns:
-        ``{"acc_mean", "acc_ci95", "auc_mean", "auc_ci95", "draws", "k_per_class"}``; AUC is ROC AUC
+        ``{"acc_mean", "acc_ci95", "auc_mean", "auc_ci95", "draws", "k_per_class", "per_draw_acc"}``
+        (``per_draw_acc`` allows paired comparisons of encoders over the same draws); AUC is ROC AUC
         for two classes and one-vs-rest macro AUC otherwise; ``ci95 = 1.96 · sd / √draws``.
 
     Raises:
@@ -324,6 +325,7 @@ def linear_probe(
         "auc_ci95": auc_ci,
         "draws": n_draws,
         "k_per_class": k_per_class,
+        "per_draw_acc": accs,
     }
 
 

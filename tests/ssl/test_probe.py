@@ -77,7 +77,8 @@ def test_knn_cosine() -> None:
 def test_linear_probe_separable_data() -> None:
     train, test = make_collection(n_classes=3, per_class=12, seed=0), make_collection(n_classes=3, per_class=8, seed=1)
     r = linear_probe(nn.Flatten(), train, test, k_per_class=5, draws=4, seed=0)
-    assert set(r) == {"acc_mean", "acc_ci95", "auc_mean", "auc_ci95", "draws", "k_per_class"}
+    assert set(r) == {"acc_mean", "acc_ci95", "auc_mean", "auc_ci95", "draws", "k_per_class", "per_draw_acc"}
+    assert len(r["per_draw_acc"]) == 4 and abs(sum(r["per_draw_acc"]) / 4 - r["acc_mean"]) < 1e-12
     assert r["acc_mean"] > 0.95 and r["auc_mean"] > 0.95 and r["draws"] == 4 and r["k_per_class"] == 5
     full = linear_probe(nn.Flatten(), train, test, k_per_class=None, draws=7)
     assert full["draws"] == 1 and full["acc_ci95"] == 0.0 and full["k_per_class"] is None
