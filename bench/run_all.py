@@ -17,8 +17,11 @@ SCRIPTS = [
     "bench_ssl.py",
     "bench_learners.py",
     "bench_distributed.py",
+    "ssl_site_invariance.py",
+    "medsynth_results.py",
     "pneumonia_ssl_probe.py",
     "pneumonia_fewshot.py",
+    "bench_pipeline.py",
 ]
 
 
