@@ -7,8 +7,10 @@ PneumoniaMNIST's official test split, never seen in training. Two protocols:
 * full official test split: K labelled train images per class, all 624 test images scored, over
   ``--draws`` label draws (the protocol comparable to the MedMNIST v2 full-data anchor).
 
-Run (the figures in BENCHMARKS.md came from this command):
-    .venv/bin/python bench/pneumonia_fewshot.py --out bench/out/pneumonia_fewshot.json
+Run (the figures in BENCHMARKS.md came from these commands; the encoder is bench/pneumonia_ssl_probe.py's):
+    OMP_NUM_THREADS=1 .venv/bin/python bench/pneumonia_fewshot.py --out bench/out/pneumonia_fewshot.json
+    OMP_NUM_THREADS=1 .venv/bin/python bench/pneumonia_fewshot.py --encoder runs/bench/pneumonia_simclr.safetensors \
+        --hidden 64 --meta-steps 0 --out bench/out/pneumonia_fewshot_ssl.json
 """
 
 from __future__ import annotations
@@ -31,11 +33,11 @@ from medmeta_lib.training import MetaTrainConfig, build_learner
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--npz", default=str(shared_data_file("pneumoniamnist.npz") or ""))
-    p.add_argument("--learners", default="protonet,fomaml,anil,baseline,baseline++,scratch")
+    p.add_argument("--learners", default="protonet,anil,fomaml,maml,metasgd,baseline,baseline++,scratch")
     p.add_argument("--shots", default="1,5,10,20")
     p.add_argument("--episodes", type=int, default=600)
     p.add_argument("--draws", type=int, default=100)
-    p.add_argument("--meta-steps", type=int, default=300)
+    p.add_argument("--meta-steps", type=int, default=300, help="outer steps on MedSynth (0: no meta-training)")
     p.add_argument("--hidden", type=int, default=32)
     p.add_argument("--encoder", default="", help="encoder checkpoint (e.g. SimCLR on unlabelled PneumoniaMNIST)")
     p.add_argument("--n-per-class-site", type=int, default=40)
@@ -50,18 +52,31 @@ def main() -> None:
     synth = load_collection("synthetic", split="train", n_per_class_site=a.n_per_class_site, seed=a.seed)
     synth_val = load_collection("synthetic", split="val", n_per_class_site=a.n_per_class_site, seed=a.seed)
     split = make_split(synth, synth_val, split="none", n_way=5, k_shot=5, q_query=15, seed=a.seed)
-    cfg = MetaTrainConfig(steps=a.meta_steps, meta_batch=4, val_every=0, seed=a.seed)
     meta = [n for n in names if n != "scratch"]
-    trained = train_learners(
-        meta,
-        split,
-        backbone_kwargs={"hidden": a.hidden},
-        encoder=a.encoder or None,
-        config=cfg,
-        val_episodes=0,
-        progress=False,
-    )
-    learners = {n: r.learner for n, r in trained.items()}
+    if a.meta_steps > 0:
+        cfg = MetaTrainConfig(steps=a.meta_steps, meta_batch=4, val_every=0, seed=a.seed)
+        trained = train_learners(
+            meta,
+            split,
+            backbone_kwargs={"hidden": a.hidden},
+            encoder=a.encoder or None,
+            config=cfg,
+            val_episodes=0,
+            progress=False,
+        )
+        learners = {n: r.learner for n, r in trained.items()}
+    else:  # no meta-training: every learner starts from the encoder (or its random initialisation)
+        learners = {
+            n: build_learner(
+                n,
+                backbone_kwargs={"hidden": a.hidden},
+                n_way=5,
+                encoder=a.encoder or None,
+                learner_kwargs=learner_defaults(n, synth),
+                seed=a.seed,
+            )
+            for n in meta
+        }
     if "scratch" in names:
         learners["scratch"] = build_learner(
             "scratch",
