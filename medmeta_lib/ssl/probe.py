@@ -20,6 +20,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import KNeighborsClassifier
+from threadpoolctl import threadpool_limits
 from torch import nn
 
 from medmeta_lib.data.collection import ImageCollection
@@ -303,19 +304,14 @@ def linear_probe(
             )
     n_draws = 1 if k_per_class is None else draws
     accs, aucs = [], []
-    for d in range(n_draws):
-        if k_per_class is None:
-            idx = np.arange(len(ytr))
-        else:
-            rng = np.random.default_rng([seed, d])
-            idx = np.concatenate([rng.choice(ix, size=k_per_class, replace=False) for ix in by_class])
-        with warnings.catch_warnings():
-            # 1 image per class is the point of a few-shot probe, not a sign of a regression target
-            warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
-            clf = LogisticRegression(C=C, max_iter=max_iter).fit(ztr[idx], ytr[idx])
-        proba = clf.predict_proba(zte)
-        accs.append(float((clf.classes_[proba.argmax(1)] == yte).mean()))
-        aucs.append(_auc(yte, proba, clf.classes_))
+    # One BLAS thread: these fits are small (K·classes rows), and OpenBLAS's threads fight torch's OpenMP
+    # threads for the same cores inside a notebook kernel. Measured on 2 cores: notebook 02's probe cell
+    # took 209 s with the default BLAS threads and 32 s with one, with identical results.
+    with threadpool_limits(1, user_api="blas"):
+        for d in range(n_draws):
+            acc, auc = _probe_draw(ztr, ytr, zte, yte, by_class, k_per_class, seed, d, C, max_iter)
+            accs.append(acc)
+            aucs.append(auc)
     acc_mean, acc_ci = _mean_ci(accs)
     auc_mean, auc_ci = _mean_ci(aucs)
     return {
@@ -327,6 +323,32 @@ def linear_probe(
         "k_per_class": k_per_class,
         "per_draw_acc": accs,
     }
+
+
+def _probe_draw(
+    ztr: np.ndarray,
+    ytr: np.ndarray,
+    zte: np.ndarray,
+    yte: np.ndarray,
+    by_class: list[np.ndarray],
+    k_per_class: int | None,
+    seed: int,
+    draw: int,
+    C: float,
+    max_iter: int,
+) -> tuple[float, float]:
+    """One label draw of :func:`linear_probe`: fit on the drawn images, return (accuracy, AUC) on the test set."""
+    if k_per_class is None:
+        idx = np.arange(len(ytr))
+    else:
+        rng = np.random.default_rng([seed, draw])
+        idx = np.concatenate([rng.choice(ix, size=k_per_class, replace=False) for ix in by_class])
+    with warnings.catch_warnings():
+        # 1 image per class is the point of a few-shot probe, not a sign of a regression target
+        warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
+        clf = LogisticRegression(C=C, max_iter=max_iter).fit(ztr[idx], ytr[idx])
+    proba = clf.predict_proba(zte)
+    return float((clf.classes_[proba.argmax(1)] == yte).mean()), _auc(yte, proba, clf.classes_)
 
 
 def label_efficiency(
