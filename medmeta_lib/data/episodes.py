@@ -230,7 +230,9 @@ class EpisodeSampler:
         mat, lens, row_of = self._mats[s]
         rows = np.fromiter((row_of[c] for c in classes), dtype=np.int64, count=self.n_way)
         keys = rng.random((self.n_way, mat.shape[1]))
-        keys[np.arange(mat.shape[1])[None, :] >= lens[rows][:, None]] = 2.0
+        row_lens = lens[rows]
+        if row_lens.min() < mat.shape[1]:  # padded rows: push the padding past every real key
+            keys[np.arange(mat.shape[1])[None, :] >= row_lens[:, None]] = 2.0
         need = self.k_shot + self.q_query
         part = np.argpartition(keys, need - 1, axis=1)[:, :need] if need < mat.shape[1] else np.argsort(keys, 1)
         order = np.take_along_axis(part, np.argsort(np.take_along_axis(keys, part, 1), axis=1), 1)
@@ -261,9 +263,8 @@ class EpisodeSampler:
         sy, qy = self._label_cache[key]
         if site is None and (site_ids == site_ids[0]).all():
             site = int(site_ids[0])
-        ss = torch.from_numpy(site_ids[:n_s])
-        qs = torch.from_numpy(site_ids[n_s:])
-        return Episode(images[:n_s], sy, images[n_s:], qy, classes, site, ss, qs, idx[:n_s], idx[n_s:])
+        st = torch.from_numpy(site_ids)
+        return Episode(images[:n_s], sy, images[n_s:], qy, classes, site, st[:n_s], st[n_s:], idx[:n_s], idx[n_s:])
 
     def sample(self) -> Episode:
         """Draw the next episode of the seeded stream."""

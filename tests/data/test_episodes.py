@@ -143,3 +143,22 @@ def test_sampler_property(n_classes, per_class, n, k, q, seed):
     ep = EpisodeSampler(col, n, k, q, seed=seed).sample()
     _check_episode(ep, col, n, k, q)
     assert np.all(np.isin(ep.classes, np.arange(n_classes)))
+
+
+def test_uneven_class_pools_never_draw_padding():
+    # classes of very different sizes exercise the padded draw (a small class next to a large one)
+    sizes = [4, 50, 7, 23, 5]
+    labels = torch.cat([torch.full((n,), c) for c, n in enumerate(sizes)])
+    sites = torch.arange(len(labels)) % 3
+    col = ImageCollection(
+        images=torch.rand(len(labels), 1, 4, 4), labels=labels, class_names=[str(c) for c in range(5)], sites=sites
+    )
+    s = EpisodeSampler(col, n_way=4, k_shot=2, q_query=2, seed=0)
+    seen = set()
+    for _ in range(200):
+        ep = s.sample()
+        _check_episode(ep, col, 4, 2, 2)
+        assert torch.equal(ep.support_sites, col.sites[ep.support_idx])
+        assert torch.equal(ep.query_sites, col.sites[ep.query_idx])
+        seen.update(torch.cat([ep.support_idx, ep.query_idx]).tolist())
+    assert len(seen) > 0.9 * len(labels)  # every image of every class can be drawn, the large classes too
