@@ -343,7 +343,12 @@ def obtain_learners(
         cfg = MetaTrainConfig(steps=fallback_steps, val_every=0, seed=seed)
         trained = train_learners(missing, split, config=cfg, val_episodes=0, progress=False, **build)
         learners.update({n: r.learner for n, r in trained.items()})
-    note = (f"loaded from notebook 03 ({meta_dir}): {loaded}. " if loaded else "") + (
-        f"trained here for {fallback_steps} steps (notebook 03's outputs absent): {missing}" if missing else ""
-    )
+    # learners without meta-parameters (scratch) need no notebook-03 output: say "built", not "trained"
+    built = [n for n in missing if not learners[n].meta_trainable]
+    trained_here = [n for n in missing if n not in built]
+    parts = [f"loaded from notebook 03 ({meta_dir}): {loaded}." if loaded else ""]
+    if trained_here:
+        parts.append(f"trained here for {fallback_steps} steps (notebook 03's outputs absent): {trained_here}.")
+    parts.append(f"built here (no meta-training needed): {built}" if built else "")
+    note = " ".join(p for p in parts if p)
     return {n: learners[n] for n in names}, note.strip()

@@ -113,6 +113,8 @@ NOTEBOOKS: list[NotebookSpec] = [
         "03_meta_training",
         smoke={
             "n_per_class_site": 8,
+            # every learner, not only the default six: the smoke chain is where all eight are exercised
+            "learners": ["protonet", "anil", "fomaml", "maml", "metasgd", "baseline", "baseline++", "scratch"],
             "hidden": 8,
             "k_shot": 1,
             "q_query": 2,

@@ -300,3 +300,10 @@ def test_obtain_learners_loads_notebook03_checkpoints_and_trains_the_rest(cols, 
 
     fresh, note2 = obtain_learners(None, ["protonet"], sp, fallback_steps=1, backbone_kwargs={"hidden": HIDDEN})
     assert "loaded" not in note2 and "trained here for 1 steps" in note2 and fresh["protonet"].name == "protonet"
+
+    # scratch has no meta-parameters: it is built, and the note does not claim it was trained
+    both, note3 = obtain_learners(
+        tmp_path, ["protonet", "scratch"], sp, fallback_steps=1, backbone_kwargs={"hidden": HIDDEN}
+    )
+    assert list(both) == ["protonet", "scratch"] and both["scratch"].name == "scratch"
+    assert "trained here" not in note3 and "built here (no meta-training needed): ['scratch']" in note3
