@@ -346,9 +346,11 @@ def obtain_learners(
     # learners without meta-parameters (scratch) need no notebook-03 output: say "built", not "trained"
     built = [n for n in missing if not learners[n].meta_trainable]
     trained_here = [n for n in missing if n not in built]
-    parts = [f"loaded from notebook 03 ({meta_dir}): {loaded}." if loaded else ""]
+    parts = []
+    if loaded:
+        parts.append(f"loaded from notebook 03 ({meta_dir}): {loaded}.")
     if trained_here:
         parts.append(f"trained here for {fallback_steps} steps (notebook 03's outputs absent): {trained_here}.")
-    parts.append(f"built here (no meta-training needed): {built}" if built else "")
-    note = " ".join(p for p in parts if p)
-    return {n: learners[n] for n in names}, note.strip()
+    if built:
+        parts.append(f"built here (no meta-training needed): {built}")
+    return {n: learners[n] for n in names}, " ".join(parts)
