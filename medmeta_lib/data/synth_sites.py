@@ -185,11 +185,12 @@ def _noise(d: Draw, size: int, grain: float) -> Tensor:
     a = d.index(k)
     b = (a + 1 + d.index(k - 1)) % k
     phi = d.u(0.0, 2 * math.pi)
-    n = torch.cos(phi) * white[a] + torch.sin(phi) * white[b]
+    wa, wb = white.index_select(0, a), white.index_select(0, b)  # faster than white[a] on CPU
+    n = wa.mul_(torch.cos(phi)).add_(wb.mul_(torch.sin(phi)))
     if grain > 0:
-        n = math.sqrt(1 - min(grain, 1.0) ** 2) * n + min(grain, 1.0) * (
-            torch.cos(phi) * corr[b] - torch.sin(phi) * corr[a]
-        )
+        g = min(grain, 1.0)
+        ca, cb = corr.index_select(0, a), corr.index_select(0, b)
+        n.mul_(math.sqrt(1 - g**2)).add_(cb.mul_(torch.cos(phi)).sub_(ca.mul_(torch.sin(phi))).mul_(g))
     return n
 
 
@@ -278,13 +279,16 @@ def acquire(primary: Tensor, secondary: Tensor, modality: str, site: int, keys: 
     if lo < size:
         x = F.interpolate(F.interpolate(x, size=(lo, lo), mode="area"), size=(size, size), mode="bilinear")
     x = _blur(x, p.blur * size)[:, 0]  # (B, H, W) from here on
-    x = x * (1 + p.exposure_sd * d.n())
-    x = ((x - 0.5) * p.contrast + 0.5 + p.offset).clamp(0, 1) ** p.gamma
+    # x is a fresh tensor from here on, so the chains below work in place (fewer passes over memory);
+    # each in-place op is the same operation, in the same order, as its out-of-place form
+    x.mul_(1 + p.exposure_sd * d.n())
+    x.sub_(0.5).mul_(p.contrast).add_(0.5).add_(p.offset).clamp_(0, 1).pow_(p.gamma)
     ba = p.bias_angle + 0.3 * d.n()
-    field = 1 + p.bias * (1 + 0.2 * d.n()) * (torch.cos(ba) * u + torch.sin(ba) * v + 0.25 * (u**2 + v**2) - 0.17)
-    x = x * field
+    amp = p.bias * (1 + 0.2 * d.n())
+    field = (torch.cos(ba) * u + torch.sin(ba) * v).add_(0.25 * (u**2 + v**2)).sub_(0.17).mul_(amp).add_(1)
+    x.mul_(field)
     if p.ghost > 0:
-        x = x + p.ghost * (1 + 0.3 * d.n()) * torch.roll(x, size // 4, dims=-2)
+        x.add_(torch.roll(x, size // 4, dims=-2).mul_(p.ghost * (1 + 0.3 * d.n())))
     edges = [p.border * torch.exp(0.3 * d.n()) for _ in range(4)]
     aperture_jitter = 0.01 * d.n()
     px = 2.0 / size
@@ -295,18 +299,18 @@ def acquire(primary: Tensor, secondary: Tensor, modality: str, site: int, keys: 
             * ((v + 1 - edges[2]) / px).clamp(0, 1)
             * ((1 - edges[3] - v) / px).clamp(0, 1)
         )
-        x = x * inside + p.border_level * (1 - inside)
+        x.mul_(inside).add_((1 - inside).mul_(p.border_level))
     elif modality in ("fundus", "dermoscopy"):  # camera aperture / dermatoscope vignette
         rad = (0.98 - p.border) if modality == "fundus" else (1.45 - 4 * p.border)
         soft_w = px if modality == "fundus" else 0.06
-        inside = torch.sigmoid((rad + aperture_jitter - torch.sqrt(u**2 + v**2)) / soft_w)
-        x = x * inside + p.border_level * (1 - inside)
+        inside = (rad + aperture_jitter - torch.sqrt(u**2 + v**2)).div_(soft_w).sigmoid_()
+        x.mul_(inside).add_((1 - inside).mul_(p.border_level))
     n1 = _noise(d, size, p.grain)
     if modality == "brain_mri":  # Rician magnitude noise
         n2 = _noise(d, size, p.grain)
-        x = torch.sqrt((x + p.noise * n1) ** 2 + (p.noise * n2) ** 2)
+        x.add_(n1.mul_(p.noise)).pow_(2).add_(n2.mul_(p.noise).pow_(2)).sqrt_()
     else:
-        x = x + torch.sqrt(p.noise**2 + p.shot**2 * x.clamp(min=0)) * n1
+        x.add_(x.clamp(min=0).mul_(p.shot**2).add_(p.noise**2).sqrt_().mul_(n1))
     if p.marker >= 0 and modality in _MARKER:
         x = _markers(x, p, modality, site, d)
-    return x.clamp(0, 1)[:, None]
+    return x.clamp_(0, 1)[:, None]

@@ -38,6 +38,12 @@ def test_numpy_inputs_and_label_column_vector():
     assert c.sites is not None and c.sites.tolist() == [0] * 6 and c.site_names == ("site0",)
 
 
+def _poisoned(value: float, *images: int) -> torch.Tensor:
+    x = torch.rand(6, 1, 8, 8)
+    x[list(images), 0, 3, 5] = value
+    return x
+
+
 @pytest.mark.parametrize(
     ("over", "match"),
     [
@@ -46,6 +52,9 @@ def test_numpy_inputs_and_label_column_vector():
         ({"images": torch.rand(6, 2, 8, 8)}, r"1 or 3 channels"),
         ({"images": torch.rand(6, 1, 8, 8) * 255}, r"must lie in \[0, 1\].*rescale"),
         ({"images": torch.full((6, 1, 8, 8), float("nan"))}, r"NaN/Inf pixels in 6 image"),
+        ({"images": _poisoned(float("nan"), 3)}, r"NaN/Inf pixels in 1 image"),  # one pixel is enough
+        ({"images": _poisoned(float("inf"), 4)}, r"NaN/Inf pixels in 1 image"),
+        ({"images": _poisoned(-float("inf"), 1, 2)}, r"NaN/Inf pixels in 2 image"),
         ({"labels": torch.tensor([0, 0, 1, 1, 2])}, r"'labels' must have shape \(6,\)"),
         ({"labels": torch.tensor([0, 0, 1, 1, 2, 3])}, r"'labels' must lie in 0..2"),
         ({"labels": torch.tensor([0.0, 0, 1, 1, 2, 2])}, r"'labels' must hold integers"),

@@ -99,6 +99,17 @@ def test_restyle_is_exact_whatever_the_batch_and_thread_count() -> None:
     assert torch.get_num_threads() == before
 
 
+@pytest.mark.parametrize("size", [28, 64, 45])
+def test_restyle_is_exact_when_generation_spans_several_chunks(size: int) -> None:
+    # 70 images per (finding, site): generation renders each finding in several padded chunks, restyle
+    # re-renders single images and odd-sized subsets; the pixels must not depend on either batch
+    synth = MedSynth(modalities=["fundus", "dermoscopy"], n_sites=2)
+    col = synth.generate(image_size=size, seed=11, n_per_class_site=70)
+    rng = np.random.default_rng(size)
+    for idx in ([0], [len(col) - 1], rng.choice(len(col), 37, replace=False).tolist(), list(range(60, 190))):
+        assert torch.equal(synth.restyle(col, idx, col.sites[idx]), col.images[idx])
+
+
 def test_restyle_keeps_anatomy_and_changes_acquisition() -> None:
     synth = MedSynth(n_sites=4)
     col = synth.generate(image_size=28, seed=11, n_per_class_site=4)
