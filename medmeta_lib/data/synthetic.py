@@ -230,7 +230,7 @@ class MedSynth:
     ) -> torch.Tensor:
         order = np.lexsort((st, find_of, mod_of))
         out = torch.empty(len(keys), 1, size, size)
-        m = _batch_multiple()
+        m = _batch_multiple(size)
         chunk = m * max(1, _CHUNK_PIXELS // (size * size * m))
         for mi in np.unique(mod_of):
             modality, members = self.MODALITIES[mi], np.nonzero(mod_of[order] == mi)[0]
@@ -243,14 +243,15 @@ class MedSynth:
                     where = np.nonzero(f_blk == f)[0]  # contiguous: the block is sorted by finding
                     for r0 in range(where[0], where[-1] + 1, chunk):
                         r1 = min(r0 + chunk, where[-1] + 1)
-                        a, b = render(_pad(k_blk[r0:r1]), int(f), size)
+                        a, b = render(_pad(k_blk[r0:r1], m), int(f), size)
                         primary[r0:r1], secondary[r0:r1] = a[: r1 - r0], b[: r1 - r0]
                 for s in np.unique(s_blk):
                     sel_all = np.nonzero(s_blk == s)[0]
                     for i in range(0, len(sel_all), chunk):
                         t = torch.from_numpy(sel_all[i : i + chunk])
-                        prim, sec = primary.index_select(0, t), secondary.index_select(0, t)
-                        img = acquire(_pad(prim), _pad(sec), modality, int(s), _pad(k_blk[t]))
+                        tp = _pad(t, m)  # padding the index pads the maps and keys without a copy
+                        prim, sec = primary.index_select(0, tp), secondary.index_select(0, tp)
+                        img = acquire(prim, sec, modality, int(s), k_blk[tp])
                         out.index_copy_(0, torch.from_numpy(order[blk[t.numpy()]]), img[: len(t)])
         return out
 
@@ -268,17 +269,21 @@ def _render_threads() -> Iterator[None]:
             torch.set_num_threads(before)
 
 
-def _batch_multiple() -> int:
+def _batch_multiple(size: int) -> int:
     # Why batches are padded: torch's CPU kernels run most elements through SIMD code and the last
-    # < 32 elements of a thread's range through scalar code, and a few functions (sigmoid, pow) round
-    # differently in the two. torch splits an op over min(threads, numel / 32768) threads in equal
-    # ranges; with at most 2 threads and batches a multiple of 32 x 2 images, every range starts on an
-    # image boundary and has no scalar tail. So an image's pixels never depend on the batch it was
-    # rendered in, and restyle to its own site reproduces it bit for bit.
-    return 32 * max(1, min(torch.get_num_threads(), _MAX_THREADS))
+    # < 32 elements of a thread's range through scalar code, and a few functions (sigmoid, exp, pow,
+    # cos, erfinv, fused multiply-adds) round differently in the two; + - * / sqrt min max are exact in
+    # both. torch splits an op over min(threads, numel / 32768) threads in equal ranges. With batches
+    # of 32k images, one thread's range is whole images and a multiple of 32 elements. With two
+    # threads each range is 16k images: whole images, and a multiple of 32 elements when every
+    # per-image element count is even, which holds for even sides (maps, rows, padded blur copies; the
+    # marker windows use only exact operations); odd sides need 64k images. So an image's pixels
+    # never depend on the batch it was rendered in, and restyle to its own site reproduces it bit for bit.
+    two_threads = min(torch.get_num_threads(), _MAX_THREADS) > 1
+    return 64 if two_threads and size % 2 else 32
 
 
-def _pad(x: torch.Tensor) -> torch.Tensor:
-    n, m = len(x), _batch_multiple()
+def _pad(x: torch.Tensor, m: int) -> torch.Tensor:
+    n = len(x)
     extra = -n % m
     return x if extra == 0 else torch.cat([x, x[-1:].expand(extra, *x.shape[1:])])

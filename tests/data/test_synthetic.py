@@ -99,15 +99,24 @@ def test_restyle_is_exact_whatever_the_batch_and_thread_count() -> None:
     assert torch.get_num_threads() == before
 
 
-@pytest.mark.parametrize("size", [28, 64, 45])
+@pytest.mark.parametrize("size", [28, 30, 45, 64])
 def test_restyle_is_exact_when_generation_spans_several_chunks(size: int) -> None:
     # 70 images per (finding, site): generation renders each finding in several padded chunks, restyle
-    # re-renders single images and odd-sized subsets; the pixels must not depend on either batch
+    # re-renders single images and odd-sized subsets, with one thread and with two; the pixels must
+    # depend on neither (even and odd sides take different padding rules)
     synth = MedSynth(modalities=["fundus", "dermoscopy"], n_sites=2)
     col = synth.generate(image_size=size, seed=11, n_per_class_site=70)
     rng = np.random.default_rng(size)
-    for idx in ([0], [len(col) - 1], rng.choice(len(col), 37, replace=False).tolist(), list(range(60, 190))):
-        assert torch.equal(synth.restyle(col, idx, col.sites[idx]), col.images[idx])
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            # dropping the first images shifts every later image to another place in its batch
+            subsets = [[len(col) - 1], rng.choice(len(col), 37, replace=False).tolist(), list(range(5, len(col)))]
+            for idx in subsets:
+                assert torch.equal(synth.restyle(col, idx, col.sites[idx]), col.images[idx])
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_restyle_keeps_anatomy_and_changes_acquisition() -> None:
