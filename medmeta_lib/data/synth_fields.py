@@ -148,12 +148,12 @@ def soft(x: Tensor, w: float | Tensor) -> Tensor:
         >>> soft(torch.tensor([-1.0, 0.0, 1.0]), 0.1).round(decimals=3).tolist()
         [0.0, 0.5, 1.0]
     """
-    return torch.sigmoid(x / w)
+    return (x / w).sigmoid_()
 
 
 def ell(u: Tensor, v: Tensor, cx: Tensor | float, cy: Tensor | float, rx: Tensor | float, ry: Tensor | float) -> Tensor:
     """Normalised elliptic radius: 1 on the ellipse boundary."""
-    return torch.sqrt(((u - cx) / rx) ** 2 + ((v - cy) / ry) ** 2 + 1e-12)
+    return (((u - cx) / rx) ** 2 + ((v - cy) / ry) ** 2).add_(1e-12).sqrt_()
 
 
 def nexp(q: Tensor) -> Tensor:
@@ -161,14 +161,19 @@ def nexp(q: Tensor) -> Tensor:
     return q.clamp(max=60.0).neg_().exp_()
 
 
+def _nexp_(q: Tensor) -> Tensor:
+    # nexp on a temporary, in place: the same operations without another full-size buffer
+    return q.clamp_(max=60.0).neg_().exp_()
+
+
 def gauss(u: Tensor, v: Tensor, cx: Tensor | float, cy: Tensor | float, r: Tensor | float) -> Tensor:
     """Isotropic Gaussian bump of radius ``r``."""
-    return nexp(((u - cx) ** 2 + (v - cy) ** 2) / r**2)
+    return _nexp_(((u - cx) ** 2 + (v - cy) ** 2).div_(r**2))
 
 
 def line(dist: Tensor, w: Tensor | float) -> Tensor:
     """A thin ridge where ``dist`` is 0, of half-width ``w``."""
-    return nexp((dist / w).square_())
+    return _nexp_((dist / w).square_())
 
 
 def grid(size: int) -> tuple[Tensor, Tensor]:
