@@ -5,6 +5,7 @@ Run: .venv/bin/python bench/bench_episodes.py
 
 from __future__ import annotations
 
+import os
 import time
 
 import torch
@@ -15,6 +16,7 @@ from medmeta_lib.data.episodes import EpisodeSampler
 
 def main() -> None:
     torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), load average {os.getloadavg()[0]:.1f}")
     n_classes, per_class = 30, 640  # the size of a default MedSynth train split (30 classes x 4 sites x 160)
     col = ImageCollection(
         images=torch.rand(n_classes * per_class, 1, 28, 28),

@@ -8,6 +8,7 @@ Run: .venv/bin/python bench/bench_medsynth.py [--n 40] [--repeats 3] [--threads 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -24,7 +25,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     synth = MedSynth()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); {synth}")
+    load = os.getloadavg()[0]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), load average {load:.1f}; {synth}")
     for size in (28, 64):
         synth.generate(image_size=size, n_per_class_site=1)  # build the cached texture and noise banks
         best, n_img = float("inf"), 0
