@@ -21,13 +21,13 @@ optimiser, episode stream), so the time spent validating is measured apart from 
 Run (the figures in BENCHMARKS.md came from this command)::
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/medsynth_results.py --out bench/out/medsynth_results.json
-    .venv/bin/python bench/medsynth_results.py --shots 5 --learners protonet --steps 40 --episodes 20  # smoke
+    .venv/bin/python bench/medsynth_results.py --shots 5 --learners protonet --steps 40 --episodes 20 \
+        --val-episodes 10 --site-learners protonet --site-steps 10 --site-episodes 10 --n-per-class-site 20  # smoke
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from result_file import ResultFile
 
 from medmeta_lib.data import load_collection
 from medmeta_lib.evaluation import evaluate_learner
 from medmeta_lib.experiment import evaluate_split, learner_defaults, leave_one_site_out, make_split
-from medmeta_lib.runio import write_metrics
 from medmeta_lib.training import MetaTrainConfig, build_learner, meta_train
 
 ALL = "protonet,anil,fomaml,maml,metasgd,baseline,baseline++,scratch"
@@ -63,7 +63,8 @@ def train_with_curve(name: str, split: Any, col: Any, a: argparse.Namespace, wor
     train_s = 0.0
     best: tuple[float, dict[str, torch.Tensor]] | None = None
     if learner.meta_trainable:
-        for upto in range(a.val_every, a.steps + 1, a.val_every):
+        stops = [*range(a.val_every, a.steps, a.val_every), a.steps]  # validated at the end too
+        for upto in stops:
             cfg = MetaTrainConfig(steps=upto, meta_batch=4, val_every=0, checkpoint_every=upto, seed=a.seed)
             c0 = time.process_time()
             meta_train(learner, split.train, config=cfg, out=workdir / name, resume=True, progress=False)
@@ -108,11 +109,14 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="bench/out/medsynth_results.json")
     a = p.parse_args()
+    if a.steps < 1 or a.val_every < 1:
+        p.error(f"--steps and --val-every must be >= 1, got {a.steps} and {a.val_every}")
     t0 = time.time()
     names = [n for n in a.learners.split(",") if n]
     kw = {"n_per_class_site": a.n_per_class_site}
     cols = {s: load_collection("synthetic", split=s, seed=a.seed, **kw) for s in ("train", "val", "test")}
-    out: dict[str, Any] = {"settings": vars(a) | {"torch_threads": torch.get_num_threads()}, "results": {}}
+    rf = ResultFile(a.out, {"settings": vars(a) | {"torch_threads": torch.get_num_threads()}, "results": {}})
+    out = rf.data
     print(f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for k in [int(s) for s in a.shots.split(",") if s]:
@@ -143,6 +147,7 @@ def main() -> None:
                     flush=True,
                 )
             out["results"][f"5w{k}s"] = rows
+            rf.save()
     if a.site_learners:
         cfg = MetaTrainConfig(steps=a.site_steps, meta_batch=4, val_every=0, seed=a.seed)
         for n in [s for s in a.site_learners.split(",") if s]:
@@ -160,16 +165,14 @@ def main() -> None:
                 encoder=a.encoder or None,
             )
             out.setdefault("leave_one_site_out", {})[n] = loso
+            rf.save()
             for site, v in loso.items():
                 print(
                     f"LOSO {n:9s} {site}: held-out {v['held_out_acc']:.3f} ± {v['held_out_ci95']:.3f}, "
                     f"training sites {v['training_sites_acc']:.3f} ± {v['training_sites_ci95']:.3f}",
                     flush=True,
                 )
-    out["seconds"] = time.time() - t0
-    dest = Path(a.out)
-    write_metrics(dest.parent, out, name=dest.name)
-    print(json.dumps({"wrote": str(dest), "seconds": round(out["seconds"])}))
+    rf.finish()
 
 
 if __name__ == "__main__":

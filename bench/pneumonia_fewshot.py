@@ -11,22 +11,22 @@ Run (the figures in BENCHMARKS.md came from these commands; the encoder is bench
     OMP_NUM_THREADS=1 .venv/bin/python bench/pneumonia_fewshot.py --out bench/out/pneumonia_fewshot.json
     OMP_NUM_THREADS=1 .venv/bin/python bench/pneumonia_fewshot.py --encoder runs/bench/pneumonia_simclr.safetensors \
         --hidden 64 --meta-steps 0 --out bench/out/pneumonia_fewshot_ssl.json
+    .venv/bin/python bench/pneumonia_fewshot.py --learners protonet,scratch --shots 1,5 --episodes 10 --draws 2 \
+        --meta-steps 5 --n-per-class-site 10 --out /tmp/pneumonia_fewshot_smoke.json  # smoke
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import torch
+from result_file import ResultFile
 
 from medmeta_lib.config import shared_data_file
 from medmeta_lib.data import EpisodeSampler, load_collection
 from medmeta_lib.evaluation import evaluate_full_test_split, evaluate_learner
 from medmeta_lib.experiment import learner_defaults, make_split, train_learners
-from medmeta_lib.runio import write_metrics
 from medmeta_lib.training import MetaTrainConfig, build_learner
 
 
@@ -47,6 +47,7 @@ def main() -> None:
     if not a.npz:
         raise SystemExit("PneumoniaMNIST .npz not found: pass --npz")
     t0 = time.time()
+    rf = ResultFile(a.out, {"settings": vars(a) | {"torch_threads": torch.get_num_threads()}, "results": {}})
     names = [n for n in a.learners.split(",") if n]
     shots = [int(k) for k in a.shots.split(",")]
     synth = load_collection("synthetic", split="train", n_per_class_site=a.n_per_class_site, seed=a.seed)
@@ -88,7 +89,7 @@ def main() -> None:
     print(f"meta-training done in {time.time() - t0:.0f} s", flush=True)
     train = load_collection(a.npz, split="train")
     test = load_collection(a.npz, split="test")
-    results: dict[str, dict] = {}
+    results: dict[str, dict] = rf.data["results"]
     for name, learner in learners.items():
         learner.set_n_way(2)
         for k in shots:
@@ -96,17 +97,14 @@ def main() -> None:
             bal = evaluate_learner(learner, eps).to_dict()
             full = evaluate_full_test_split(learner, train, test, k_shot=k, draws=a.draws, seed=a.seed + 2)
             results.setdefault(name, {})[str(k)] = {"balanced": bal, "full_test_split": full}
+            rf.save()
             print(
                 f"{name:10s} K={k:2d} balanced acc {bal['acc_mean']:.3f}±{bal['acc_ci95']:.3f} "
                 f"auc {bal['auc_mean']:.3f} | full split acc {full['acc_mean']:.3f}±{full['acc_ci95']:.3f} "
                 f"auc {full['auc_mean']:.3f}±{full['auc_ci95']:.3f}  ({time.time() - t0:.0f} s)",
                 flush=True,
             )
-    settings = {k: v for k, v in vars(a).items()}
-    settings["torch_threads"] = torch.get_num_threads()
-    out = Path(a.out)
-    write_metrics(out.parent, {"settings": settings, "results": results, "seconds": time.time() - t0}, name=out.name)
-    print(json.dumps({"wrote": str(out), "seconds": round(time.time() - t0)}))
+    rf.finish()
 
 
 if __name__ == "__main__":

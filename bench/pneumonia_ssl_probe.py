@@ -23,12 +23,12 @@ The encoder checkpoint (``--out``) is resumable: re-running continues an interru
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
 
 import torch
+from result_file import ResultFile
 from torch import nn
 
 from medmeta_lib.config import PROJECT_ROOT, set_threads, shared_data_file
@@ -86,6 +86,7 @@ def main() -> None:
     if a.data is None:
         raise SystemExit("no PneumoniaMNIST file: pass --data path/to/pneumoniamnist.npz")
     threads = set_threads(a.threads)
+    rf = ResultFile(Path(a.out).with_suffix(f".{a.eval_split}.json"), {"args": vars(a), "results": {}})
     train = load_collection(a.data, split="train")
     test = load_collection(a.data, split=a.eval_split)
     print(f"{train!r}\n{test!r}\nthreads {threads}, load average {os.getloadavg()[0]:.1f}")
@@ -122,26 +123,18 @@ def main() -> None:
     }
     feats = {n: (extract_features(e, train.images), extract_features(e, test.images)) for n, e in encoders.items()}
     shots: list[int | None] = list(a.shots)
-    results = {}
+    rf.data.update(ssl_seconds_this_call=t_ssl, steps=len(losses), final_loss=losses[-1])
     for c in a.C:
         rows = label_efficiency(feats, train, test, shots=shots, draws=a.draws, seed=a.seed, C=c)
-        results[str(c)] = rows
+        rf.data["results"][str(c)] = rows
+        rf.save()
         print(
             f"\n{a.eval_split} split ({len(test)} images), {a.draws} label draws, logistic regression C={c}; "
             "cells: ACC ± 95% CI / AUC ± 95% CI"
         )
         print(_table(rows, shots))
     print(ANCHOR)
-    summary = {
-        "args": vars(a),
-        "ssl_seconds_this_call": t_ssl,
-        "steps": len(losses),
-        "final_loss": losses[-1],
-        "results": results,
-    }
-    out_json = Path(a.out).with_suffix(f".{a.eval_split}.json")
-    out_json.write_text(json.dumps(summary, indent=1))
-    print(f"results: {out_json}")
+    rf.finish()
 
 
 if __name__ == "__main__":

@@ -11,25 +11,23 @@ A random-init encoder and raw pixels are the reference rows.
 Run (the figures in BENCHMARKS.md came from this command)::
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/ssl_site_invariance.py --out bench/out/ssl_site_invariance.json
-    .venv/bin/python bench/ssl_site_invariance.py --sites 1 --epochs 1 --draws 3 --n-per-class-site 6  # smoke
+    .venv/bin/python bench/ssl_site_invariance.py --sites 1 --epochs 1 --draws 3 --n-per-class-site 6 --shots 5  # smoke
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
+from result_file import ResultFile
 from torch import nn
 
 from medmeta_lib.data import load_collection
 from medmeta_lib.evaluation import mean_ci
 from medmeta_lib.models import create_backbone
-from medmeta_lib.runio import write_metrics
 from medmeta_lib.ssl.probe import extract_features, linear_probe
 from medmeta_lib.ssl.simclr import SimCLRConfig, pretrain_simclr
 
@@ -56,7 +54,7 @@ def main() -> None:
     train, test = load_collection("synthetic", split="train", **kw), load_collection("synthetic", split="test", **kw)
     names = list(train.site_names or ())
     print(f"{train!r}\nthreads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}", flush=True)
-    out: dict[str, Any] = {"settings": vars(a), "held_out": {}}
+    rf = ResultFile(a.out, {"settings": vars(a), "held_out": {}})
     for s in [int(x) for x in a.sites.split(",") if x]:
         pool, seen, unseen = by_sites(train, False, s), by_sites(test, False, s), by_sites(test, True, s)
         encoders: dict[str, nn.Module] = {"raw pixels": nn.Flatten()}
@@ -81,7 +79,8 @@ def main() -> None:
             plain_acc = rows["SimCLR"]["held_out_site"][str(k)]["per_draw_acc"]
             m, h = mean_ci([x - y for x, y in zip(inv_acc, plain_acc)])
             diffs[str(k)] = {"mean": m, "ci95": h}
-        out["held_out"][names[s]] = {"probe": rows, "site_invariant_minus_plain_held_out": diffs}
+        rf.data["held_out"][names[s]] = {"probe": rows, "site_invariant_minus_plain_held_out": diffs}
+        rf.save()
         for name in encoders:
             cells = []
             for k in a.shots:
@@ -90,10 +89,7 @@ def main() -> None:
             print(f"{names[s]} {name:22s} " + " | ".join(cells), flush=True)
         d = " ".join(f"k={k}: {v['mean']:+.3f}±{v['ci95']:.3f}" for k, v in diffs.items())
         print(f"{names[s]} site-invariant minus plain, held-out site: {d}  [{time.time() - t0:.0f} s]", flush=True)
-    out["seconds"] = time.time() - t0
-    dest = Path(a.out)
-    write_metrics(dest.parent, out, name=dest.name)
-    print(json.dumps({"wrote": str(dest), "seconds": round(out["seconds"])}))
+    rf.finish()
 
 
 if __name__ == "__main__":
