@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-import medmeta_lib.data.medmnist as mm
+import medmeta_lib.data.medmnist_registry as registry
 from medmeta_lib.data.download import DownloadError
 from medmeta_lib.data.medmnist import (
     MEDMNIST_DATASETS,
@@ -362,7 +362,7 @@ def test_download_checks_the_official_md5_by_default(server: tuple[str, bytes], 
 def test_download_refuses_without_a_known_md5(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     info = MEDMNIST_DATASETS["pneumoniamnist"]
     no_md5 = dataclasses.replace(info, md5s={28: None, 64: None, 128: None, 224: None})
-    monkeypatch.setattr(mm, "MEDMNIST_DATASETS", {"pneumoniamnist": no_md5})
+    monkeypatch.setattr(registry, "MEDMNIST_DATASETS", {"pneumoniamnist": no_md5})
     with pytest.raises(ValueError, match="pass md5="):
         download_medmnist("pneumoniamnist", data_dir=tmp_path, url="http://127.0.0.1:1/x.npz")
     assert list(tmp_path.iterdir()) == []
