@@ -7,9 +7,9 @@ Layout of a checkpoint file: a plain safetensors file whose header ``__metadata_
 * ``"sha256"``: a SHA-256 over the format version, that JSON string and every tensor (name, dtype,
   shape, bytes), so a truncated or edited file is refused instead of silently loaded.
 
-Optimiser, LR-scheduler and RNG states are split into tensors (stored in the file) and JSON (stored
-in the metadata), so a resumed run continues exactly like an uninterrupted one, without ``torch.load``
-and its pickle.
+Optimiser, LR-scheduler and RNG states go into the same files through :mod:`medmeta_lib.train_state`
+(tensors in the file, the rest in the metadata), so a resumed run continues exactly like an
+uninterrupted one, without ``torch.load`` and its pickle.
 
 Example:
     >>> import tempfile, torch
@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import struct
 import tempfile
 from collections.abc import Mapping
@@ -40,16 +39,12 @@ from torch import Tensor, nn
 __all__ = [
     "FORMAT_VERSION",
     "Checkpoint",
+    "from_json",
     "load_backbone",
     "load_checkpoint",
-    "load_optimizer_state",
-    "load_scheduler_state",
-    "optimizer_state_to_tensors",
-    "restore_rng_state",
-    "rng_state_to_tensors",
     "save_backbone",
     "save_checkpoint",
-    "scheduler_state_to_json",
+    "to_json",
 ]
 
 FORMAT_VERSION = "1"
@@ -68,8 +63,21 @@ class Checkpoint:
 # ---------------------------------------------------------------- JSON helpers
 
 
-def _to_json(value: Any, where: str) -> Any:
-    """Convert to JSON types, tagging tuples and small tensors so ``_from_json`` restores them exactly."""
+def to_json(value: Any, where: str) -> Any:
+    """Convert to JSON types, tagging tuples and small tensors so :func:`from_json` restores them exactly.
+
+    Args:
+        value: None, bool, int, float, str, a Path, a numpy scalar, a tensor of at most 64 elements, or
+            tuples, lists and string-keyed mappings of these.
+        where: what the value is, for the error message (e.g. ``"metadata"``).
+
+    Raises:
+        ValueError: naming ``where`` for anything else (store arrays as tensors instead).
+
+    Example:
+        >>> from_json(to_json({"t": (1, 2), "x": torch.tensor([0.5])}, "demo"))
+        {'t': (1, 2), 'x': tensor([0.5000])}
+    """
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, (np.integer, np.floating, np.bool_)):
@@ -77,20 +85,20 @@ def _to_json(value: Any, where: str) -> Any:
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, tuple):
-        return {"__tuple__": [_to_json(v, where) for v in value]}
+        return {"__tuple__": [to_json(v, where) for v in value]}
     if isinstance(value, list):
-        return [_to_json(v, where) for v in value]
+        return [to_json(v, where) for v in value]
     if isinstance(value, Mapping):
         # already-encoded values (e.g. from scheduler_state_to_json) pass through unchanged
         if set(value) == {"__tuple__"} and isinstance(value["__tuple__"], list):
-            return {"__tuple__": [_to_json(v, where) for v in value["__tuple__"]]}
+            return {"__tuple__": [to_json(v, where) for v in value["__tuple__"]]}
         if set(value) == {"__tensor__", "dtype"}:
             return dict(value)
         if "__tuple__" in value or "__tensor__" in value:
             raise ValueError(f"{where}: keys '__tuple__'/'__tensor__' are reserved; rename them")
         if not all(isinstance(k, str) for k in value):
             raise ValueError(f"{where}: mapping keys must be strings for JSON, got {[k for k in value][:5]!r}")
-        return {k: _to_json(v, f"{where}.{k}") for k, v in value.items()}
+        return {k: to_json(v, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, Tensor) and value.numel() <= 64:
         return {"__tensor__": value.detach().cpu().tolist(), "dtype": str(value.dtype).removeprefix("torch.")}
     raise ValueError(
@@ -99,15 +107,16 @@ def _to_json(value: Any, where: str) -> Any:
     )
 
 
-def _from_json(value: Any) -> Any:
+def from_json(value: Any) -> Any:
+    """Inverse of :func:`to_json`: tagged tuples and tensors come back as tuples and tensors."""
     if isinstance(value, list):
-        return [_from_json(v) for v in value]
+        return [from_json(v) for v in value]
     if isinstance(value, dict):
         if set(value) == {"__tuple__"}:
-            return tuple(_from_json(v) for v in value["__tuple__"])
+            return tuple(from_json(v) for v in value["__tuple__"])
         if set(value) == {"__tensor__", "dtype"}:
             return torch.tensor(value["__tensor__"], dtype=getattr(torch, value["dtype"]))
-        return {k: _from_json(v) for k, v in value.items()}
+        return {k: from_json(v) for k, v in value.items()}
     return value
 
 
@@ -152,7 +161,7 @@ def save_checkpoint(path: str | Path, tensors: Mapping[str, Tensor], metadata: M
         raise ValueError(f"tensors must map str names to torch.Tensor; bad entries: {bad[:5]!r}")
     # safetensors refuses tensors that share memory; give each its own contiguous CPU copy.
     data = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
-    meta_json = json.dumps(_to_json(dict(metadata), "metadata"), sort_keys=True)
+    meta_json = json.dumps(to_json(dict(metadata), "metadata"), sort_keys=True)
     header = {"format_version": FORMAT_VERSION, "medmeta": meta_json, "sha256": _digest(meta_json, data)}
     blob = st_save(data, metadata=header)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -238,7 +247,7 @@ def load_checkpoint(path: str | Path, *, expect: Mapping[str, Any] | None = None
     if _digest(meta["medmeta"], tensors) != meta["sha256"]:
         raise _refuse(path, "fails its SHA-256 check (the file was modified or corrupted after writing)")
     try:
-        metadata = _from_json(json.loads(meta["medmeta"]))
+        metadata = from_json(json.loads(meta["medmeta"]))
     except json.JSONDecodeError as err:
         raise _refuse(path, f"has unreadable metadata JSON ({err})") from None
     if expect is not None:
@@ -267,173 +276,6 @@ def _norm(v: Any) -> Any:
     if isinstance(v, Mapping):
         return {k: _norm(x) for k, x in v.items()}
     return v
-
-
-# ---------------------------------------------------------------- optimiser / scheduler / RNG
-
-
-def optimizer_state_to_tensors(
-    optimizer: torch.optim.Optimizer, prefix: str = "optim."
-) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Split ``optimizer.state_dict()`` into tensors and JSON metadata (exact, including step counters).
-
-    Example:
-        >>> opt = torch.optim.Adam([nn.Parameter(torch.zeros(2))])
-        >>> tensors, meta = optimizer_state_to_tensors(opt)
-        >>> load_optimizer_state(opt, tensors, meta)
-    """
-    sd = optimizer.state_dict()
-    tensors: dict[str, Tensor] = {}
-    state_meta: dict[str, dict[str, Any]] = {}
-    for pid, st in sd["state"].items():
-        entry: dict[str, Any] = {}
-        for k, v in st.items():
-            if isinstance(v, Tensor):
-                tensors[f"{prefix}state.{pid}.{k}"] = v
-                entry[k] = {"__stored__": True}
-            else:
-                entry[k] = _to_json(v, f"optimizer state {pid}.{k}")
-        state_meta[str(pid)] = entry
-    groups = []
-    for i, g in enumerate(sd["param_groups"]):
-        gj: dict[str, Any] = {}
-        for k, v in g.items():
-            if isinstance(v, Tensor):
-                tensors[f"{prefix}group.{i}.{k}"] = v
-                gj[k] = {"__stored__": True}
-            else:
-                gj[k] = _to_json(v, f"optimizer param_groups[{i}].{k}")
-        groups.append(gj)
-    return tensors, {"type": type(optimizer).__name__, "state": state_meta, "param_groups": groups}
-
-
-def load_optimizer_state(
-    optimizer: torch.optim.Optimizer, tensors: Mapping[str, Tensor], meta: Mapping[str, Any], prefix: str = "optim."
-) -> None:
-    """Restore an optimiser from :func:`optimizer_state_to_tensors` output.
-
-    Raises:
-        ValueError: the saved state belongs to another optimiser type or parameter layout.
-    """
-    if meta.get("type") != type(optimizer).__name__:
-        raise ValueError(
-            f"optimizer state is for {meta.get('type')!r}, got a {type(optimizer).__name__}; use the same optimiser"
-        )
-
-    def value(v: Any, key: str) -> Any:
-        if isinstance(v, dict) and v == {"__stored__": True}:
-            if key not in tensors:
-                raise ValueError(
-                    f"optimizer tensor {key!r} missing from the checkpoint; it was saved with another prefix?"
-                )
-            return tensors[key]
-        return _from_json(v)
-
-    state = {
-        int(pid): {k: value(v, f"{prefix}state.{pid}.{k}") for k, v in st.items()} for pid, st in meta["state"].items()
-    }
-    groups = [{k: value(v, f"{prefix}group.{i}.{k}") for k, v in g.items()} for i, g in enumerate(meta["param_groups"])]
-    try:
-        optimizer.load_state_dict({"state": state, "param_groups": groups})
-    except ValueError as err:
-        raise ValueError(
-            f"optimizer state does not fit this optimiser ({err}); build it over the same parameters"
-        ) from None
-
-
-def scheduler_state_to_json(scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict[str, Any]:
-    """JSON form of ``scheduler.state_dict()`` (tuples and small tensors tagged for an exact round trip).
-
-    Example:
-        >>> opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
-        >>> sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2)
-        >>> load_scheduler_state(sched, scheduler_state_to_json(sched))
-    """
-    return {"type": type(scheduler).__name__, "state": _to_json(scheduler.state_dict(), "scheduler state")}
-
-
-def load_scheduler_state(scheduler: torch.optim.lr_scheduler.LRScheduler, state: Mapping[str, Any]) -> None:
-    """Restore a scheduler from :func:`scheduler_state_to_json` output.
-
-    Raises:
-        ValueError: the state belongs to another scheduler type.
-    """
-    if state.get("type") != type(scheduler).__name__:
-        raise ValueError(
-            f"scheduler state is for {state.get('type')!r}, got a {type(scheduler).__name__}; use the same scheduler"
-        )
-    scheduler.load_state_dict(_from_json(state["state"]))
-
-
-def rng_state_to_tensors(
-    prefix: str = "rng.", *, generators: Mapping[str, torch.Generator | np.random.Generator] | None = None
-) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Capture the torch (CPU and CUDA), numpy-global and python ``random`` states, plus named generators.
-
-    Args:
-        prefix: tensor-name prefix.
-        generators: extra ``torch.Generator`` / ``numpy.random.Generator`` objects to capture (e.g. an
-            episode sampler's), restored by passing the same mapping to :func:`restore_rng_state`.
-
-    Example:
-        >>> t, m = rng_state_to_tensors()
-        >>> a = torch.rand(1); restore_rng_state(t, m); bool(torch.rand(1) == a)
-        True
-    """
-    tensors: dict[str, Tensor] = {f"{prefix}torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"{prefix}cuda.{i}"] = s
-    # The legacy global numpy RNG is what np.random.* functions use, so it is the state to capture.
-    name, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)  # type: ignore[misc]  # noqa: NPY002
-    tensors[f"{prefix}numpy.keys"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
-    version, py_state, py_gauss = random.getstate()
-    tensors[f"{prefix}python.state"] = torch.tensor(py_state, dtype=torch.int64)
-    meta: dict[str, Any] = {
-        "numpy": {"name": name, "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)},
-        "python": {"version": version, "gauss_next": py_gauss},
-        "generators": {},
-    }
-    for key, g in (generators or {}).items():
-        if isinstance(g, torch.Generator):
-            tensors[f"{prefix}gen.{key}"] = g.get_state()
-            meta["generators"][key] = "torch"
-        elif isinstance(g, np.random.Generator):
-            meta["generators"][key] = {"numpy": _to_json(g.bit_generator.state, f"generator {key}")}
-        else:
-            raise ValueError(
-                f"generators[{key!r}] must be a torch.Generator or numpy.random.Generator, got {type(g).__name__}"
-            )
-    return tensors, meta
-
-
-def restore_rng_state(
-    tensors: Mapping[str, Tensor],
-    meta: Mapping[str, Any],
-    prefix: str = "rng.",
-    *,
-    generators: Mapping[str, torch.Generator | np.random.Generator] | None = None,
-) -> None:
-    """Restore the states captured by :func:`rng_state_to_tensors` (same ``generators`` keys)."""
-    torch.set_rng_state(tensors[f"{prefix}torch"].to(torch.uint8))
-    if torch.cuda.is_available():
-        cuda = [tensors[k] for k in sorted(t for t in tensors if t.startswith(f"{prefix}cuda."))]
-        if cuda:
-            torch.cuda.set_rng_state_all(cuda)
-    npm = meta["numpy"]
-    keys = tensors[f"{prefix}numpy.keys"].numpy().astype(np.uint32)
-    np.random.set_state((npm["name"], keys, npm["pos"], npm["has_gauss"], npm["gauss"]))  # noqa: NPY002
-    py = meta["python"]
-    state = tuple(int(x) for x in tensors[f"{prefix}python.state"].tolist())
-    random.setstate((py["version"], state, py["gauss_next"]))
-    for key, g in (generators or {}).items():
-        saved = meta.get("generators", {}).get(key)
-        if saved is None:
-            raise ValueError(f"no saved state for generator {key!r}; saved: {sorted(meta.get('generators', {}))}")
-        if isinstance(g, torch.Generator):
-            g.set_state(tensors[f"{prefix}gen.{key}"])
-        else:
-            g.bit_generator.state = _from_json(saved["numpy"])
 
 
 # ---------------------------------------------------------------- backbones

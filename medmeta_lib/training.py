@@ -161,7 +161,8 @@ def build_learner(
 
 
 def _save(path: Path, learner: Any, optimizer: torch.optim.Optimizer | None, meta: dict[str, Any]) -> Path:
-    from medmeta_lib.checkpoint import optimizer_state_to_tensors, save_checkpoint
+    from medmeta_lib.checkpoint import save_checkpoint
+    from medmeta_lib.train_state import optimizer_state_to_tensors
 
     tensors = {f"learner.{k}": v.detach().contiguous() for k, v in learner.state_dict().items()}
     meta = {**meta, "kind": "learner", "spec": getattr(learner, "spec", None)}
@@ -394,7 +395,8 @@ def _restore(
     cfg: MetaTrainConfig,
     result: MetaTrainResult,
 ) -> int:
-    from medmeta_lib.checkpoint import load_checkpoint, load_optimizer_state
+    from medmeta_lib.checkpoint import load_checkpoint
+    from medmeta_lib.train_state import load_optimizer_state
 
     ck = load_checkpoint(path)
     meta = ck.metadata

@@ -15,19 +15,16 @@ import torch
 from torch import nn
 
 import medmeta_lib.checkpoint as ckpt
-from medmeta_lib.checkpoint import (
-    load_backbone,
-    load_checkpoint,
+from medmeta_lib.checkpoint import load_backbone, load_checkpoint, save_backbone, save_checkpoint
+from medmeta_lib.models import create_backbone
+from medmeta_lib.train_state import (
     load_optimizer_state,
     load_scheduler_state,
     optimizer_state_to_tensors,
     restore_rng_state,
     rng_state_to_tensors,
-    save_backbone,
-    save_checkpoint,
     scheduler_state_to_json,
 )
-from medmeta_lib.models import create_backbone
 
 
 def _tensors() -> dict[str, torch.Tensor]:

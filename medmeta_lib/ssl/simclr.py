@@ -42,17 +42,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from medmeta_lib.checkpoint import (
-    Checkpoint,
-    load_checkpoint,
-    load_optimizer_state,
-    load_scheduler_state,
-    optimizer_state_to_tensors,
-    restore_rng_state,
-    rng_state_to_tensors,
-    save_checkpoint,
-    scheduler_state_to_json,
-)
+from medmeta_lib.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from medmeta_lib.config import seed_everything, select_device
 from medmeta_lib.data.augment import PRESETS, ViewAugment
 from medmeta_lib.data.collection import ImageCollection
@@ -69,6 +59,14 @@ from medmeta_lib.distributed import (
 from medmeta_lib.models.backbones import create_backbone, resolve_backbone_kwargs
 from medmeta_lib.ssl.ntxent import nt_xent_loss
 from medmeta_lib.ssl.probe import extract_features, knn_accuracy, linear_probe
+from medmeta_lib.train_state import (
+    load_optimizer_state,
+    load_scheduler_state,
+    optimizer_state_to_tensors,
+    restore_rng_state,
+    rng_state_to_tensors,
+    scheduler_state_to_json,
+)
 
 __all__ = ["PretrainResult", "SimCLRConfig", "pretrain_simclr", "projection_head"]
 
