@@ -1,4 +1,4 @@
-"""Your own images: class sub-folders or a CSV manifest, read with MONAI ``LoadImage``.
+"""Your own images in class sub-folders, read with MONAI ``LoadImage`` (CSV manifests: ``manifest.py``).
 
 PNG / JPEG go through PIL, DICOM through pydicom, NIfTI through nibabel; each reader is chosen
 explicitly from the file name, so a missing optional package gives a clear error instead of
@@ -14,7 +14,6 @@ resized as well, with one warning that names an example file of each size.
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 import logging
 import os
@@ -29,12 +28,11 @@ import torch.nn.functional as F
 
 from medmeta_lib.data.collection import ImageCollection
 
-__all__ = ["IMAGE_EXTENSIONS", "load_csv_manifest", "load_folder", "read_image"]
+__all__ = ["IMAGE_EXTENSIONS", "load_folder", "read_image"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".nii", ".nii.gz")
 _PIL_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _SPLIT_DIRS = ("train", "val", "test")
-_CSV_COLUMNS = ("path", "label", "site", "split")
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as PIL's "L" conversion
 _MAX_LISTED = 20
 
@@ -377,134 +375,4 @@ def load_folder(
         split=split,
         files=[str(files[i].relative_to(base)) for i in ok],
         allow_empty_classes=False,
-    )
-
-
-def _parse_manifest(path: Path, root: Path) -> list[dict[str, Any]]:
-    """Rows of the manifest as dicts with ``line``, ``path`` (resolved), ``label``, ``site``, ``split``."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if header is None:
-                raise ValueError(f"{path}: the CSV is empty; expected a header row path,label[,site][,split]")
-            cols = [h.strip().lower() for h in header]
-            for j, col in enumerate(cols):
-                if col not in _CSV_COLUMNS:
-                    raise ValueError(
-                        f"{path}: row 1 (header), column {j + 1} {header[j]!r} is not a known column; "
-                        f"allowed: {list(_CSV_COLUMNS)} (path and label required). Remove or rename it"
-                    )
-            for need in ("path", "label"):
-                if need not in cols:
-                    raise ValueError(f"{path}: row 1 (header) has no '{need}' column; columns are {cols}")
-            if len(set(cols)) != len(cols):
-                raise ValueError(f"{path}: row 1 (header) repeats a column: {cols}")
-            rows = []
-            for line, values in enumerate(reader, start=2):
-                if not any(v.strip() for v in values):
-                    continue  # blank line
-                if len(values) != len(cols):
-                    raise ValueError(f"{path}: row {line} has {len(values)} values but the header has {len(cols)}")
-                row: dict[str, Any] = {c: v.strip() for c, v in zip(cols, values)}
-                for c in cols:
-                    if not row[c]:
-                        raise ValueError(f"{path}: row {line}, column '{c}' is empty; fill it in or remove the row")
-                rel = Path(row["path"]).expanduser()
-                row["path"] = rel if rel.is_absolute() else root / rel
-                row["line"] = line
-                rows.append(row)
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not a UTF-8 text CSV ({e}); save it as UTF-8 CSV") from e
-    if not rows:
-        raise ValueError(f"{path}: the CSV has a header but no rows; add one row per image (path,label[,site][,split])")
-    return rows
-
-
-def load_csv_manifest(
-    path: str | os.PathLike[str],
-    *,
-    image_size: int = 28,
-    split: str = "train",
-    channels: int = 1,
-    root: str | os.PathLike[str] | None = None,
-    on_error: str = "raise",
-) -> ImageCollection:
-    """Load the images listed in a CSV manifest with columns ``path,label[,site][,split]``.
-
-    Relative paths resolve against the CSV's folder (or ``root``). ``label`` is a class name
-    or an integer id (if every label is an integer they are used as ids, named ``class0``...;
-    otherwise labels are names, sorted). Classes and sites are taken from *all* rows, so ids
-    agree across splits; a class without images in this split is kept with zero images.
-    With a ``split`` column only the rows of ``split`` are read.
-
-    Args:
-        path: the CSV file (UTF-8, header row).
-        image_size: output side length.
-        split: rows to read when the CSV has a ``split`` column (without one, every row, with a
-            warning unless ``"train"``); the collection's split tag.
-        channels: 1 (greyscale) or 3 (RGB).
-        root: folder that relative paths are resolved against (default: the CSV's folder).
-        on_error: ``"raise"`` or ``"skip"`` for files that exist but cannot be read.
-
-    Raises:
-        FileNotFoundError: the CSV does not exist.
-        ValueError: unknown or missing columns, empty cells, missing image files (all listed,
-            with row and column), no rows for ``split``, unreadable images.
-
-    Example:
-        >>> col = load_csv_manifest("manifest.csv", image_size=64, split="test")  # doctest: +SKIP
-        >>> col.site_names  # doctest: +SKIP
-        ('hospital_a', 'hospital_b')
-    """
-    _check_args(image_size, channels, on_error, split)
-    csv_path = Path(path).expanduser()
-    if not csv_path.is_file():
-        raise FileNotFoundError(f"{csv_path}: no such CSV manifest")
-    base = Path(root).expanduser() if root is not None else csv_path.parent
-    rows = _parse_manifest(csv_path, base)
-    raw_labels = [r["label"] for r in rows]
-    if all(lab.lstrip("+").isdigit() for lab in raw_labels):
-        class_names = [f"class{i}" for i in range(max(int(lab) for lab in raw_labels) + 1)]
-        label_of = {lab: int(lab) for lab in raw_labels}
-    else:
-        class_names = sorted(set(raw_labels))
-        label_of = {name: i for i, name in enumerate(class_names)}
-    has_site = "site" in rows[0]
-    site_names = sorted({r["site"] for r in rows}) if has_site else [csv_path.stem]
-    site_of = {s: i for i, s in enumerate(site_names)}
-    if "split" in rows[0]:
-        splits = sorted({r["split"] for r in rows})
-        rows = [r for r in rows if r["split"] == split]
-        if not rows:
-            raise ValueError(f"{csv_path}: no rows with split '{split}' (the 'split' column holds {splits})")
-    elif split != "train":
-        _warn_no_split(str(csv_path), split, "no 'split' column")
-    missing = [r for r in rows if not r["path"].is_file()]
-    if missing:
-        listed = "\n".join(f"  row {r['line']}, column 'path': {r['path']}" for r in missing[:_MAX_LISTED])
-        more = f"\n  ... and {len(missing) - _MAX_LISTED} more" if len(missing) > _MAX_LISTED else ""
-        raise ValueError(
-            f"{csv_path}: {len(missing)} image file(s) do not exist (relative paths resolve against {base}):\n"
-            f"{listed}{more}\nFix the paths, pass root=..., or remove the rows"
-        )
-    images, ok = _read_all(
-        [r["path"] for r in rows],
-        image_size=image_size,
-        channels=channels,
-        on_error=on_error,
-        where=str(csv_path),
-        describe=lambda i: f"row {rows[i]['line']} ({rows[i]['path']})",
-    )
-    kept = [rows[i] for i in ok]
-    return _collection(
-        images,
-        [label_of[r["label"]] for r in kept],
-        [site_of[r["site"]] if has_site else 0 for r in kept],
-        class_names=class_names,
-        site_names=site_names,
-        source=str(csv_path),
-        split=split,
-        files=[os.path.relpath(r["path"], base) for r in kept],
-        allow_empty_classes=True,
     )

@@ -70,7 +70,7 @@ def load_collection(
 
         return load_npz(path, split=split, image_size=image_size, **kw)
     if path.suffix.lower() == ".csv":
-        from medmeta_lib.data.folder import load_csv_manifest
+        from medmeta_lib.data.manifest import load_csv_manifest
 
         return load_csv_manifest(path, image_size=image_size, split=split, **kw)
     if path.is_dir():

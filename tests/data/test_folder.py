@@ -14,7 +14,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 import medmeta_lib.data.folder as folder_mod
-from medmeta_lib.data.folder import load_csv_manifest, load_folder, read_image
+from medmeta_lib.data.folder import load_folder, read_image
+from medmeta_lib.data.manifest import load_csv_manifest
 from medmeta_lib.data.sources import load_collection
 
 PATIENT_NAME = "Zyxwv^Quentin"
