@@ -1,4 +1,5 @@
-"""Core computations behind the adaptation views: curves, data efficiency, trajectories, saliency."""
+"""Core computations behind the adaptation views: curves, data efficiency, trajectories (adaptation_study),
+and saliency before/after adaptation (saliency), which share these fixtures."""
 
 from __future__ import annotations
 
@@ -8,18 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from medmeta_lib.adaptation_study import (
-    _InContext,
-    adaptation_curves,
-    data_efficiency,
-    embedding_trajectory,
-    gradient_x_input,
-    occlusion_map,
-    saliency_before_after,
-)
+from medmeta_lib.adaptation_study import adaptation_curves, data_efficiency, embedding_trajectory
 from medmeta_lib.data.episodes import EpisodeSampler
 from medmeta_lib.learners import Predictor, create_learner
 from medmeta_lib.models import create_backbone
+from medmeta_lib.saliency import _InContext, gradient_x_input, occlusion_map, saliency_before_after
 from tests.conftest import make_collection
 
 

@@ -1,6 +1,6 @@
 """Saliency before vs after adaptation, overlaid on the images.
 
-The maps come from :func:`medmeta_lib.adaptation_study.saliency_before_after` (gradient × input or
+The maps come from :func:`medmeta_lib.saliency.saliency_before_after` (gradient × input or
 MONAI occlusion sensitivity); its result can be passed straight in:
 ``saliency_figure(**saliency_before_after(learner, episode))``.
 """
