@@ -59,6 +59,7 @@ from medmeta_lib.distributed import (
 from medmeta_lib.models.backbones import create_backbone, resolve_backbone_kwargs
 from medmeta_lib.ssl.ntxent import nt_xent_loss
 from medmeta_lib.ssl.probe import extract_features, knn_accuracy, linear_probe
+from medmeta_lib.ssl.views import ContrastiveViews
 from medmeta_lib.train_state import (
     load_optimizer_state,
     load_scheduler_state,
@@ -202,58 +203,6 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
     return 0.5 * (1.0 + math.cos(math.pi * min(step - warmup, total - warmup) / max(1, total - warmup)))
-
-
-def _step_seed(seed: int, stream: int, n: int, *shard: int) -> int:
-    return int(np.random.default_rng([seed, stream, n, *shard]).integers(2**62))
-
-
-def _medsynth_for(collection: ImageCollection) -> Any | None:
-    """The MedSynth that made ``collection`` (for restyle), or None for other sources."""
-    info = collection.meta.get("medsynth")
-    if not isinstance(info, dict) or not isinstance(collection.meta.get("medsynth_key"), torch.Tensor):
-        return None
-    from medmeta_lib.data.synthetic import MedSynth
-
-    return MedSynth(modalities=info["modalities"], n_sites=int(info["n_sites"]))
-
-
-class _Views:
-    """Makes the two views of a batch, deterministically from ``(seed, step)``."""
-
-    def __init__(self, collection: ImageCollection, cfg: SimCLRConfig, shard: tuple[int, ...] = ()) -> None:
-        size, kw = collection.image_size, cfg.augment_kwargs
-        self.collection, self.seed, self.shard = collection, cfg.seed, shard  # shard: (rank, world) or ()
-        self.aug = ViewAugment(preset=cfg.augment_preset, image_size=size, **kw)
-        self.synth = _medsynth_for(collection) if cfg.site_invariance else None
-        # restyle only to sites this collection holds: a site held out for testing must not leak its
-        # acquisition style into pretraining through the positive pairs
-        self.sites = torch.unique(collection.sites) if collection.sites is not None else torch.zeros(1)
-        if self.synth is not None and len(self.sites) < 2:
-            self.synth = None  # one site: nothing to restyle to, fall back to the scanner shift
-        self.shift = None
-        if cfg.site_invariance and self.synth is None:
-            self.shift = ViewAugment(preset=cfg.augment_preset, image_size=size, **{**kw, "scanner_shift": True})
-
-    @property
-    def mode(self) -> str:
-        return "restyle" if self.synth is not None else "scanner_shift" if self.shift is not None else "augment"
-
-    def __call__(self, idx: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.collection.images[idx]
-        self.aug.reset(_step_seed(self.seed, 1, step, *self.shard))
-        v1 = self.aug(x)
-        if self.synth is not None:
-            assert self.collection.sites is not None
-            g = torch.Generator().manual_seed(_step_seed(self.seed, 2, step, *self.shard))
-            n = len(self.sites)  # another of the collection's own sites, uniformly
-            own = torch.searchsorted(self.sites, self.collection.sites[idx])
-            other = self.sites[(own + torch.randint(1, n, (len(idx),), generator=g)) % n]
-            return v1, self.aug(self.synth.restyle(self.collection, idx, other))
-        if self.shift is not None:
-            self.shift.reset(_step_seed(self.seed, 3, step, *self.shard))
-            return v1, self.shift(x)
-        return v1, self.aug(x)
 
 
 def _data_info(collection: ImageCollection) -> dict[str, Any]:
@@ -417,7 +366,7 @@ def pretrain_simclr(
         write_on_main(save_checkpoint, path, {**tensors, **opt_t, **rng_t}, meta)
 
     stop = total if cfg.max_steps is None else min(total, cfg.max_steps)
-    views = _Views(collection, cfg, (rank, world) if world > 1 else ())
+    views = ContrastiveViews(collection, cfg, (rank, world) if world > 1 else ())
     net = wrap_ddp(nn.Sequential(encoder, head))  # head(encoder(x)); DDP under torchrun
     if monitor is not None and step == 0 and not history:
         history.append(_monitor(encoder, monitor, 0, 0))

@@ -11,7 +11,8 @@ from medmeta_lib.data.collection import ImageCollection
 from medmeta_lib.data.sources import load_collection
 from medmeta_lib.data.synthetic import MedSynth
 from medmeta_lib.ssl.probe import linear_probe
-from medmeta_lib.ssl.simclr import PretrainResult, SimCLRConfig, _Views, pretrain_simclr
+from medmeta_lib.ssl.simclr import PretrainResult, SimCLRConfig, pretrain_simclr
+from medmeta_lib.ssl.views import ContrastiveViews
 from tests.conftest import make_collection
 
 BACKBONE = {"hidden": 16, "norm": "group"}
@@ -141,7 +142,7 @@ def test_refuses_other_backbone_data_or_config(chest: dict[str, ImageCollection]
 def test_site_invariant_view_is_the_same_patient_at_another_site(chest: dict[str, ImageCollection]) -> None:
     train = chest["train"]
     cfg = SimCLRConfig(**{**SMALL, "site_invariance": True, "augment_kwargs": IDENTITY_AUG})  # type: ignore[arg-type]
-    views = _Views(train, cfg)
+    views = ContrastiveViews(train, cfg)
     assert views.mode == "restyle"
     idx = torch.arange(0, len(train), 7)
     v1, v2 = views(idx, step=3)
@@ -152,9 +153,9 @@ def test_site_invariant_view_is_the_same_patient_at_another_site(chest: dict[str
     assert (v1 - v2).abs().amax(dim=(1, 2, 3)).min() > 0.01
     # not MedSynth: the second view gets the scanner shift
     toy = make_collection(size=16)
-    shift = _Views(toy, SimCLRConfig(**{**SMALL, "site_invariance": True}))  # type: ignore[arg-type]
+    shift = ContrastiveViews(toy, SimCLRConfig(**{**SMALL, "site_invariance": True}))  # type: ignore[arg-type]
     assert shift.mode == "scanner_shift"
-    assert _Views(toy, SimCLRConfig(**SMALL)).mode == "augment"  # type: ignore[arg-type]
+    assert ContrastiveViews(toy, SimCLRConfig(**SMALL)).mode == "augment"  # type: ignore[arg-type]
 
 
 def test_site_invariant_views_never_use_a_site_the_collection_lacks() -> None:
@@ -165,7 +166,7 @@ def test_site_invariant_views_never_use_a_site_the_collection_lacks() -> None:
     keep = torch.nonzero(full.sites != 2).flatten()
     train = full.subset(keep)
     cfg = SimCLRConfig(**{**SMALL, "site_invariance": True, "augment_kwargs": IDENTITY_AUG})  # type: ignore[arg-type]
-    views = _Views(train, cfg)
+    views = ContrastiveViews(train, cfg)
     idx = torch.arange(len(train))
     targets = set()
     for step in range(20):
@@ -181,7 +182,7 @@ def test_site_invariant_views_never_use_a_site_the_collection_lacks() -> None:
 
 
 def test_views_are_deterministic_per_step(chest: dict[str, ImageCollection]) -> None:
-    views = _Views(chest["train"], SimCLRConfig(**SMALL))  # type: ignore[arg-type]
+    views = ContrastiveViews(chest["train"], SimCLRConfig(**SMALL))  # type: ignore[arg-type]
     idx = torch.arange(8)
     a1, a2 = views(idx, 5)
     views(idx, 6)
