@@ -1,4 +1,7 @@
-"""The notebook pipeline: registry, parameter validation and the papermill runner.
+"""The notebook pipeline: registry, parameter resolution and the papermill runner.
+
+Reading and checking one notebook's ``parameters`` cell is :mod:`medmeta_lib.notebook_params`; its
+names are re-exported here.
 
 ``medmeta run`` executes the registered notebooks in order into a run directory, passing
 artifacts forward by path (02's encoder → 03, 03's checkpoints and metrics → 04)::
@@ -13,13 +16,10 @@ artifacts forward by path (02's encoder → 03, 03's checkpoints and metrics →
 
 from __future__ import annotations
 
-import ast
 import datetime as _dt
-import difflib
 import hashlib
 import json
 import os
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +29,13 @@ from typing import Any
 import yaml
 
 from medmeta_lib.config import PROJECT_ROOT, runs_dir
+from medmeta_lib.notebook_params import (
+    ParameterError,
+    check_value,
+    did_you_mean,
+    notebook_parameters,
+    parse_overrides,
+)
 from medmeta_lib.report import write_report
 
 __all__ = [
@@ -47,10 +54,6 @@ __all__ = [
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 DONE_FILE = ".medmeta_done.json"
-
-
-class ParameterError(ValueError):
-    """An unknown parameter name or a value of the wrong type (names notebook and parameter)."""
 
 
 class PipelineError(RuntimeError):
@@ -150,94 +153,6 @@ NOTEBOOKS: list[NotebookSpec] = [
 
 
 # ---------------------------------------------------------------- parameters
-def notebook_parameters(path: Path) -> dict[str, dict[str, Any]]:
-    """The parameters cell of a notebook as papermill sees it: name -> {type, default, help}.
-
-    Raises:
-        ParameterError: when the notebook has no cell tagged ``parameters`` or papermill does not
-            recognise an assignment in it (e.g. an annotation papermill cannot parse).
-    """
-    import nbformat
-    import papermill as pm
-
-    params = pm.inspect_notebook(str(path))
-    nb = nbformat.read(str(path), as_version=4)
-    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
-    if not cells:
-        raise ParameterError(f"{path.name}: no cell tagged 'parameters'; papermill cannot inject parameters")
-    assigned = []
-    for node in ast.parse(cells[0].source).body:
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            assigned.append(node.target.id)
-        elif isinstance(node, ast.Assign):
-            assigned += [t.id for t in node.targets if isinstance(t, ast.Name)]
-    missing = [a for a in assigned if a not in params]
-    if missing:
-        raise ParameterError(
-            f"{path.name}: papermill does not see parameter(s) {missing}; use annotations such as "
-            "int, float, str, bool, list, list[int], dict or Optional[str] (not 'X | None'), and keep '=' out of "
-            "the trailing comment"
-        )
-    return {k: dict(v) for k, v in params.items()}
-
-
-_SIMPLE: dict[str, tuple[type, ...]] = {
-    "int": (int,),
-    "float": (float, int),
-    "str": (str,),
-    "bool": (bool,),
-    "list": (list, tuple),
-    "dict": (dict,),
-}
-
-
-def check_value(type_name: str, value: Any) -> bool:
-    """True when ``value`` fits papermill's ``inferred_type_name`` (``int``, ``Optional[str]``, ``list[int]`` ...).
-
-    Example:
-        >>> check_value("Optional[int]", None), check_value("int", 2.5), check_value("list[int]", [1, 2])
-        (True, False, True)
-    """
-    t = type_name.replace(" ", "")
-    m = re.fullmatch(r"Optional\[(.+)\]", t)
-    if m:
-        return value is None or check_value(m.group(1), value)
-    m = re.fullmatch(r"(list|List|tuple|Tuple)\[(.+)\]", t)
-    if m:
-        return isinstance(value, (list, tuple)) and all(check_value(m.group(2), v) for v in value)
-    if t in ("None", "Any", ""):
-        return True
-    if t in _SIMPLE:
-        if isinstance(value, bool) and t in ("int", "float"):
-            return False
-        return isinstance(value, _SIMPLE[t])
-    return True  # a type we do not know: papermill will inject it as given
-
-
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """Parse ``name=value`` strings (values as YAML: ``3``, ``0.1``, ``true``, ``[1, 5]``, ``text``).
-
-    ``02.epochs=3`` targets one notebook; ``epochs=3`` every notebook that has ``epochs``.
-
-    Example:
-        >>> parse_overrides(["seed=3", "02.epochs=2", "data_source=medmnist:pneumoniamnist"])
-        {'seed': 3, '02.epochs': 2, 'data_source': 'medmnist:pneumoniamnist'}
-    """
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise ParameterError(f"-p {item!r}: expected name=value")
-        name, raw = item.split("=", 1)
-        try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            value = raw
-        if raw.startswith(("medmnist:", "synthetic")) or (isinstance(value, dict) and ":" in raw and "{" not in raw):
-            value = raw
-        out[name.strip()] = value
-    return out
-
-
 def resolve_parameters(
     specs: Sequence[NotebookSpec],
     overrides: Mapping[str, Any],
@@ -263,7 +178,7 @@ def resolve_parameters(
                 continue  # targets a notebook not selected in this run
             if pname not in declared[key]:
                 raise ParameterError(
-                    f"{targets[0].stem}: unknown parameter {pname!r}{_did_you_mean(pname, declared[key])}; "
+                    f"{targets[0].stem}: unknown parameter {pname!r}{did_you_mean(pname, declared[key])}; "
                     f"it declares {sorted(declared[key])}. Fix the name (papermill would silently ignore it)"
                 )
         else:
@@ -272,7 +187,7 @@ def resolve_parameters(
             if not targets:
                 known = sorted({p for d in declared.values() for p in d})
                 raise ParameterError(
-                    f"unknown parameter {pname!r}{_did_you_mean(pname, known)}: no selected notebook declares it; "
+                    f"unknown parameter {pname!r}{did_you_mean(pname, known)}: no selected notebook declares it; "
                     f"known: {known}. Fix the name (papermill would silently ignore it) or select the notebook "
                     "that declares it"
                 )
@@ -285,11 +200,6 @@ def resolve_parameters(
                 )
             resolved[s.key][pname] = value
     return resolved
-
-
-def _did_you_mean(name: str, known: Sequence[str] | Mapping[str, Any]) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _hash(params: Mapping[str, Any], path: Path) -> str:
