@@ -47,27 +47,21 @@ def optimizer_state_to_tensors(
     """
     sd = optimizer.state_dict()
     tensors: dict[str, Tensor] = {}
-    state_meta: dict[str, dict[str, Any]] = {}
-    for pid, st in sd["state"].items():
-        entry: dict[str, Any] = {}
-        for k, v in st.items():
+
+    def split(entries: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
+        # tensors go to the file under key + name; everything else stays in the JSON metadata
+        out: dict[str, Any] = {}
+        for k, v in entries.items():
             if isinstance(v, Tensor):
-                tensors[f"{prefix}state.{pid}.{k}"] = v
-                entry[k] = {"__stored__": True}
+                tensors[f"{key}{k}"] = v
+                out[k] = {"__stored__": True}
             else:
-                entry[k] = to_json(v, f"optimizer state {pid}.{k}")
-        state_meta[str(pid)] = entry
-    groups = []
-    for i, g in enumerate(sd["param_groups"]):
-        gj: dict[str, Any] = {}
-        for k, v in g.items():
-            if isinstance(v, Tensor):
-                tensors[f"{prefix}group.{i}.{k}"] = v
-                gj[k] = {"__stored__": True}
-            else:
-                gj[k] = to_json(v, f"optimizer param_groups[{i}].{k}")
-        groups.append(gj)
-    return tensors, {"type": type(optimizer).__name__, "state": state_meta, "param_groups": groups}
+                out[k] = to_json(v, f"{where}.{k}")
+        return out
+
+    state = {str(pid): split(st, f"{prefix}state.{pid}.", f"optimizer state {pid}") for pid, st in sd["state"].items()}
+    groups = [split(g, f"{prefix}group.{i}.", f"optimizer param_groups[{i}]") for i, g in enumerate(sd["param_groups"])]
+    return tensors, {"type": type(optimizer).__name__, "state": state, "param_groups": groups}
 
 
 def load_optimizer_state(

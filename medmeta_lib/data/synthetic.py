@@ -30,7 +30,7 @@ from medmeta_lib.data.synth_sites import acquire
 __all__ = ["MedSynth"]
 
 _SPLITS = {"train": 0, "val": 1, "test": 2}
-_CHUNK_PIXELS = 1 << 18  # pixels per map in one vectorised call (1 MiB of float32: stays in L2 cache)
+_CHUNK_PIXELS = 1 << 18  # pixels per map in one vectorised call (1 MiB of float32; 2^17 and 2^19 measured slower)
 _BLOCK = 2048  # images whose physical maps are held at once
 _MAX_THREADS = 2  # intra-op threads while rendering (see _batch_multiple)
 META_KEY = "medsynth_key"
