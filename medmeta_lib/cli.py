@@ -232,7 +232,8 @@ def _pretrain(a: argparse.Namespace, rank: int) -> int:
         epochs=a.epochs,
         batch_size=a.batch_size,
         seed=a.seed,
-        site_invariance=a.site_invariance,
+        site_invariance=a.site_invariance or a.site_views == "scanner_shift",
+        site_views=a.site_views,
         augment_preset=a.augment,
         max_steps=a.max_steps,
     )
@@ -336,7 +337,19 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--epochs", type=int, default=30)
     pt.add_argument("--batch-size", type=int, default=256)
     pt.add_argument("--augment", default="chest_xray", help="augmentation preset")
-    pt.add_argument("--site-invariance", action="store_true", help="positive pairs across acquisition styles")
+    pt.add_argument(
+        "--site-invariance",
+        action="store_true",
+        help="positive pairs across acquisition styles; on MedSynth the second view re-renders the patient at "
+        "another site, which reads each image's class label (not label-free: see --site-views)",
+    )
+    pt.add_argument(
+        "--site-views",
+        choices=("auto", "scanner_shift"),
+        default="auto",
+        help="auto: MedSynth re-rendering (uses labels) or scanner shift elsewhere; scanner_shift: the label-free "
+        "simulated scanner change on any data (implies --site-invariance)",
+    )
     pt.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
     pt.add_argument("--out", required=True, help="encoder checkpoint (.safetensors)")
     _common_training(pt)

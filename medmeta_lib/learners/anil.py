@@ -111,8 +111,7 @@ class ANIL(_HeadMixin, Learner):
 
     def task_loss(self, episode: Episode) -> tuple[Tensor, Tensor]:
         """Query loss after the head-only inner loop; the backbone runs once on support and query."""
-        feats = self.backbone(episode.support_x)
-        qfeats = self.backbone(episode.query_x)
+        feats, qfeats = self.embed_pair(self.backbone, episode.support_x, episode.query_x)
         w, b = self.head_loop(
             feats, episode.support_y, self.inner_steps, mode="first" if self.first_order else "second"
         )
@@ -140,11 +139,8 @@ class ANIL(_HeadMixin, Learner):
         body = {n: p.detach() for n, p in self.backbone.named_parameters()}
         backbone = self.backbone
 
-        def embed(x: Tensor) -> Tensor:
-            return torch.func.functional_call(backbone, body, (x,))
-
+        embed, feats = self.frozen_embedder(lambda x: torch.func.functional_call(backbone, body, (x,)), support_x)
         with torch.no_grad():
-            feats = embed(support_x)
             qfeats = None if query_x is None else embed(query_x)
         rec = TraceRecorder(self.name, query_y, record_params=record_params, record_embeddings=record_embeddings)
         w, b = self.head_loop(feats, support_y, steps, mode="none", recorder=rec, query_feats=qfeats)

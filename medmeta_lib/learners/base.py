@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medmeta_lib.data.episodes import Episode
+from medmeta_lib.models.task_norm import TaskBatchNorm2d, context_forward, frozen_forward
 
 __all__ = ["AdaptationTrace", "Learner", "Predictor", "TraceRecorder", "accuracy"]
 
@@ -218,6 +219,12 @@ class Learner(nn.Module):
     Subclasses implement :meth:`task_loss` (episodic learners) or override :meth:`meta_loss`,
     and :meth:`adapt`.
 
+    Inductive by default: batch-norm layers normalise the queries (and every image a
+    :class:`Predictor` is given) with the statistics of the task's support set, in meta-training and
+    at test time (MetaBN, Bronskill et al. 2020), so a prediction depends on the support set and the
+    image alone. ``transductive = True`` restores per-batch statistics for the queries (the usual
+    MAML setting; a prediction then depends on the other images of its batch).
+
     Args:
         backbone: feature extractor ``(B, C, H, W) → (B, D)`` with an ``out_features`` attribute.
         n_way: classes per task.
@@ -237,9 +244,55 @@ class Learner(nn.Module):
                 "backbone must have an integer attribute 'out_features' (the feature size); "
                 "build it with medmeta_lib.models.create_backbone or set it on your module"
             )
+        plain = [
+            n
+            for n, m in backbone.named_modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            and not m.track_running_stats
+            and not isinstance(m, TaskBatchNorm2d)
+        ]
+        if plain:
+            raise ValueError(
+                f"backbone layer '{plain[0]}' is a BatchNorm without running statistics that cannot use a task's "
+                "support statistics, so predictions would depend on their batch; build the backbone with "
+                "create_backbone(..., norm='batch') or medmeta_lib.models.replace_norm(module, 'batch')"
+            )
         self.backbone = backbone
         self.feature_dim = out
         self.n_way = check_int("n_way", n_way, 2)
+        self._transductive = False
+
+    # ----------------------------------------------------------------- inductive / transductive
+    @property
+    def transductive(self) -> bool:
+        """Normalise queries with their own batch's statistics (``True``) or the support set's (default)."""
+        return self._transductive
+
+    @transductive.setter
+    def transductive(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise ValueError(f"transductive must be True or False, got {value!r}")
+        self._transductive = value
+
+    def embed_pair(
+        self, embed: Callable[[Tensor], Tensor], support_x: Tensor, query_x: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Support and query embeddings (differentiable), queries normalised as :attr:`transductive` says."""
+        if self._transductive:
+            return embed(support_x), embed(query_x)
+        return context_forward(embed, support_x, query_x)
+
+    def frozen_embedder(
+        self, embed: Callable[[Tensor], Tensor], support_x: Tensor
+    ) -> tuple[Callable[[Tensor], Tensor], Tensor]:
+        """``(embed_fn, support_embedding)`` for a predictor: ``embed_fn`` uses the support's statistics.
+
+        In transductive mode ``embed_fn`` is ``embed`` itself (per-batch statistics).
+        """
+        if self._transductive:
+            with torch.no_grad():
+                return embed, embed(support_x)
+        return frozen_forward(embed, support_x)
 
     # ----------------------------------------------------------------- n-way handling
     @property

@@ -15,6 +15,7 @@ deterministic and does not consume the global random stream.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -35,6 +36,7 @@ from medmeta_lib.learners.base import (
 )
 from medmeta_lib.learners.registry import register_learner
 from medmeta_lib.models.heads import CosineHead, LinearHead
+from medmeta_lib.models.task_norm import record_norm_stats, use_norm_stats
 
 __all__ = ["Baseline", "BaselinePlusPlus", "Scratch"]
 
@@ -140,11 +142,8 @@ class Baseline(Learner):
         body = {n: p.detach() for n, p in self.backbone.named_parameters()}
         backbone = self.backbone
 
-        def embed(x: Tensor) -> Tensor:
-            return functional_call(backbone, body, (x,))
-
+        embed, feats = self.frozen_embedder(lambda x: functional_call(backbone, body, (x,)), support_x)
         with torch.no_grad():
-            feats = embed(support_x)
             qfeats = None if query_x is None else embed(query_x)
         head = _seeded(self.adapt_seed, lambda: self._new_head(self.n_way)).to(feats.device, feats.dtype)
         rec = TraceRecorder(self.name, query_y, record_params=record_params, record_embeddings=record_embeddings)
@@ -286,12 +285,12 @@ class Scratch(Learner):
         )
         rec = TraceRecorder(self.name, query_y, record_params=record_params, record_embeddings=record_embeddings)
         for step in range(steps + 1):
-            with torch.enable_grad():
+            with torch.enable_grad(), record_norm_stats() as stats:
                 emb = model(support_x)
                 logits = head(emb)
             q_emb = q_logits = None
             if query_x is not None:
-                with torch.no_grad():
+                with torch.no_grad(), use_norm_stats(stats) if not self.transductive else contextlib.nullcontext():
                     q_emb = model(query_x)
                     q_logits = head(q_emb)
             params = None
@@ -309,4 +308,5 @@ class Scratch(Learner):
         head.requires_grad_(False)
         final = {f"backbone.{k}": v for k, v in model.named_parameters()}
         final.update({f"head.{k}": v for k, v in head.named_parameters()})
-        return Predictor(model, head, n_way=self.n_way, params=final), rec.trace
+        embed, _ = self.frozen_embedder(model, support_x)
+        return Predictor(embed, head, n_way=self.n_way, params=final), rec.trace

@@ -10,10 +10,12 @@ starting from ``φ = θ``. Outer objective: ``L(θ) = (1/T) Σ_i L_{Q_i}(φ_i(θ
 * ``metasgd`` (Li et al. 2017): ``α`` is a learned tensor per parameter (same shape), initialised
   to ``inner_lr`` and meta-trained with ``θ``.
 
-Design notes (measured, see DESIGN.md): tasks are processed in a plain Python loop — ``vmap``
+Design notes (measured, see docs/architecture.md): tasks are processed in a plain Python loop — ``vmap``
 over tasks is slower on CPU and gives wrong second-order gradients through BatchNorm. The
-support and query forwards are separate calls (BatchNorm uses the statistics of the batch it
-sees, so the query is normalised with query statistics — the usual "transductive" MAML setting).
+support and query forwards are separate calls; by default the query is normalised with the batch
+statistics of the support forward at the adapted weights (MetaBN, Bronskill et al. 2020: inductive,
+and differentiated through in meta-training). ``transductive = True`` normalises the query with its
+own statistics instead, the usual MAML setting.
 
 Head: a linear layer with ``n_way`` outputs. ``head_init="zero"`` (default) starts every task
 from an all-zero head, as in UnicornMAML (Ye & Chao 2022, "How to train your MAML to excel in
@@ -28,6 +30,7 @@ head (the backbone gradient is zero while the head is). ``"learned"`` is the ori
 
 from __future__ import annotations
 
+import contextlib
 from typing import Literal
 
 import torch
@@ -45,6 +48,7 @@ from medmeta_lib.learners.base import (
     check_positive,
 )
 from medmeta_lib.learners.registry import register_learner
+from medmeta_lib.models.task_norm import record_norm_stats, use_norm_stats
 
 __all__ = ["FOMAML", "MAML", "HeadInit", "MetaSGD"]
 
@@ -197,10 +201,10 @@ class MAML(_HeadMixin, Learner):
         for step in range(steps + 1):
             if step == steps and recorder is None:
                 break
-            with torch.enable_grad():
+            with torch.enable_grad(), record_norm_stats() as stats:
                 emb, logits = self._logits(body, w, b, x)
             if recorder is not None:
-                self._record(recorder, step, body, w, b, emb, logits, y, query_x)
+                self._record(recorder, step, body, w, b, emb, logits, y, query_x, stats)
                 if step == steps:
                     break
             loss = F.cross_entropy(logits, y)
@@ -227,10 +231,10 @@ class MAML(_HeadMixin, Learner):
             w, b = new[-2], new[-1]
         return body, w, b
 
-    def _record(self, recorder, step, body, w, b, emb, logits, y, query_x) -> None:
+    def _record(self, recorder, step, body, w, b, emb, logits, y, query_x, stats) -> None:
         q_emb = q_logits = None
         if query_x is not None:
-            with torch.no_grad():
+            with torch.no_grad(), contextlib.nullcontext() if self.transductive else use_norm_stats(stats):
                 q_emb, q_logits = self._logits(body, w, b, query_x)
         params = None
         if recorder.record_params:
@@ -242,7 +246,9 @@ class MAML(_HeadMixin, Learner):
         """Query loss after ``inner_steps`` steps on the support, and the query accuracy."""
         mode: Literal["second", "first"] = "first" if self.first_order else "second"
         body, w, b = self.inner_loop(episode.support_x, episode.support_y, self.inner_steps, mode=mode)
-        _, logits = self._logits(body, w, b, episode.query_x)
+        backbone = self.backbone
+        _, query = self.embed_pair(lambda x: functional_call(backbone, body, (x,)), episode.support_x, episode.query_x)
+        logits = F.linear(query, w, b)
         loss = F.cross_entropy(logits, episode.query_y)
         acc = (logits.detach().argmax(-1) == episode.query_y).float().mean()
         return loss, acc
@@ -275,8 +281,9 @@ class MAML(_HeadMixin, Learner):
         backbone = self.backbone
         params: dict[str, Tensor] = {f"backbone.{k}": v for k, v in body.items()}
         params.update({"head.weight": w, "head.bias": b})
+        embed, _ = self.frozen_embedder(lambda x: functional_call(backbone, body, (x,)), support_x)
         pred = Predictor(
-            lambda x: functional_call(backbone, body, (x,)),
+            embed,
             lambda h: F.linear(h, w, b),
             n_way=self.n_way,
             params=params,

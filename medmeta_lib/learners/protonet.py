@@ -1,7 +1,8 @@
 """Prototypical networks (Snell et al. 2017): classify by squared Euclidean distance to class means.
 
-Per episode the backbone runs once on the support and once on the query; the prototypes are
-the class means of the support embeddings and the logits are ``-‖f(x) - c_k‖²``. "Adaptation"
+Per episode the backbone runs once on the support and once on the query (normalised with the
+support's statistics unless the learner is transductive); the prototypes are the class means of the
+support embeddings and the logits are ``-‖f(x) - c_k‖²``. "Adaptation"
 is computing the prototypes: the trace has two steps, step 0 with every prototype at the origin
 (all distances equal, a uniform prediction) and step 1 with the class means.
 """
@@ -71,8 +72,9 @@ class ProtoNet(Learner):
 
     def task_loss(self, episode: Episode) -> tuple[Tensor, Tensor]:
         """Query cross-entropy over prototype logits (features computed once per set)."""
-        protos = prototypes(self.backbone(episode.support_x), episode.support_y, self.n_way)
-        logits = prototype_logits(self.backbone(episode.query_x), protos)
+        support, query = self.embed_pair(self.backbone, episode.support_x, episode.query_x)
+        protos = prototypes(support, episode.support_y, self.n_way)
+        logits = prototype_logits(query, protos)
         loss = F.cross_entropy(logits, episode.query_y)
         return loss, (logits.detach().argmax(-1) == episode.query_y).float().mean()
 
@@ -96,12 +98,9 @@ class ProtoNet(Learner):
         body = {n: p.detach() for n, p in self.backbone.named_parameters()}
         backbone = self.backbone
 
-        def embed(x: Tensor) -> Tensor:
-            return functional_call(backbone, body, (x,))
-
+        embed, emb = self.frozen_embedder(lambda x: functional_call(backbone, body, (x,)), support_x)
         rec = TraceRecorder(self.name, query_y, record_params=record_params, record_embeddings=record_embeddings)
         with torch.no_grad():
-            emb = embed(support_x)
             qemb = None if query_x is None else embed(query_x)
             protos = torch.zeros(self.n_way, emb.shape[1], dtype=emb.dtype, device=emb.device)
             for step in range(steps + 1):

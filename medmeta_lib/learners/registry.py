@@ -71,7 +71,7 @@ def learner_kwargs(name: str) -> dict[str, Any]:
     }
 
 
-def create_learner(name: str, backbone: nn.Module, *, n_way: int, **kw: Any) -> Any:
+def create_learner(name: str, backbone: nn.Module, *, n_way: int, transductive: bool = False, **kw: Any) -> Any:
     """Build the learner ``name`` around ``backbone``.
 
     Args:
@@ -79,6 +79,9 @@ def create_learner(name: str, backbone: nn.Module, *, n_way: int, **kw: Any) -> 
             ``protonet``, ``baseline``, ``baseline++``, ``scratch``).
         backbone: feature extractor with an ``out_features`` attribute.
         n_way: classes per task.
+        transductive: normalise queries with the statistics of the batch they are predicted in
+            (and meta-train that way) instead of the support set's; off by default, so that a
+            prediction depends on the support set and the image alone (see ``Learner.transductive``).
         **kw: the learner's hyper-parameters (see :func:`learner_kwargs`).
 
     Raises:
@@ -93,4 +96,6 @@ def create_learner(name: str, backbone: nn.Module, *, n_way: int, **kw: Any) -> 
     unknown = sorted(set(kw) - set(allowed))
     if unknown:
         raise ValueError(f"learner {name!r} does not take {unknown}; it accepts {sorted(allowed)}")
-    return cls(backbone, n_way=n_way, **kw)
+    learner = cls(backbone, n_way=n_way, **kw)
+    learner.transductive = transductive
+    return learner

@@ -1,4 +1,4 @@
-"""Backbones (feature extractors) and classification heads."""
+"""Backbones (feature extractors), classification heads and inductive batch normalisation (``task_norm``)."""
 
 from __future__ import annotations
 
@@ -13,16 +13,32 @@ from medmeta_lib.models.backbones import (
     resolve_backbone_kwargs,
 )
 from medmeta_lib.models.heads import CosineHead, LinearHead
+from medmeta_lib.models.task_norm import (
+    NormStats,
+    TaskBatchNorm2d,
+    context_forward,
+    frozen_forward,
+    has_batch_stats,
+    record_norm_stats,
+    use_norm_stats,
+)
 
 __all__ = [
     "NORMS",
     "CosineHead",
     "LinearHead",
+    "NormStats",
+    "TaskBatchNorm2d",
+    "context_forward",
     "count_parameters",
     "create_backbone",
+    "frozen_forward",
+    "has_batch_stats",
     "list_backbones",
     "make_norm",
+    "record_norm_stats",
     "register_backbone",
     "replace_norm",
     "resolve_backbone_kwargs",
+    "use_norm_stats",
 ]

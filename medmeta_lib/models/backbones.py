@@ -8,9 +8,12 @@ Every backbone maps images ``(B, C, H, W)`` to features ``(B, out_features)`` an
 
 Normalisation never keeps running statistics: meta-learners differentiate through the backbone
 with ``torch.func`` (``functional_call`` + ``grad``, second order), where an in-place update of a
-running-mean buffer is an error. ``norm="batch"`` is therefore ``BatchNorm2d(track_running_stats=False)``
-(batch statistics in train *and* eval mode: the MAML convention, also "transductive batch norm");
-``"group"``, ``"instance"`` and ``"none"`` are per-sample alternatives.
+running-mean buffer is an error. ``norm="batch"`` is therefore a
+:class:`~medmeta_lib.models.task_norm.TaskBatchNorm2d`: ``BatchNorm2d(track_running_stats=False)`` that by
+itself normalises with the statistics of whatever batch it sees ("transductive batch norm"), and under
+``record_norm_stats`` / ``use_norm_stats`` records a context set's statistics and reuses them, which is
+how learners and probes predict inductively (see ``task_norm``). ``"group"``, ``"instance"`` and
+``"none"`` are per-sample alternatives.
 
 Registered names: ``conv4`` (Vinyals et al. 2016 / Finn et al. 2017), ``resnet12`` (Lee et al. 2019,
 Tian et al. 2020; narrow by default for CPUs), ``monai_resnet18`` (``monai.networks.nets.resnet18``
@@ -24,6 +27,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from torch import Tensor, nn
+
+from medmeta_lib.models.task_norm import TaskBatchNorm2d
 
 __all__ = [
     "NORMS",
@@ -175,8 +180,8 @@ def make_norm(norm: str, channels: int) -> nn.Module:
     """A 2-D normalisation layer without running statistics (safe inside ``torch.func`` transforms).
 
     Args:
-        norm: ``"batch"`` (BatchNorm2d with batch statistics always), ``"group"`` (GroupNorm, up to 8
-            groups), ``"instance"`` (InstanceNorm2d, affine) or ``"none"`` (Identity).
+        norm: ``"batch"`` (``TaskBatchNorm2d``: batch statistics, or a recorded context's), ``"group"``
+            (GroupNorm, up to 8 groups), ``"instance"`` (InstanceNorm2d, affine) or ``"none"`` (Identity).
         channels: number of channels.
 
     Example:
@@ -185,7 +190,7 @@ def make_norm(norm: str, channels: int) -> nn.Module:
     """
     _check_norm(norm)
     if norm == "batch":
-        return nn.BatchNorm2d(channels, track_running_stats=False)
+        return TaskBatchNorm2d(channels)
     if norm == "group":
         return nn.GroupNorm(_groups(channels), channels)
     if norm == "instance":

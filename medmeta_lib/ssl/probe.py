@@ -1,11 +1,15 @@
 """Frozen-feature evaluation of encoders: features, cosine kNN, linear probe, label-efficiency curve.
 
-The probe protocol (DESIGN.md "Evaluation protocol", issue 3): draw ``k`` labelled training images
+The probe protocol (docs/evaluation.md): draw ``k`` labelled training images
 per class, fit a logistic regression (scikit-learn) on their standardised features, score it on the
 *whole* test collection (accuracy and ROC AUC), repeat over seeded label draws and report the mean
 ± ``1.96 · sd / √draws``. The draws depend only on ``(seed, draw, k)`` and the labels, never on the
 encoder, so two encoders probed with the same seed see exactly the same labelled images (a paired
 comparison). Raw pixels are probed with ``nn.Flatten()`` as the encoder.
+
+Features are inductive: an encoder with batch-statistics normalisation is frozen with the population
+statistics of the (unlabelled) train images (:func:`with_population_stats`), so a test image's feature
+never depends on the other test images; ``transductive=True`` is the explicit per-batch alternative.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from threadpoolctl import threadpool_limits
 from torch import nn
 
 from medmeta_lib.data.collection import ImageCollection
+from medmeta_lib.models.task_norm import has_batch_stats
 
 __all__ = [
     "PooledLayers",
@@ -95,22 +100,25 @@ class PooledLayers(nn.Module):
         )
 
 
-def with_population_stats(encoder: nn.Module, images: torch.Tensor, *, batch_size: int = 512) -> nn.Module:
-    """A frozen copy of ``encoder`` whose batch norms use statistics of ``images`` instead of each batch's.
+def with_population_stats(
+    encoder: nn.Module, images: torch.Tensor, *, max_images: int = 2048, seed: int = 0
+) -> nn.Module:
+    """A frozen copy of ``encoder`` whose batch norms use population statistics of ``images``.
 
     The registry's ``norm="batch"`` keeps no running statistics (``torch.func`` adaptation needs
-    that), so in eval mode a feature would depend on the other images of its batch. For frozen
-    features, this copies the encoder, turns on running statistics with a cumulative average
-    (``momentum=None``) and runs ``images`` through it once: every batch-norm layer then normalises
-    with the population mean and variance of ``images`` (e.g. the unlabelled training images), as a
-    conventionally trained BatchNorm does in eval mode. The copy is returned in eval mode; the
-    original is untouched. Encoders without such layers are returned as an unchanged copy.
+    that), so in eval mode a feature would depend on the other images of its batch. This copies the
+    encoder, runs one forward pass over ``images`` (a seeded random subset of at most ``max_images``,
+    in one batch, so the statistics do not depend on the images' order) and stores every such
+    layer's batch mean and (biased) variance as its running statistics: the copy then normalises
+    every image with them, as a conventionally trained BatchNorm does in eval mode, and a feature is
+    a function of its own image alone. The copy is returned in eval mode; the original is untouched.
+    Encoders without such layers are returned as an unchanged copy.
 
     Args:
         encoder: a backbone, possibly with ``BatchNorm*d(track_running_stats=False)`` layers.
-        images: ``(N, C, H, W)`` images to estimate the statistics on (no labels needed).
-        batch_size: images per forward pass; PyTorch averages the per-batch statistics with equal
-            weights, so a batch size that divides ``N`` (or one batch) gives the exact population mean.
+        images: ``(N, C, H, W)`` reference images (e.g. the unlabelled training images; no labels needed).
+        max_images: subset size for the statistics (memory: one forward pass of this many images).
+        seed: seed of the subset.
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2, track_running_stats=False))
@@ -119,28 +127,58 @@ def with_population_stats(encoder: nn.Module, images: torch.Tensor, *, batch_siz
         >>> torch.allclose(frozen(x)[:1], frozen(x[:1]), atol=1e-6)  # a feature no longer depends on its batch
         True
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 2:
+        raise ValueError(f"max_images must be an int >= 2, got {max_images!r}")
+    if images.ndim != 4 or len(images) < 1:
+        raise ValueError(f"images must be a non-empty (N, C, H, W) tensor, got shape {tuple(images.shape)}")
     net = copy.deepcopy(encoder)
     norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.track_running_stats]
-    if norms:
-        param = next(iter(net.parameters()), None)
-        for m in norms:
-            c = m.num_features
-            dev = param.device if param is not None else None
-            m.register_buffer("running_mean", torch.zeros(c, device=dev))
-            m.register_buffer("running_var", torch.ones(c, device=dev))
-            m.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=dev))
-            m.track_running_stats, m.momentum = True, None
-        net.train()
+    if not norms:
+        return net.eval()
+    if len(images) > max_images:
+        g = torch.Generator().manual_seed(seed)
+        images = images[torch.randperm(len(images), generator=g)[:max_images].sort().values]
+    recorded: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def record(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        x = inputs[0]
+        dims = [0, *range(2, x.ndim)]
+        var, mean = torch.var_mean(x, dim=dims, unbiased=False)
+        recorded[id(module)] = (mean, var)
+
+    handles = [m.register_forward_pre_hook(record) for m in norms]
+    param = next(iter(net.parameters()), None)
+    dev = param.device if param is not None else images.device
+    try:
         with torch.no_grad():
-            for i in range(0, len(images), batch_size):
-                net(images[i : i + batch_size].to(dev))
+            net(images.to(dev))
+    finally:
+        for h in handles:
+            h.remove()
+    for m in norms:
+        mean, var = recorded[id(m)]
+        m.register_buffer("running_mean", mean.clone())
+        m.register_buffer("running_var", var.clone())
+        m.register_buffer("num_batches_tracked", torch.tensor(1, dtype=torch.long, device=dev))
+        m.track_running_stats, m.momentum = True, None
     return net.eval()
 
 
-def extract_features(encoder: nn.Module, images: torch.Tensor, *, batch_size: int = 512) -> torch.Tensor:
-    """Run a frozen encoder over ``images`` in eval mode without gradients.
+def extract_features(
+    encoder: nn.Module,
+    images: torch.Tensor,
+    *,
+    batch_size: int = 512,
+    reference: torch.Tensor | None = None,
+    transductive: bool = False,
+) -> torch.Tensor:
+    """Run a frozen encoder over ``images`` in eval mode without gradients, one image independent of another.
+
+    An encoder whose batch norms normalise with batch statistics would make a feature depend on the
+    other images of its chunk; by default its batch norms use the population statistics of
+    ``reference`` instead (:func:`with_population_stats`; pass the unlabelled training images).
+    ``transductive=True`` keeps the per-chunk statistics (results then depend on ``batch_size`` and
+    on the images' order; say so wherever such features are reported).
 
     The encoder's train/eval mode is restored afterwards, and images are moved to the encoder's
     device batch by batch; the features come back on the CPU, flattened to ``(N, D)``.
@@ -148,8 +186,13 @@ def extract_features(encoder: nn.Module, images: torch.Tensor, *, batch_size: in
     Args:
         encoder: any module mapping ``(B, C, H, W)`` to ``(B, ...)``; ``nn.Flatten()`` gives raw pixels.
         images: ``(N, C, H, W)`` float images.
-        batch_size: images per forward pass (memory bound only; the result does not depend on it
-            unless the encoder normalises over the batch in eval mode).
+        batch_size: images per forward pass (memory bound only, unless ``transductive``).
+        reference: images for the population statistics; required when ``encoder`` normalises with
+            batch statistics and ``transductive`` is off.
+        transductive: normalise each chunk of ``batch_size`` images with its own statistics.
+
+    Raises:
+        ValueError: bad shapes or sizes, or a batch-statistics encoder without ``reference``.
 
     Example:
         >>> extract_features(nn.Flatten(), torch.rand(3, 1, 4, 4)).shape
@@ -159,6 +202,14 @@ def extract_features(encoder: nn.Module, images: torch.Tensor, *, batch_size: in
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if images.ndim != 4:
         raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
+    if not transductive and has_batch_stats(encoder):
+        if reference is None:
+            raise ValueError(
+                "extract_features: the encoder normalises with batch statistics, so a feature would depend on "
+                "its batch; pass reference=<unlabelled training images> (population statistics) or "
+                "transductive=True"
+            )
+        encoder = with_population_stats(encoder, reference)
     param = next(iter(encoder.parameters()), None)
     device = param.device if param is not None else images.device
     was_training = encoder.training
@@ -198,9 +249,16 @@ def knn_accuracy(train_f: ArrayLike, train_y: ArrayLike, test_f: ArrayLike, test
     return float(clf.score(xt.reshape(len(xt), -1), yt))
 
 
-def _features(enc: EncoderOrFeatures, train: ImageCollection, test: ImageCollection) -> tuple[np.ndarray, np.ndarray]:
+def _features(
+    enc: EncoderOrFeatures, train: ImageCollection, test: ImageCollection, transductive: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(enc, nn.Module):
-        return _np(extract_features(enc, train.images)), _np(extract_features(enc, test.images))
+        if not transductive:  # population statistics of the unlabelled train images, computed once
+            enc = with_population_stats(enc, train.images) if has_batch_stats(enc) else enc
+        return (
+            _np(extract_features(enc, train.images, transductive=transductive)),
+            _np(extract_features(enc, test.images, transductive=transductive)),
+        )
     if isinstance(enc, tuple) and len(enc) == 2:
         ftr, fte = _np(enc[0]), _np(enc[1])
         if len(ftr) != len(train) or len(fte) != len(test):
@@ -242,6 +300,7 @@ def linear_probe(
     seed: int = 0,
     C: float = 1.0,
     max_iter: int = 2000,
+    transductive: bool = False,
 ) -> dict[str, Any]:
     """Logistic-regression probe on ``k_per_class`` labelled train images per class, scored on all of ``test``.
 
@@ -259,6 +318,8 @@ def linear_probe(
         seed: draw ``d`` uses ``numpy.random.default_rng([seed, d])``, the same for every encoder.
         C: inverse L2 strength of scikit-learn's ``LogisticRegression`` (fixed, never tuned on test).
         max_iter: L-BFGS iterations.
+        transductive: extract an encoder's features with per-chunk batch statistics instead of the
+            population statistics of the train images (see :func:`extract_features`).
 
     Returns:
         ``{"acc_mean", "acc_ci95", "auc_mean", "auc_ci95", "draws", "k_per_class", "per_draw_acc"}``
@@ -271,6 +332,7 @@ def linear_probe(
 
     Example:
         >>> from medmeta_lib.data.collection import ImageCollection
+    from medmeta_lib.models.task_norm import has_batch_stats
         >>> col = ImageCollection(images=torch.rand(8, 1, 4, 4), labels=torch.tensor([0, 1] * 4),
         ...                       class_names=("a", "b"))
         >>> r = linear_probe(nn.Flatten(), col, col, k_per_class=2, draws=3)
@@ -283,7 +345,7 @@ def linear_probe(
         raise ValueError(f"draws must be >= 1, got {draws}")
     if not C > 0:
         raise ValueError(f"C must be > 0 (inverse regularisation strength), got {C}")
-    ftr, fte = _features(encoder_or_features, train, test)
+    ftr, fte = _features(encoder_or_features, train, test, transductive)
     ytr, yte = _np(train.labels).astype(np.int64), _np(test.labels).astype(np.int64)
     classes = np.unique(ytr)
     if len(classes) < 2:
@@ -343,6 +405,7 @@ def label_efficiency(
     draws: int = 10,
     seed: int = 0,
     C: float = 1.0,
+    transductive: bool = False,
 ) -> list[dict[str, Any]]:
     """Linear-probe accuracy and AUC against labels per class, for several encoders (same label draws).
 
@@ -357,6 +420,7 @@ def label_efficiency(
         draws: label draws per point.
         seed: draw seed (shared by all encoders: a paired comparison).
         C: logistic-regression inverse regularisation.
+        transductive: per-chunk batch statistics for the features (see :func:`extract_features`).
 
     Returns:
         One row per (encoder, shot): ``{"encoder", "k_per_class", "acc_mean", "acc_ci95", "auc_mean",
@@ -364,6 +428,7 @@ def label_efficiency(
 
     Example:
         >>> from medmeta_lib.data.collection import ImageCollection
+    from medmeta_lib.models.task_norm import has_batch_stats
         >>> col = ImageCollection(images=torch.rand(8, 1, 4, 4), labels=torch.tensor([0, 1] * 4),
         ...                       class_names=("a", "b"))
         >>> rows = label_efficiency({"pixels": nn.Flatten()}, col, col, shots=(1, None), draws=2)
@@ -376,7 +441,7 @@ def label_efficiency(
         raise ValueError("shots is empty; give labels-per-class values such as (1, 5, 10, 20, None)")
     rows: list[dict[str, Any]] = []
     for name, enc in encoders.items():
-        feats = _features(enc, train, test)
+        feats = _features(enc, train, test, transductive)
         for k in shots:
             r = linear_probe(feats, train, test, k_per_class=k, draws=draws, seed=seed, C=C)
             rows.append({"encoder": name, **r})

@@ -9,7 +9,9 @@ Site invariance. With ``SimCLRConfig(site_invariance=True)`` the second view dif
 in acquisition, not only in augmentation: for a MedSynth collection the generator re-acquires the
 same patient at another, randomly chosen site (``MedSynth.restyle``); for any other collection it
 gets ``ViewAugment``'s simulated scanner shift (bias field, contrast curve, blur/sharpen, offset).
-The encoder is then rewarded for ignoring what distinguishes hospitals.
+The encoder is then rewarded for ignoring what distinguishes hospitals. The MedSynth re-rendering
+reads each image's class (the renderer draws the patient from it), so that variant uses labels;
+``site_views="scanner_shift"`` is the label-free variant on MedSynth too.
 
 Determinism. Everything random is derived from ``(seed, epoch)`` (the image order) and ``(seed,
 step)`` (the views, the restyle sites), never from a running generator, so a run resumed from any
@@ -58,7 +60,7 @@ from medmeta_lib.distributed import (
 )
 from medmeta_lib.models.backbones import create_backbone, resolve_backbone_kwargs
 from medmeta_lib.ssl.ntxent import nt_xent_loss
-from medmeta_lib.ssl.probe import extract_features, knn_accuracy, linear_probe
+from medmeta_lib.ssl.probe import extract_features, knn_accuracy, linear_probe, with_population_stats
 from medmeta_lib.ssl.views import ContrastiveViews
 from medmeta_lib.train_state import (
     load_optimizer_state,
@@ -103,6 +105,10 @@ class SimCLRConfig:
         proj_dim: output size of the projection head.
         proj_hidden: hidden size of the projection head.
         site_invariance: positives that differ in acquisition (MedSynth restyle or scanner shift).
+        site_views: how those positives are made: ``"auto"`` (MedSynth: re-render the patient at another
+            site, which needs each image's class label, so the pretraining is then *not* label-free;
+            other data: scanner shift), or ``"scanner_shift"`` (the simulated scanner change on any
+            data: label-free).
         augment_preset: ``ViewAugment`` preset (e.g. ``"chest_xray"``, ``"generic"``).
         augment_kwargs: extra ``ViewAugment`` arguments (e.g. ``{"scale": (0.6, 1.0)}``).
         monitor_every: run the kNN / linear-probe monitor every this many epochs (and at the end).
@@ -125,6 +131,7 @@ class SimCLRConfig:
     proj_dim: int = 128
     proj_hidden: int = 256
     site_invariance: bool = False
+    site_views: str = "auto"
     augment_preset: str = "chest_xray"
     augment_kwargs: dict[str, Any] = field(default_factory=dict)
     monitor_every: int = 5
@@ -143,6 +150,10 @@ class SimCLRConfig:
         _int("proj_hidden", self.proj_hidden, 1, "projection hidden size, e.g. 256")
         if not isinstance(self.site_invariance, bool):
             raise ValueError(f"SimCLRConfig.site_invariance must be True or False, got {self.site_invariance!r}")
+        if self.site_views not in ("auto", "scanner_shift"):
+            raise ValueError(
+                f"SimCLRConfig.site_views must be 'auto' or 'scanner_shift' (label-free), got {self.site_views!r}"
+            )
         if self.augment_preset not in PRESETS:
             raise ValueError(
                 f"SimCLRConfig.augment_preset must be one of {sorted(PRESETS)}, got {self.augment_preset!r}"
@@ -248,7 +259,8 @@ def _monitor(
     encoder: nn.Module, monitor: tuple[ImageCollection, ImageCollection], step: int, epoch: int
 ) -> dict[str, Any]:
     train, test = monitor
-    ftr, fte = extract_features(encoder, train.images), extract_features(encoder, test.images)
+    frozen = with_population_stats(encoder, train.images)  # inductive: statistics of the train images
+    ftr, fte = extract_features(frozen, train.images), extract_features(frozen, test.images)
     knn = knn_accuracy(ftr, train.labels, fte, test.labels, k=min(5, len(train)))
     probe = linear_probe((ftr, fte), train, test, k_per_class=None)["acc_mean"]
     return {"step": step, "epoch": epoch, "knn_acc": knn, "probe_acc": float(probe)}

@@ -1,10 +1,11 @@
 """Positive pairs for contrastive pretraining: two augmentations, or the same patient at another hospital.
 
-Site-invariant pretraining (DESIGN.md) asks the encoder to map one patient imaged by two scanners to
-the same point. On MedSynth data that pair is exact: :meth:`MedSynth.restyle` re-acquires the patient
-at another site. Elsewhere a simulated scanner shift stands in for it. Every view is a pure function of
-``(seed, step)`` (and the rank under torchrun), so a resumed pretraining sees the views an
-uninterrupted one would have seen.
+Site-invariant pretraining asks the encoder to map one patient imaged by two scanners to the same
+point. On MedSynth data that pair is exact: :meth:`MedSynth.restyle` re-acquires the patient at another
+site (this reads the image's class label: the renderer draws the patient from it). Elsewhere, or with
+``site_views="scanner_shift"``, a simulated scanner shift stands in for it (label-free). Every view is a
+pure function of ``(seed, step)`` (and the rank under torchrun), so a resumed pretraining sees the views
+an uninterrupted one would have seen.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ class ContrastiveViews:
         size, kw = collection.image_size, cfg.augment_kwargs
         self.collection, self.seed, self.shard = collection, cfg.seed, shard  # shard: (rank, world) or ()
         self.aug = ViewAugment(preset=cfg.augment_preset, image_size=size, **kw)
-        self.synth = _medsynth_for(collection) if cfg.site_invariance else None
+        restyle = cfg.site_invariance and getattr(cfg, "site_views", "auto") == "auto"
+        self.synth = _medsynth_for(collection) if restyle else None
         # restyle only to sites this collection holds: a site held out for testing must not leak its
         # acquisition style into pretraining through the positive pairs
         self.sites = torch.unique(collection.sites) if collection.sites is not None else torch.zeros(1)

@@ -12,6 +12,7 @@ from torch import nn
 
 from medmeta_lib.data.episodes import EpisodeSampler
 from medmeta_lib.learners import AdaptationTrace, create_learner, list_learners
+from medmeta_lib.models.task_norm import TaskBatchNorm2d
 from tests.conftest import make_collection
 
 ALL = ["maml", "fomaml", "metasgd", "anil", "protonet", "baseline", "baseline++", "scratch"]
@@ -25,7 +26,7 @@ class SmallNet(nn.Module):
         super().__init__()
         blocks = []
         for cin in (1, c):
-            blocks += [nn.Conv2d(cin, c, 3, padding=1), nn.BatchNorm2d(c, track_running_stats=False), nn.ReLU()]
+            blocks += [nn.Conv2d(cin, c, 3, padding=1), TaskBatchNorm2d(c), nn.ReLU()]
             blocks.append(nn.MaxPool2d(2))
         self.net = nn.Sequential(*blocks)
         self.out_features = c

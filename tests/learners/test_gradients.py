@@ -1,8 +1,9 @@
 """Gradient correctness of the gradient-based learners, in float64 on tiny nets and episodes.
 
 The references here are written independently of the library: a hand-written functional forward
-of the tiny net (F.conv2d / F.batch_norm / F.linear on a list of tensors) and a plain
-``torch.autograd.grad(create_graph=True)`` loop, plus central finite differences of the
+of the tiny net (F.conv2d / F.batch_norm / F.linear on a list of tensors; queries normalised with the
+support set's batch statistics, written out by hand, or with their own in transductive mode) and a
+plain ``torch.autograd.grad(create_graph=True)`` loop, plus central finite differences of the
 library's own meta-loss along random directions.
 """
 
@@ -18,6 +19,7 @@ from torch import nn
 from medmeta_lib.data.episodes import EpisodeSampler
 from medmeta_lib.learners import create_learner
 from medmeta_lib.learners.protonet import prototype_logits
+from medmeta_lib.models.task_norm import TaskBatchNorm2d, context_forward
 from tests.conftest import make_collection
 
 RTOL = 1e-6
@@ -29,9 +31,9 @@ class TinyNet(nn.Module):
     def __init__(self, c: int = 3) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(1, c, 3, padding=1)
-        self.bn1 = nn.BatchNorm2d(c, track_running_stats=False)
+        self.bn1 = TaskBatchNorm2d(c)
         self.conv2 = nn.Conv2d(c, c, 3, padding=1)
-        self.bn2 = nn.BatchNorm2d(c, track_running_stats=False)
+        self.bn2 = TaskBatchNorm2d(c)
         self.out_features = c
 
     def forward(self, x):
@@ -42,17 +44,39 @@ class TinyNet(nn.Module):
 NAMES = ["conv1.weight", "conv1.bias", "bn1.weight", "bn1.bias", "conv2.weight", "conv2.bias", "bn2.weight", "bn2.bias"]
 
 
-def ref_forward(w: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """TinyNet + linear head written out by hand; w = 8 body tensors + head W, b."""
+def _ref_bn(h: torch.Tensor, g: torch.Tensor, b: torch.Tensor, stats) -> torch.Tensor:
+    if stats is None:
+        return F.batch_norm(h, None, None, g, b, training=True)
+    m, v = stats
+    return (h - m[None, :, None, None]) / torch.sqrt(v[None, :, None, None] + 1e-5) * g[None, :, None, None] + b[
+        None, :, None, None
+    ]
+
+
+def _stats(h: torch.Tensor):
+    return h.mean((0, 2, 3)), ((h - h.mean((0, 2, 3), keepdim=True)) ** 2).mean((0, 2, 3))
+
+
+def ref_body(w: list[torch.Tensor], x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    """TinyNet written out by hand; with ``context``, both BN layers use the context's batch statistics."""
+    s1 = s2 = None
+    if context is not None:
+        h = F.conv2d(context, w[0], w[1], padding=1)
+        s1 = _stats(h)
+        h = F.max_pool2d(F.relu(_ref_bn(h, w[2], w[3], None)), 2)
+        s2 = _stats(F.conv2d(h, w[4], w[5], padding=1))
     h = F.conv2d(x, w[0], w[1], padding=1)
-    h = F.batch_norm(h, None, None, w[2], w[3], training=True)
-    h = F.max_pool2d(F.relu(h), 2)
+    h = F.max_pool2d(F.relu(_ref_bn(h, w[2], w[3], s1)), 2)
     h = F.conv2d(h, w[4], w[5], padding=1)
-    h = F.relu(F.batch_norm(h, None, None, w[6], w[7], training=True)).mean((2, 3))
-    return F.linear(h, w[8], w[9])
+    return F.relu(_ref_bn(h, w[6], w[7], s2)).mean((2, 3))
 
 
-def ref_meta_loss(theta, episodes, steps, lr, *, first_order=False, n_way=2, body_lr=None):
+def ref_forward(w: list[torch.Tensor], x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    """TinyNet + linear head written out by hand; w = 8 body tensors + head W, b."""
+    return F.linear(ref_body(w, x, context), w[8], w[9])
+
+
+def ref_meta_loss(theta, episodes, steps, lr, *, first_order=False, n_way=2, body_lr=None, transductive=False):
     """Plain autograd reference of the MAML outer loss.
 
     theta = 8 body tensors + head W (n_way, D), b (n_way,); or only the 8 body tensors for a zero head.
@@ -70,7 +94,8 @@ def ref_meta_loss(theta, episodes, steps, lr, *, first_order=False, n_way=2, bod
             grads = torch.autograd.grad(loss, fast, create_graph=not first_order)
             lrs = [lr if body_lr is None else body_lr] * 8 + [lr, lr]
             fast = [f - a * g for f, g, a in zip(fast, grads, lrs)]
-        total = total + F.cross_entropy(ref_forward(fast, ep.query_x), ep.query_y)
+        context = None if transductive else ep.support_x
+        total = total + F.cross_entropy(ref_forward(fast, ep.query_x, context), ep.query_y)
     return total / len(episodes)
 
 
@@ -145,13 +170,14 @@ def check_fd(learner, eps_list, n_dirs=3, seed=0):
         assert abs(fd - analytic) <= RTOL * abs(analytic), (fd, analytic)
 
 
+@pytest.mark.parametrize("transductive", [False, True])
 @pytest.mark.parametrize("head_init", ["learned", "zero"])
-def test_maml_second_order_matches_plain_autograd_reference(head_init):
-    learner = make("maml", inner_steps=3, inner_lr=0.3, head_init=head_init)
+def test_maml_second_order_matches_plain_autograd_reference(head_init, transductive):
+    learner = make("maml", inner_steps=3, inner_lr=0.3, head_init=head_init, transductive=transductive)
     eps_list = episodes()
     loss, stats = learner.meta_loss(eps_list)
     theta = theta_of(learner)
-    ref = ref_meta_loss(theta, eps_list, 3, 0.3)
+    ref = ref_meta_loss(theta, eps_list, 3, 0.3, transductive=transductive)
     assert float(loss.detach()) == pytest.approx(float(ref.detach()), rel=1e-12)
     assert stats["loss"] == pytest.approx(float(ref.detach()), rel=1e-12)
     g = flat(torch.autograd.grad(loss, theta))
@@ -191,7 +217,7 @@ def test_fomaml_gradient_is_query_gradient_at_adapted_weights_and_differs_from_m
         for _ in range(3):
             gr = torch.autograd.grad(F.cross_entropy(ref_forward(fast, ep.support_x), ep.support_y), fast)
             fast = [(f - 0.3 * gi).detach().requires_grad_() for f, gi in zip(fast, gr)]
-        gq = torch.autograd.grad(F.cross_entropy(ref_forward(fast, ep.query_x), ep.query_y), fast)
+        gq = torch.autograd.grad(F.cross_entropy(ref_forward(fast, ep.query_x, ep.support_x), ep.query_y), fast)
         expected = [e + gi / len(eps_list) for e, gi in zip(expected, gq)]
     assert rel_err(g_fo, flat(expected)) <= RTOL
     # and it is not the second-order gradient
@@ -246,7 +272,9 @@ def test_anil_equals_maml_with_frozen_backbone_in_the_inner_loop_and_finite_diff
     assert set(pred.params) == {"head.weight", "head.bias"}
     assert trace.params is not None and all(set(p) == {"head.weight", "head.bias"} for p in trace.params)
     with torch.no_grad():
-        assert torch.allclose(pred.embed(ep.query_x), anil.backbone(ep.query_x), rtol=0, atol=1e-14)
+        expected = ref_body(theta[:8], ep.query_x, ep.support_x)
+        assert torch.allclose(pred.embed(ep.query_x), expected, rtol=0, atol=1e-12)
+        assert torch.allclose(pred.embed(ep.query_x[:1]), expected[:1], rtol=0, atol=1e-12)
 
 
 def test_anil_first_order_differs_from_second_order():
@@ -265,7 +293,9 @@ def test_protonet_is_nearest_centroid_and_its_gradient_is_finite():
     ep = eps_list[0]
     pred, _ = net.adapt(ep.support_x, ep.support_y)
     with torch.no_grad():
-        es, eq = net.backbone(ep.support_x), net.backbone(ep.query_x)
+        body = dict(net.backbone.named_parameters())
+        w = [body[n] for n in NAMES]
+        es, eq = ref_body(w, ep.support_x), ref_body(w, ep.query_x, ep.support_x)
     centroids = torch.stack([es[ep.support_y == c].mean(0) for c in range(3)])
     dist = torch.stack([((eq - c) ** 2).sum(1) for c in centroids], 1)  # by hand, one centroid at a time
     logits = pred(ep.query_x)
@@ -329,7 +359,8 @@ def test_maml_on_conv4_matches_a_module_clone_reference_and_finite_differences()
             grads = torch.autograd.grad(inner, [*fast.values(), w, b], create_graph=True)
             fast = {k: v - 0.3 * gi for (k, v), gi in zip(fast.items(), grads)}
             w, b = w - 0.3 * grads[-2], b - 0.3 * grads[-1]
-        ref = ref + F.cross_entropy(F.linear(clone_with(learner.backbone, fast)(ep.query_x), w, b), ep.query_y) / 2
+        _, query = context_forward(clone_with(learner.backbone, fast), ep.support_x, ep.query_x)
+        ref = ref + F.cross_entropy(F.linear(query, w, b), ep.query_y) / 2
     assert float(loss.detach()) == pytest.approx(float(ref.detach()), rel=1e-12)
     assert rel_err(g, flat(torch.autograd.grad(ref, list(body.values())))) <= RTOL
     check_fd(learner, eps_list, n_dirs=2)

@@ -17,6 +17,7 @@ from medmeta_lib.learners import (
     list_learners,
     register_learner,
 )
+from medmeta_lib.models.task_norm import TaskBatchNorm2d
 from tests.conftest import make_collection
 
 GRADIENT = ["maml", "fomaml", "metasgd", "anil"]
@@ -26,7 +27,7 @@ class Net(nn.Module):
     def __init__(self, running_stats: bool = False) -> None:
         super().__init__()
         self.conv = nn.Conv2d(1, 4, 3, padding=1)
-        self.bn = nn.BatchNorm2d(4, track_running_stats=running_stats)
+        self.bn = nn.BatchNorm2d(4) if running_stats else TaskBatchNorm2d(4)
         self.out_features = 4
 
     def forward(self, x):

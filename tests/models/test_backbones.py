@@ -12,6 +12,7 @@ from torch.func import functional_call, grad
 
 from medmeta_lib.models import (
     NORMS,
+    TaskBatchNorm2d,
     count_parameters,
     create_backbone,
     list_backbones,
@@ -119,10 +120,10 @@ def test_no_running_statistics_and_buffers_unchanged(name: str, norm: str) -> No
     for k in before:
         assert torch.equal(before[k], after[k]), k
     kinds = {type(m) for m in net.modules()}
-    expected = {"batch": nn.BatchNorm2d, "group": nn.GroupNorm, "instance": nn.InstanceNorm2d}.get(norm)
+    expected = {"batch": TaskBatchNorm2d, "group": nn.GroupNorm, "instance": nn.InstanceNorm2d}.get(norm)
     if expected is not None:
         assert expected in kinds
-    others = {nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d} - {expected}
+    others = {TaskBatchNorm2d, nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d} - {expected}
     assert not (kinds & others), f"norm={norm} left {kinds & others}"
 
 

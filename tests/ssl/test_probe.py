@@ -52,15 +52,48 @@ def test_population_stats_make_features_independent_of_the_batch() -> None:
     torch.manual_seed(0)
     enc = create_backbone("conv4", hidden=8, norm="batch")  # batch statistics even in eval mode
     x = torch.rand(40, 1, 28, 28)
-    alone, together = extract_features(enc, x[:4]), extract_features(enc, x)[:4]
-    assert (alone - together).abs().max() > 1e-3  # the raw encoder's features depend on the batch
-    frozen = with_population_stats(enc, x, batch_size=40)
+    ref = torch.rand(64, 1, 28, 28)
+    # the explicit transductive option: a feature depends on the images it is extracted with
+    alone, together = extract_features(enc, x[:4], transductive=True), extract_features(enc, x, transductive=True)[:4]
+    assert (alone - together).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="reference="):
+        extract_features(enc, x)  # no silent transductive default
+    # default: population statistics of the reference images; alone == in any batch, any order
+    full = extract_features(enc, x, reference=ref)
+    perm = torch.randperm(40)
+    torch.testing.assert_close(extract_features(enc, x[:1], reference=ref), full[:1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(extract_features(enc, x, reference=ref, batch_size=7), full, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(
-        extract_features(frozen, x[:4]), extract_features(frozen, x, batch_size=7)[:4], atol=1e-5, rtol=1e-5
+        extract_features(enc, x[perm], reference=ref)[perm.argsort()], full, atol=1e-5, rtol=1e-5
     )
-    # with one batch, the population statistics are that batch's: same features as the raw encoder on it
-    torch.testing.assert_close(extract_features(frozen, x), extract_features(enc, x), atol=1e-2, rtol=1e-2)
+    frozen = with_population_stats(enc, ref)
+    torch.testing.assert_close(extract_features(frozen, x), full, atol=1e-6, rtol=1e-6)
+    # the population statistics of a set are its batch statistics: on that set, the transductive features
+    torch.testing.assert_close(
+        extract_features(enc, ref, reference=ref), extract_features(enc, ref, transductive=True), atol=1e-4, rtol=1e-4
+    )
+    # they do not depend on the order of the reference images
+    shuffled = ref[torch.randperm(64)]
+    torch.testing.assert_close(extract_features(enc, x, reference=shuffled), full, atol=1e-5, rtol=1e-5)
     assert not enc.features[1].track_running_stats  # the original is untouched
+
+
+def test_probe_features_are_inductive_and_transductive_is_a_real_switch() -> None:
+    torch.manual_seed(0)
+    enc = create_backbone("conv4", hidden=8, norm="batch")
+    train = make_collection(n_classes=2, per_class=20, size=16, seed=0)
+    test = make_collection(n_classes=2, per_class=10, size=16, seed=1)
+    r1 = linear_probe(enc, train, test, k_per_class=3, draws=3, seed=0)
+    # predictions for the test set cannot depend on which other test images are scored with it
+    r2 = linear_probe(enc, train, test.subset(torch.randperm(len(test)).tolist()), k_per_class=3, draws=3, seed=0)
+    assert r1["per_draw_acc"] == pytest.approx(r2["per_draw_acc"], abs=1e-12)
+    half = test.subset(range(len(test) // 2))
+    ft = extract_features(enc, test.images, reference=train.images)
+    fh = extract_features(enc, half.images, reference=train.images)
+    torch.testing.assert_close(ft[: len(half)], fh, atol=1e-5, rtol=1e-5)
+    tt = extract_features(enc, test.images, transductive=True)
+    th = extract_features(enc, half.images, transductive=True)
+    assert (tt[: len(half)] - th).abs().max() > 1e-3
 
 
 def test_knn_cosine() -> None:
@@ -102,7 +135,32 @@ def test_linear_probe_ci_and_paired_draws() -> None:
     assert linear_probe(feats, train, test, k_per_class=3, draws=2, seed=6) != two
 
 
+def _binary_auc_by_counting(pos: np.ndarray, neg: np.ndarray) -> float:
+    """P(score of a positive > score of a negative) + ½ P(tie), over all pairs (Mann-Whitney)."""
+    diff = pos[:, None] - neg[None, :]
+    return float(((diff > 0).sum() + 0.5 * (diff == 0).sum()) / diff.size)
+
+
 def test_multiclass_auc_is_macro_ovr() -> None:
+    from medmeta_lib.ssl.probe import _auc
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 6)
+    proba = rng.dirichlet(np.ones(4), size=len(y))
+    proba[y == 2, 2] += 0.3  # class 2 separable-ish, the others near chance
+    proba /= proba.sum(1, keepdims=True)
+    expected = np.mean([_binary_auc_by_counting(proba[y == c, c], proba[y != c, c]) for c in range(4)])
+    assert _auc(y, proba, np.arange(4)) == pytest.approx(expected, abs=1e-12)
+    # two classes: the plain ROC AUC of the positive column
+    yb = (y >= 2).astype(int)
+    pb = np.stack([1 - proba[:, 3], proba[:, 3]], 1)
+    assert _auc(yb, pb, np.arange(2)) == pytest.approx(_binary_auc_by_counting(pb[yb == 1, 1], pb[yb == 0, 1]))
+    # a class missing from the test labels: macro over the classes present, on renormalised columns
+    keep = y != 3
+    sub = proba[keep][:, :3] / proba[keep][:, :3].sum(1, keepdims=True)
+    expected3 = np.mean([_binary_auc_by_counting(sub[y[keep] == c, c], sub[y[keep] != c, c]) for c in range(3)])
+    assert _auc(y[keep], proba[keep], np.arange(4)) == pytest.approx(expected3, abs=1e-12)
+    # and through the probe: a valid macro AUC on a 4-class problem
     train, test = make_collection(n_classes=4, per_class=10, seed=0), make_collection(n_classes=4, per_class=5, seed=2)
     r = linear_probe(nn.Flatten(), train, test, k_per_class=2, draws=3)
     assert 0.5 < r["auc_mean"] <= 1.0
