@@ -1,6 +1,6 @@
 """MedSynth held-out results: every learner at 5-way 1-shot and 5-shot, time-to-accuracy, leave-one-site-out.
 
-Protocol (issue 4, DESIGN.md "Evaluation protocol"):
+Protocol (issue 4, docs/evaluation.md):
 
 * held-out modalities (``make_split(split="modality")``): meta-train on three MedSynth modalities,
   validate on a fourth, test on the fifth (new classes from an unseen imaging domain);
@@ -13,7 +13,7 @@ Protocol (issue 4, DESIGN.md "Evaluation protocol"):
   the validation accuracy first reaches 95% of that learner's own final validation accuracy. The validation modality is
   held out from training and is not the test modality, so the test episodes stay untouched;
 * leave-one-site-out (``--site-learners``): meta-train at three hospitals, test new patients at the
-  fourth and at the training hospitals (``experiment.leave_one_site_out``).
+  fourth and at the training hospitals (``site_studies.leave_one_site_out``).
 
 Training runs in chunks of ``--val-every`` steps through ``meta_train``'s exact resume (weights,
 optimiser, episode stream), so the time spent validating is measured apart from the training time.
@@ -39,7 +39,8 @@ from result_file import ResultFile
 
 from medmeta_lib.data import load_collection
 from medmeta_lib.evaluation import evaluate_learner
-from medmeta_lib.experiment import evaluate_split, learner_defaults, leave_one_site_out, make_split
+from medmeta_lib.experiment import evaluate_split, learner_defaults, make_split
+from medmeta_lib.site_studies import leave_one_site_out
 from medmeta_lib.training import MetaTrainConfig, build_learner, meta_train
 
 ALL = "protonet,anil,fomaml,maml,metasgd,baseline,baseline++,scratch"

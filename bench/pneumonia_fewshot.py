@@ -1,11 +1,15 @@
 """PneumoniaMNIST 2-way K-shot for every learner: the held-out-dataset result (issue 4).
 
-Meta-learners are meta-trained on MedSynth (all modalities, 5-way tasks at 28 px) and tested on
-PneumoniaMNIST's official test split, never seen in training. Two protocols:
+Meta-learners are meta-trained on MedSynth (5-way tasks at 28 px; all modalities, or without the
+synthetic chest radiographs with ``--exclude-modalities chest_xray``, which holds the target out at the
+task level) and tested on PneumoniaMNIST's official test split. Predictions are inductive
+(``--transductive`` for the old per-batch statistics). Two protocols:
 
 * balanced episodes: 2-way K-shot, 15 queries per class, ``--episodes`` fixed episodes;
 * full official test split: K labelled train images per class, all 624 test images scored, over
-  ``--draws`` label draws (the protocol comparable to the MedMNIST v2 full-data anchor).
+  ``--draws`` label draws (the protocol comparable to the MedMNIST v2 full-data anchor): accuracy,
+  balanced accuracy and AUC with draw and draw+test-image intervals, the majority-class rate, and the
+  paired difference of the best learner against every other one.
 
 Run (the figures in BENCHMARKS.md came from these commands; the encoder is bench/pneumonia_ssl_probe.py's):
     OMP_NUM_THREADS=1 .venv/bin/python bench/pneumonia_fewshot.py --out bench/out/pneumonia_fewshot.json
@@ -25,7 +29,7 @@ from result_file import ResultFile
 
 from medmeta_lib.config import shared_data_file
 from medmeta_lib.data import EpisodeSampler, load_collection
-from medmeta_lib.evaluation import evaluate_full_test_split, evaluate_learner
+from medmeta_lib.evaluation import compare_full_test_split, evaluate_learner
 from medmeta_lib.experiment import learner_defaults, make_split, train_learners
 from medmeta_lib.training import MetaTrainConfig, build_learner
 
@@ -42,6 +46,12 @@ def main() -> None:
     p.add_argument("--encoder", default="", help="encoder checkpoint (e.g. SimCLR on unlabelled PneumoniaMNIST)")
     p.add_argument("--n-per-class-site", type=int, default=40)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--exclude-modalities",
+        default="",
+        help="MedSynth modalities left out of meta-training, e.g. chest_xray (the target held out at the task level)",
+    )
+    p.add_argument("--transductive", action="store_true", help="per-batch statistics (the old default), for comparison")
     p.add_argument("--out", default="bench/out/pneumonia_fewshot.json")
     a = p.parse_args()
     if not a.npz:
@@ -52,7 +62,12 @@ def main() -> None:
     shots = [int(k) for k in a.shots.split(",")]
     synth = load_collection("synthetic", split="train", n_per_class_site=a.n_per_class_site, seed=a.seed)
     synth_val = load_collection("synthetic", split="val", n_per_class_site=a.n_per_class_site, seed=a.seed)
-    split = make_split(synth, synth_val, split="none", n_way=5, k_shot=5, q_query=15, seed=a.seed)
+    excluded = [m for m in a.exclude_modalities.split(",") if m]
+    # no validation (val_every=0 below): the split needs no validation collection
+    split = make_split(
+        synth, synth_val, split="none", n_way=5, k_shot=5, q_query=15, exclude_modalities=excluded, seed=a.seed
+    )
+    print(split.description, flush=True)
     meta = [n for n in names if n != "scratch"]
     if a.meta_steps > 0:
         cfg = MetaTrainConfig(steps=a.meta_steps, meta_batch=4, val_every=0, seed=a.seed)
@@ -90,19 +105,31 @@ def main() -> None:
     train = load_collection(a.npz, split="train")
     test = load_collection(a.npz, split="test")
     results: dict[str, dict] = rf.data["results"]
-    for name, learner in learners.items():
+    mode = True if a.transductive else None
+    for learner in learners.values():
         learner.set_n_way(2)
-        for k in shots:
+    for k in shots:
+        cmp = compare_full_test_split(
+            learners, train, test, k_shot=k, draws=a.draws, seed=a.seed + 2, transductive=mode
+        )
+        rf.data.setdefault("paired_vs_best", {})[str(k)] = {"best": cmp["best"], **cmp["paired_vs_best"]}
+        for name, learner in learners.items():
             eps = EpisodeSampler(test, 2, k, 15, seed=a.seed + 1).fixed(a.episodes, seed=a.seed + 1)
-            bal = evaluate_learner(learner, eps).to_dict()
-            full = evaluate_full_test_split(learner, train, test, k_shot=k, draws=a.draws, seed=a.seed + 2)
+            bal = evaluate_learner(learner, eps, transductive=mode).to_dict()
+            full = cmp["results"][name]
             results.setdefault(name, {})[str(k)] = {"balanced": bal, "full_test_split": full}
-            rf.save()
             print(
-                f"{name:10s} K={k:2d} balanced acc {bal['acc_mean']:.3f}±{bal['acc_ci95']:.3f} "
-                f"auc {bal['auc_mean']:.3f} | full split acc {full['acc_mean']:.3f}±{full['acc_ci95']:.3f} "
-                f"auc {full['auc_mean']:.3f}±{full['auc_ci95']:.3f}  ({time.time() - t0:.0f} s)",
+                f"{name:10s} K={k:2d} episodes acc {bal['acc_mean']:.3f}±{bal['acc_ci95']:.3f} "
+                f"auc {bal['auc_mean']:.3f} | full split acc {full['acc_mean']:.3f}±{full['acc_ci95_total']:.3f} "
+                f"bal {full['bal_acc_mean']:.3f}±{full['bal_acc_ci95_total']:.3f} "
+                f"auc {full['auc_mean']:.3f}±{full['auc_ci95_total']:.3f}  ({time.time() - t0:.0f} s)",
                 flush=True,
+            )
+        rf.save()
+        for name, d in cmp["paired_vs_best"].items():
+            b = d["bal_acc"]
+            print(
+                f"K={k:2d} {cmp['best']} - {name}: balanced acc {b['mean']:+.3f} [{b['lo95']:+.3f}, {b['hi95']:+.3f}]"
             )
     rf.finish()
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 SCRIPTS = [
+    "batch_dependence.py",
     "bench_episodes.py",
     "bench_medsynth.py",
     "raw_pixel_medsynth.py",

@@ -101,6 +101,7 @@ def _split(a: argparse.Namespace, train, test, k_shot: int, val=None):
         k_shot=k_shot,
         q_query=a.q_query,
         held_out_sites=held,
+        exclude_modalities=[m for m in (getattr(a, "exclude_modalities", "") or "").split(",") if m],
         seed=a.seed,
     )
 
@@ -141,7 +142,9 @@ def _meta_train(a: argparse.Namespace, rank: int) -> int:
         checkpoint_every=a.val_every,
         seed=a.seed,
     )
-    lkw = {a.learner: {"inner_steps": a.inner_steps}} if a.inner_steps is not None else None
+    lkw = {a.learner: {"inner_steps": a.inner_steps} if a.inner_steps is not None else {}}
+    if a.transductive:
+        lkw[a.learner]["transductive"] = True
     res = train_learners(
         [a.learner],
         sp,
@@ -173,49 +176,9 @@ def _meta_train(a: argparse.Namespace, rank: int) -> int:
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
-    from medmeta_lib.experiment import evaluate_split, learner_defaults
-    from medmeta_lib.runio import write_metrics
-    from medmeta_lib.training import build_learner, load_learner
+    from medmeta_lib.cli_evaluate import evaluate_command
 
-    train, test = _load_pair(a, a.split)
-    sp = _split(a, train, test, a.k_shot)
-    ckpts = dict(c.split("=", 1) if "=" in c else ("", c) for c in (a.checkpoint or []))
-    learners = {}
-    for name in [n for n in a.learners.split(",") if n]:
-        path = ckpts.get(name) or (ckpts.get("") if len(a.learners.split(",")) == 1 else None)
-        if path:
-            learners[name] = load_learner(path, expect_learner=name)
-        else:
-            learners[name] = build_learner(
-                name,
-                backbone=a.backbone,
-                n_way=a.n_way,
-                in_channels=train.channels,
-                encoder=a.encoder,
-                learner_kwargs=learner_defaults(name, train),
-                seed=a.seed,
-            )
-    results = evaluate_split(learners, sp, episodes=a.episodes, seed=a.seed + 12345)
-    out = {
-        "settings": {
-            "data": a.data,
-            "split": a.split,
-            "protocol": sp.description,
-            "n_way": a.n_way,
-            "k_shot": a.k_shot,
-            "q_query": a.q_query,
-            "episodes": a.episodes,
-            "encoder": a.encoder,
-            "checkpoints": ckpts,
-        },
-        "learners": {n: r.to_dict() for n, r in results.items()},
-    }
-    for r in results.values():
-        print(r)
-    if a.json:
-        p = write_metrics(Path(a.json).parent, out, name=Path(a.json).name)
-        print(f"wrote {p}")
-    return 0
+    return evaluate_command(a, load_pair=_load_pair, make_split=_split)
 
 
 def _cmd_pretrain(a: argparse.Namespace) -> int:
@@ -265,6 +228,17 @@ def _common_tasks(p: argparse.ArgumentParser) -> None:
     p.add_argument("--protocol", default="auto", help="auto | modality | classes | sites | none")
     p.add_argument("--held-out-site", default="", help="with --protocol sites: site name(s), comma-separated")
     p.add_argument("--encoder", default=None, help="encoder checkpoint from `medmeta pretrain` / notebook 02")
+    p.add_argument(
+        "--exclude-modalities",
+        default="",
+        help="modalities left out of meta-training (comma-separated), e.g. chest_xray to hold a chest X-ray "
+        "target out at the task level",
+    )
+    p.add_argument(
+        "--transductive",
+        action="store_true",
+        help="normalise queries with the statistics of their own batch (default: the support set's, inductive)",
+    )
 
 
 def _common_training(p: argparse.ArgumentParser) -> None:
@@ -369,12 +343,24 @@ def build_parser() -> argparse.ArgumentParser:
     _common_training(mt)
     mt.set_defaults(func=_cmd_meta_train)
 
-    ev = sub.add_parser("evaluate", help="evaluate learners on the same fixed episodes (mean ± 95%% CI)")
+    ev = sub.add_parser(
+        "evaluate",
+        help="evaluate learners on the same fixed episodes (mean ± 95%% CI), or with --full-test-split on every "
+        "test image with K labelled train images per class",
+    )
     _common_data(ev)
     _common_tasks(ev)
     ev.add_argument("--split", default="test", choices=["train", "val", "test"])
     ev.add_argument("--learners", required=True, help="comma-separated learner names")
     ev.add_argument("--episodes", type=int, default=600)
+    ev.add_argument(
+        "--full-test-split",
+        action="store_true",
+        help="K labelled train images per class (--k-shot), every image of --split scored, --draws label draws "
+        "shared by all learners; reports ACC, balanced ACC, AUC (two classes) with draw and draw+test-image "
+        "intervals, the majority-class rate and paired differences against the best learner",
+    )
+    ev.add_argument("--draws", type=int, default=100, help="label draws for --full-test-split")
     ev.add_argument("--checkpoint", action="append", help="meta-train checkpoint (NAME=PATH for several learners)")
     ev.add_argument("--json", help="write results as JSON here")
     ev.set_defaults(func=_cmd_evaluate)

@@ -7,10 +7,11 @@ Core module (no plotting): :func:`saliency_before_after` returns the keyword arg
 * :func:`occlusion_map` — probability drop under a sliding occluding window (MONAI ``OcclusionSensitivity``).
 * :func:`saliency_before_after` — the same query images explained before and after adapting to the support.
 
-Batch statistics: the default backbones use batch norm with *batch* statistics (DESIGN.md), so a
-prediction depends on the other images in the batch. Saliency is therefore computed *in context*:
-each image's map is the sensitivity of its own prediction while the rest of its batch is unchanged
-(for per-sample norms, detected automatically, the cheaper batched computation gives the same maps).
+Batch statistics: predictors are inductive by default (batch norms use the support set's statistics,
+docs/evaluation.md), so an image's prediction does not depend on its batch and the batched computation
+is used. A transductive predictor (``transductive=True``) normalises with the batch's own statistics;
+saliency is then computed *in context*: each image's map is the sensitivity of its own prediction while
+the rest of its batch is unchanged (detected automatically).
 """
 
 from __future__ import annotations

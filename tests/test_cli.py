@@ -212,3 +212,32 @@ def test_meta_train_validates_on_the_val_split(tmp_path: Path, monkeypatch: pyte
     val_col = load_collection(str(npz), split="val")
     used = seen["split"].val.collection
     assert len(used) == len(val_col) and torch.equal(used.images, val_col.images)
+
+
+def test_evaluate_full_test_split_reports_both_intervals_and_paired_differences(tmp_path: Path, capsys) -> None:
+    npz = _write_npz(tmp_path / "tiny.npz")
+    js = tmp_path / "full.json"
+    argv = ["evaluate", "--data", str(npz), "--full-test-split", "--k-shot", "2", "--draws", "4"]
+    rc = main([*argv, "--learners", "protonet,baseline", "--json", str(js)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    data = json.loads(js.read_text())
+    s = data["settings"]
+    assert (s["protocol"], s["k_shot"], s["draws"], s["test_images"], s["transductive"]) == (
+        "full_test_split", 2, 4, 16, False,
+    )  # fmt: skip
+    for name in ("protonet", "baseline"):
+        r = data["learners"][name]
+        assert r["majority_rate"] == 0.5 and r["draws"] == 4 and len(r["per_draw_acc"]) == 4
+        for m in ("acc", "bal_acc", "auc"):
+            assert r[f"{m}_lo95"] <= r[f"{m}_mean"] <= r[f"{m}_hi95"]
+            assert r[f"{m}_ci95"] >= 0 and r[f"{m}_ci95_total"] >= 0
+        assert f"{name}: ACC {r['acc_mean']:.3f}" in captured.out
+    other = next(n for n in ("protonet", "baseline") if n != data["best"])
+    assert set(data["paired_vs_best"]) == {other} and "inductive" in captured.out
+    # --transductive is the named alternative and is recorded
+    rc = main([*argv, "--learners", "protonet", "--transductive", "--json", str(js)])
+    assert rc == 0 and json.loads(js.read_text())["settings"]["transductive"] is True
+    # a class too small for K: a clear error, exit 2
+    rc = main(["evaluate", "--data", str(npz), "--full-test-split", "--k-shot", "9", "--learners", "protonet"])
+    assert rc == 2 and "fewer than k_shot=9" in capsys.readouterr().err

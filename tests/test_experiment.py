@@ -10,17 +10,17 @@ import pytest
 import torch
 
 import medmeta_lib.experiment as experiment
+import medmeta_lib.site_studies as site_studies
 from medmeta_lib.checkpoint import load_checkpoint
 from medmeta_lib.data.collection import ImageCollection
 from medmeta_lib.data.synthetic import MedSynth
 from medmeta_lib.experiment import (
     evaluate_split,
-    leave_one_site_out,
     make_split,
     obtain_learners,
-    site_transfer_matrix,
     train_learners,
 )
+from medmeta_lib.site_studies import leave_one_site_out, site_transfer_matrix
 from medmeta_lib.training import MetaTrainConfig, build_learner
 
 HIDDEN = 8
@@ -81,29 +81,50 @@ def test_modality_split_holds_out_whole_modalities(cols) -> None:
     assert make_split(tr, te, split="auto", **TASK).kind == "modality"
 
 
-def test_class_split_gives_disjoint_class_sets(cols) -> None:
-    tr, te = cols["train"], cols["test"]
-    task = {**TASK, "n_way": 3}  # one val and one test class per modality: 3 of each
-    sp = make_split(tr, te, split="classes", seed=0, **task)
+def test_class_split_on_medsynth_is_refused_as_modality_recognition(cols) -> None:
+    # six classes per modality split 60/20/20 leave one test class per modality: a 5-way (or even 2-way)
+    # within-modality task cannot be drawn, and tasks across modalities would test modality recognition
+    with pytest.raises(ValueError, match="modality recognition"):
+        make_split(cols["train"], cols["test"], split="classes", **{**TASK, "n_way": 2})
+
+
+def _many_classes(n_mod: int, per_mod: int, seed: int = 0) -> ImageCollection:
+    g = torch.Generator().manual_seed(seed)
+    k = n_mod * per_mod
+    labels = torch.arange(k).repeat_interleave(4)
+    images = torch.rand(len(labels), 1, 8, 8, generator=g)
+    mods = tuple(f"mod{c // per_mod}" for c in range(k))
+    return ImageCollection(images=images, labels=labels, class_names=[f"c{c}" for c in range(k)], class_modalities=mods)
+
+
+def test_class_split_gives_disjoint_class_sets_and_tasks_within_one_modality() -> None:
+    col = _many_classes(2, 15)  # 9 / 3 / 3 classes of each modality
+    sp = make_split(col, col, split="classes", seed=0, n_way=3, k_shot=1, q_query=1)
     a, b, c = set(sp.train.classes), set(sp.val.classes), set(sp.test.classes)
-    assert sp.kind == "classes" and a and b and c
-    assert not (a & b) and not (a & c) and not (b & c)
-    assert a | b | c == set(range(tr.num_classes))
-    for m in MODS:  # split within each modality (60/20/20 of its six classes)
-        mine = set(tr.classes_of_modality(m))
-        assert (len(mine & a), len(mine & b), len(mine & c)) == (4, 1, 1)
+    assert sp.kind == "classes" and not (a & b) and not (a & c) and not (b & c)
+    assert a | b | c == set(range(col.num_classes))
+    for m in ("mod0", "mod1"):
+        mine = set(col.classes_of_modality(m))
+        assert (len(mine & a), len(mine & b), len(mine & c)) == (9, 3, 3)
+    for sampler in (sp.train, sp.val, sp.test):
+        for ep in _episodes(sampler):
+            assert len(_mods_of(col, ep.classes)) == 1  # a task never mixes modalities
     for ep in _episodes(sp.test):
         assert set(ep.classes) <= c
-    assert make_split(tr, te, split="classes", seed=1, **task).test.classes != sp.test.classes  # seeded
-    with pytest.raises(ValueError, match=r"cannot draw 5-way .*only 3 class\(es\)"):
-        make_split(tr, te, split="classes", **TASK)
+    assert make_split(col, col, split="classes", seed=1, n_way=3, k_shot=1, q_query=1).test.classes != sp.test.classes
+    with pytest.raises(ValueError, match="fewer than n_way=4 test classes of one modality"):
+        make_split(col, col, split="classes", n_way=4, k_shot=1, q_query=1)
+    one = _many_classes(1, 20)  # a single modality: an ordinary class split
+    sp1 = make_split(one, one, split="classes", n_way=4, k_shot=1, q_query=1)
+    assert len(sp1.test.classes) == 4
 
 
 def test_site_split_holds_out_a_hospital(cols) -> None:
     tr, te = cols["train"], cols["test"]
-    sp = make_split(tr, te, split="sites", **TASK)  # default: the last site
+    sp = make_split(tr, te, val=cols["val"], split="sites", **TASK)  # default: the last site
     assert sp.kind == "sites"
     assert tuple(sp.train.sites) == (0, 1) and tuple(sp.val.sites) == (0, 1) and tuple(sp.test.sites) == (2,)
+    assert sp.val.collection is cols["val"]  # validation on other patients, never the training images
     assert sp.test.one_site and sp.test.collection is te
     assert sp.train.classes == sp.test.classes == list(range(tr.num_classes))  # same classes, new hospital
     assert all(_ep_sites(ep) <= {0, 1} for ep in _episodes(sp.train))
@@ -115,13 +136,40 @@ def test_site_split_holds_out_a_hospital(cols) -> None:
 
 def test_no_split_uses_every_class_and_site(cols) -> None:
     tr, te = cols["train"], cols["test"]
-    sp = make_split(tr, te, split="none", **TASK)
+    sp = make_split(tr, te, val=cols["val"], split="none", **TASK)
     assert sp.kind == "none"
     for sampler in (sp.train, sp.val, sp.test):
         assert sampler.classes == list(range(tr.num_classes)) and sampler.sites == [0, 1, 2]
     assert sp.train.collection is tr and sp.test.collection is te  # train/test differ by patients only
     one_mod = MedSynth(modalities=["chest_xray"], n_sites=2).generate(image_size=28, n_per_class_site=2)
     assert make_split(one_mod, one_mod, split="auto", **TASK).kind == "none"
+
+
+def test_validation_never_reads_the_training_images(cols) -> None:
+    tr, te = cols["train"], cols["test"]
+    for protocol in ("sites", "none"):
+        sp = make_split(tr, te, split=protocol, **TASK)  # no validation collection
+        assert sp.val is None and "no validation" in sp.description
+        with pytest.raises(ValueError, match="no validation episodes"):
+            train_learners(["protonet"], sp, config=MetaTrainConfig(steps=1, val_every=1), val_episodes=2)
+    # held-out classes: validation classes are disjoint from the training classes, so the train split's
+    # images of them are unseen data
+    sp = make_split(tr, te, split="modality", **TASK)
+    assert sp.val is not None and not set(sp.val.classes) & set(sp.train.classes)
+
+
+def test_exclude_modalities_holds_a_target_out_at_the_task_level(cols) -> None:
+    tr, te = cols["train"], cols["test"]
+    chest = set(tr.classes_of_modality("chest_xray"))
+    sp = make_split(tr, te, val=cols["val"], split="none", exclude_modalities=["chest_xray"], **TASK)
+    assert not chest & set(sp.train.classes) and not chest & set(sp.val.classes)
+    assert all(not chest & set(ep.classes) for ep in _episodes(sp.train))
+    assert "excluded from meta-training: ['chest_xray']" in sp.description
+    spm = make_split(tr, te, split="modality", exclude_modalities=["chest_xray"], **TASK)
+    assert not chest & set(spm.train.classes) and not chest & set(spm.test.classes)
+    assert spm.to_json()["exclude_modalities"] == ["chest_xray"]
+    with pytest.raises(ValueError, match="unknown modality"):
+        make_split(tr, te, split="none", exclude_modalities=["xray"], **TASK)
 
 
 def test_make_split_bad_settings(cols) -> None:
@@ -175,6 +223,7 @@ def test_evaluate_split_uses_the_same_fixed_episodes_for_every_learner(cols) -> 
         assert r.episodes == 6 and len(r.per_episode_acc) == 6
         assert r.settings == {
             "n_way": 5, "k_shot": 1, "q_query": 2, "episodes": 6, "split": sp.description, "episode_seed": 42,
+            "transductive": False,
         }  # fmt: skip
         assert set(r.per_site) <= set(cols["test"].site_names)
 
@@ -216,13 +265,13 @@ def training_spy(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
 @pytest.fixture
 def site_eval_spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[ImageCollection, tuple[int, ...]]]:
     calls: list[tuple[ImageCollection, tuple[int, ...]]] = []
-    real = experiment._site_eval
+    real = site_studies._site_eval
 
     def spy(learner, col, sites, **kw):
         calls.append((col, tuple(sites)))
         return real(learner, col, sites, **kw)
 
-    monkeypatch.setattr(experiment, "_site_eval", spy)
+    monkeypatch.setattr(site_studies, "_site_eval", spy)
     return calls
 
 
@@ -307,3 +356,25 @@ def test_obtain_learners_loads_notebook03_checkpoints_and_trains_the_rest(cols, 
     )
     assert list(both) == ["protonet", "scratch"] and both["scratch"].name == "scratch"
     assert "trained here" not in note3 and "built here (no meta-training needed): ['scratch']" in note3
+
+
+def test_obtain_split_reuses_notebook_03s_split_and_refuses_a_mismatch(cols, tmp_path: Path) -> None:
+    from medmeta_lib.experiment import obtain_split
+    from medmeta_lib.runio import write_metrics
+
+    tr, te = cols["train"], cols["test"]
+    sp03 = make_split(tr, te, split="modality", test_modalities=["chest_xray"], seed=3, **TASK)
+    write_metrics(tmp_path, {"split_spec": sp03.to_json()})
+    sp04, note = obtain_split(tmp_path, tr, te, n_way=3, k_shot=1, q_query=2, seed=0)
+    assert sp04.test.classes == sp03.test.classes and "notebook 03" in note
+    assert sp04.test.n_way == 3  # this notebook's own task size
+    # a split whose test classes were meta-training classes in notebook 03 is refused
+    bad = {**sp03.to_json(), "test_classes": list(sp03.train.classes)[:6]}
+    write_metrics(tmp_path, {"split_spec": bad})
+    with pytest.raises(ValueError, match="meta-trained on"):
+        obtain_split(tmp_path, tr, te, **TASK)
+    write_metrics(tmp_path, {"headline": {}})
+    with pytest.raises(ValueError, match="no split_spec"):
+        obtain_split(tmp_path, tr, te, **TASK)
+    default, note = obtain_split(None, tr, te, **TASK)
+    assert default.kind == "modality" and "default protocol" in note

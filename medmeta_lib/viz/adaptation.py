@@ -334,8 +334,8 @@ def _matrix_layout(fig: go.Figure, n_rows: int) -> go.Figure:
 def cross_site_map_figure(result: Mapping[str, Any], *, title: str | None = None) -> go.Figure:
     """Heatmap of accuracy across hospitals/devices, from either cross-site experiment.
 
-    Accepts :func:`medmeta_lib.experiment.site_transfer_matrix`'s output (train site × test site),
-    :func:`~medmeta_lib.experiment.leave_one_site_out`'s output (held-out vs training sites ×
+    Accepts :func:`medmeta_lib.site_studies.site_transfer_matrix`'s output (train site × test site),
+    :func:`~medmeta_lib.site_studies.leave_one_site_out`'s output (held-out vs training sites ×
     site), or ``{learner: leave_one_site_out(...)}`` (learner × held-out site).
 
     Example:
