@@ -97,8 +97,14 @@ def clone_with(module, tensors):
 
 
 def reference_meta_step(torch, backbone, episodes, optimizer, *, steps, lr, first_order, n_way):
-    """Plain autograd loop MAML/FOMAML with a zero-initialised head (as the library's default)."""
+    """Plain autograd loop MAML/FOMAML with a zero-initialised head (as the library's default).
+
+    Inductive like the library: the query is normalised with the support's batch statistics at the
+    adapted weights (one more support forward of the same clone, its statistics reused for the query).
+    """
     import torch.nn.functional as F
+
+    from medmeta_lib.models.task_norm import context_forward
 
     optimizer.zero_grad(set_to_none=True)
     params = dict(backbone.named_parameters())
@@ -114,7 +120,8 @@ def reference_meta_step(torch, backbone, episodes, optimizer, *, steps, lr, firs
             )
             fast = {key: v - lr * gi for (key, v), gi in zip(fast.items(), grads)}
             w, b = w - lr * grads[-2], b - lr * grads[-1]
-        loss = F.cross_entropy(F.linear(clone_with(backbone, fast)(ep.query_x), w, b), ep.query_y)
+        _, query = context_forward(clone_with(backbone, fast), ep.support_x, ep.query_x)
+        loss = F.cross_entropy(F.linear(query, w, b), ep.query_y)
         (loss / len(episodes)).backward()
     optimizer.step()
 

@@ -88,3 +88,14 @@ def test_a_plain_batchnorm_backbone_is_refused_with_a_fix() -> None:
 
     with pytest.raises(ValueError, match="replace_norm"):
         create_learner("protonet", Net(), n_way=2)
+
+
+def test_the_mode_travels_with_a_checkpoint(tmp_path) -> None:
+    from medmeta_lib.training import _save, build_learner, load_learner
+
+    for transductive in (False, True):
+        learner = build_learner(
+            "protonet", backbone_kwargs={"hidden": 8}, n_way=2, learner_kwargs={"transductive": transductive}
+        )
+        path = _save(tmp_path / f"{transductive}.safetensors", learner, None, {})
+        assert load_learner(path).transductive is transductive

@@ -102,6 +102,11 @@ def test_notebook03_metrics_cover_every_learner(smoke_run):
     assert set(m["results"]) == learners
     for r in m["results"].values():
         assert 0.0 <= r["acc_mean"] <= 1.0 and r["episodes"] == 6
+        assert r["settings"]["transductive"] is False  # inductive by default
+    spec = m["split_spec"]  # what notebook 04 rebuilds and checks
+    assert spec["protocol"] == "auto" and not set(spec["test_classes"]) & set(spec["train_classes"])
+    diff = m["best_vs_runner_up"]  # "best" is backed by a paired difference over the same episodes
+    assert diff["episodes"] == 6 and diff["mean"] >= 0
     assert set(m["cross_site"]) == {"hospital_A", "hospital_B", "hospital_C", "hospital_D"}
     assert (out / "03_meta_training" / "checkpoints" / "protonet" / "last.safetensors").exists()
 
@@ -152,6 +157,7 @@ def test_notebook04_uses_notebook03_checkpoints(smoke_run):
     out, _ = smoke_run
     m = json.loads((out / "04_adaptation_visualisation" / "metrics.json").read_text())
     assert "loaded from notebook 03" in m["source_of_learners"] and "trained here" not in m["source_of_learners"]
+    assert m["split"].startswith("notebook 03's split") and m["transductive"] is False
     curves = m["adaptation_curves"]
     assert {"maml", "protonet", "baseline", "scratch", "contrastive init"} <= set(curves)
     for c in curves.values():
