@@ -1,9 +1,9 @@
-"""Meta-learners: MAML, FOMAML, Meta-SGD, ANIL, ProtoNet and the Baseline/Baseline++/Scratch baselines.
+"""Meta-learners: MAML, FOMAML, Meta-SGD, ANIL, ProtoNet, WeightGen and the Baseline/Baseline++/Scratch baselines.
 
 Example:
     >>> from medmeta_lib.learners import list_learners
     >>> list_learners()
-    ['anil', 'baseline', 'baseline++', 'fomaml', 'maml', 'metasgd', 'protonet', 'scratch']
+    ['anil', 'baseline', 'baseline++', 'fomaml', 'maml', 'metasgd', 'protonet', 'scratch', 'weightgen']
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from medmeta_lib.learners.registry import (
     list_learners,
     register_learner,
 )
+from medmeta_lib.learners.weightgen import WeightGen, WeightGenerator
 
 __all__ = [
     "ANIL",
@@ -33,6 +34,8 @@ __all__ = [
     "Predictor",
     "ProtoNet",
     "Scratch",
+    "WeightGen",
+    "WeightGenerator",
     "create_learner",
     "learner_class",
     "learner_kwargs",

@@ -15,7 +15,7 @@ from medmeta_lib.learners import AdaptationTrace, create_learner, list_learners
 from medmeta_lib.models.task_norm import TaskBatchNorm2d
 from tests.conftest import make_collection
 
-ALL = ["maml", "fomaml", "metasgd", "anil", "protonet", "baseline", "baseline++", "scratch"]
+ALL = ["maml", "fomaml", "metasgd", "anil", "protonet", "baseline", "baseline++", "scratch", "weightgen"]
 N_CLASSES = 6
 
 
