@@ -56,7 +56,8 @@ def main() -> None:
         for transductive in (True, False):
             torch.manual_seed(a.seed)
             kw = {"num_train_classes": 2} if name.startswith("baseline") else {}
-            learner = create_learner(name, create_backbone("conv4"), n_way=2, transductive=transductive, **kw)
+            backbone = create_backbone("conv4", in_channels=train.channels)  # the .npz decides: greyscale or RGB
+            learner = create_learner(name, backbone, n_way=2, transductive=transductive, **kw)
             t0 = time.time()
             predictor, _ = learner.adapt(sx, sy)
             p_all, p_64, p_1 = (probs_in_batches(predictor, test.images, b) for b in (len(test), 64, 1))

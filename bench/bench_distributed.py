@@ -57,7 +57,13 @@ def worker(args: argparse.Namespace) -> None:
         )
         sampler = EpisodeSampler(col, n_way=args.n_way, k_shot=args.k_shot, q_query=args.q_query, seed=0)
         kw = {"inner_steps": args.inner_steps} if args.name in GRADIENT_BASED else {}
-        learner = build_learner(args.name, backbone_kwargs={"hidden": args.hidden}, n_way=args.n_way, learner_kwargs=kw)
+        learner = build_learner(
+            args.name,
+            backbone_kwargs={"hidden": args.hidden},
+            n_way=args.n_way,
+            in_channels=col.channels,
+            learner_kwargs=kw,
+        )
         steps = args.warmup + args.iters
         cfg = MetaTrainConfig(steps=steps, meta_batch=args.meta_batch, val_every=0, checkpoint_every=0, seed=0)
         res = meta_train(learner, sampler, config=cfg, progress=False)

@@ -43,7 +43,7 @@ def time_views(x: torch.Tensor, size: int, repeats: int) -> float:
 
 def time_step(x: torch.Tensor, size: int, name: str, norm: str, repeats: int) -> float:
     torch.manual_seed(0)
-    enc = create_backbone(name, norm=norm)
+    enc = create_backbone(name, in_channels=x.shape[1], norm=norm)
     head = projection_head(int(enc.out_features), 256, 128)  # type: ignore[arg-type]
     opt = torch.optim.AdamW([*enc.parameters(), *head.parameters()], lr=1e-3)
     views = torch.cat(ViewAugment(preset="generic", image_size=size, seed=0).pair(x))

@@ -14,6 +14,12 @@ slice, and the overall timeout callers asked for is kept exactly. No nbclient co
 patched; :class:`SlicedKernelManager` is passed to papermill as nbclient's documented
 ``kernel_manager_class`` option.
 
+The pipeline's kernels also talk over IPC (Unix sockets in Jupyter's private runtime directory)
+instead of loopback TCP: :class:`PipelineKernelManager`. Nothing then listens on a port that other
+local users could reach, and ipykernel has no reason to print its "Kernel is running over TCP without
+encryption" warning into every ``medmeta run``. :func:`execute_notebook` is the pipeline's one call
+into papermill.
+
 Example:
     >>> import papermill as pm  # doctest: +SKIP
     >>> pm.execute_notebook("in.ipynb", "out.ipynb", kernel_manager_class=SlicedKernelManager)  # doctest: +SKIP
@@ -21,18 +27,32 @@ Example:
 
 from __future__ import annotations
 
+import os
 import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
 from queue import Empty
 from typing import Any
 
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.channels import AsyncZMQSocketChannel
 from jupyter_client.manager import AsyncKernelManager
-from traitlets import Type
+from traitlets import Type, default
 
-__all__ = ["SLICE_S", "SlicedChannel", "SlicedKernelClient", "SlicedKernelManager"]
+__all__ = [
+    "SLICE_S",
+    "PipelineKernelManager",
+    "SlicedChannel",
+    "SlicedKernelClient",
+    "SlicedKernelManager",
+    "execute_notebook",
+    "ipc_prefix",
+]
 
 SLICE_S = 0.5  # longest a missed wake-up can delay a message (seconds)
+# a Unix socket path holds at most 107 bytes on Linux and 103 on macOS; "-<port>" is appended to the prefix
+_MAX_IPC_PREFIX = 96
 
 
 class SlicedChannel(AsyncZMQSocketChannel):
@@ -73,3 +93,99 @@ class SlicedKernelManager(AsyncKernelManager):
         """A :class:`SlicedKernelClient` connected to this manager's kernel."""
         self.client_factory = SlicedKernelClient
         return super().client(**kwargs)
+
+
+def ipc_prefix() -> str | None:
+    """A fresh path prefix for one kernel's IPC sockets in Jupyter's runtime directory, or ``None``.
+
+    ``None`` where IPC is not available (not POSIX) or the path would be too long for a Unix socket;
+    the kernel then uses loopback TCP as before.
+
+    Example:
+        >>> p = ipc_prefix()
+        >>> p is None or os.path.basename(p).startswith("medmeta-")
+        True
+    """
+    if os.name != "posix":
+        return None
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    runtime = Path(jupyter_runtime_dir())
+    prefix = str(runtime / f"medmeta-{uuid.uuid4().hex[:12]}-ipc")
+    if len(os.fsencode(prefix)) > _MAX_IPC_PREFIX:
+        return None
+    runtime.mkdir(mode=0o700, parents=True, exist_ok=True)  # private: only this user can connect
+    return prefix
+
+
+class PipelineKernelManager(SlicedKernelManager):
+    """The manager ``medmeta run`` uses: :class:`SlicedKernelManager` with IPC transport where available.
+
+    The sockets are ``<ipc_prefix()>-<n>`` files in Jupyter's runtime directory (mode 0700); jupyter_client
+    removes them when the kernel shuts down. Where :func:`ipc_prefix` gives ``None`` the transport stays TCP.
+    """
+
+    @default("transport")
+    def _default_transport(self) -> str:
+        return "ipc" if self._ipc_prefix is not None else "tcp"
+
+    def _ip_default(self) -> str:
+        return self._ipc_prefix if self.transport == "ipc" and self._ipc_prefix is not None else super()._ip_default()
+
+    @property
+    def _ipc_prefix(self) -> str | None:
+        if not hasattr(self, "_prefix"):
+            self._prefix = ipc_prefix()
+        return self._prefix
+
+
+def execute_notebook(
+    src: str | Path,
+    dst: str | Path,
+    *,
+    parameters: Mapping[str, Any] | None = None,
+    cwd: str | Path | None = None,
+    cell_timeout: int | None = 3600,
+    progress: bool = False,
+    label: str = "",
+) -> Any:
+    """Run a notebook headless with papermill, the way ``medmeta run`` does; returns the executed notebook.
+
+    The kernel is a ``python3`` kernel started by :class:`PipelineKernelManager` (IPC, sliced waits).
+    papermill's errors (``PapermillExecutionError`` for a failing cell, ``TimeoutError``) propagate.
+
+    Args:
+        src: the notebook to run (not modified).
+        dst: where the executed copy is written (also while it runs).
+        parameters: injected after the cell tagged ``parameters``.
+        cwd: working directory of the kernel.
+        cell_timeout: seconds one cell may run (``None``: no limit).
+        progress: a per-cell progress bar on stderr, shown only on a terminal and erased when done.
+        label: the progress bar's title.
+
+    Raises:
+        ValueError: ``cell_timeout`` is not a positive int or ``None``.
+
+    Example:
+        >>> nb = execute_notebook("in.ipynb", "out.ipynb", parameters={"seed": 1})  # doctest: +SKIP
+    """
+    import papermill as pm
+
+    if cell_timeout is not None and (
+        isinstance(cell_timeout, bool) or not isinstance(cell_timeout, int) or cell_timeout < 1
+    ):
+        raise ValueError(f"cell_timeout must be a positive int (seconds) or None, got {cell_timeout!r}")
+    # tqdm: disable=None hides the bar when stderr is not a terminal (logs, CI); leave=False erases it when done
+    bar: bool | dict[str, Any] = False
+    if progress:
+        bar = {"desc": label or Path(src).stem, "leave": False, "disable": None}
+    return pm.execute_notebook(
+        str(src),
+        str(dst),
+        parameters=dict(parameters or {}),
+        kernel_name="python3",
+        progress_bar=bar,
+        cwd=None if cwd is None else str(cwd),
+        execution_timeout=cell_timeout,
+        kernel_manager_class=PipelineKernelManager,
+    )

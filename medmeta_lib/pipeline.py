@@ -12,6 +12,10 @@ artifacts forward by path (02's encoder → 03, 03's checkpoints and metrics →
       index.html           report: links, headline metrics, figures
       01_data_exploration.ipynb / .html     executed notebook and its HTML export
       01_data_exploration/                  the notebook's output_dir (metrics.json, figures/, ...)
+      mathjax/             MathJax for the HTML exports (formulas render offline; medmeta_lib.html_export)
+
+On success ``medmeta run`` prints one line per notebook (its time, or that it was skipped) and nothing
+else: kernels talk over IPC (:mod:`medmeta_lib.nbexec`), so ipykernel has no TCP warning to print.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any
 import yaml
 
 from medmeta_lib.config import PROJECT_ROOT, runs_dir
+from medmeta_lib.html_export import export_html, install_mathjax
 from medmeta_lib.notebook_params import (
     ParameterError,
     check_value,
@@ -37,6 +42,9 @@ from medmeta_lib.notebook_params import (
     parse_overrides,
 )
 from medmeta_lib.report import write_report
+
+# every registered learner (the smoke chain exercises them all; the defaults train fewer)
+_SMOKE_LEARNERS = ["protonet", "anil", "fomaml", "maml", "metasgd", "baseline", "baseline++", "scratch", "weightgen"]
 
 __all__ = [
     "NOTEBOOKS",
@@ -116,8 +124,8 @@ NOTEBOOKS: list[NotebookSpec] = [
         "03_meta_training",
         smoke={
             "n_per_class_site": 8,
-            # every learner, not only the default six: the smoke chain is where all eight are exercised
-            "learners": ["protonet", "anil", "fomaml", "maml", "metasgd", "baseline", "baseline++", "scratch"],
+            # every learner, not only the defaults: the smoke chain is where all nine are exercised
+            "learners": _SMOKE_LEARNERS,
             "hidden": 8,
             "k_shot": 1,
             "q_query": 2,
@@ -232,17 +240,6 @@ def _select(only: Sequence[str] | None, from_: str | None) -> list[NotebookSpec]
     return specs
 
 
-def _export_html(ipynb: Path) -> Path:
-    import nbconvert
-    import nbformat
-
-    nb = nbformat.read(str(ipynb), as_version=4)
-    body, _ = nbconvert.HTMLExporter().from_notebook_node(nb)
-    out = ipynb.with_suffix(".html")
-    _atomic_write_text(out, body)
-    return out
-
-
 def _done_hash(done: Path) -> str | None:
     """The parameter hash recorded by a completed notebook, or None (absent or unreadable: run it again)."""
     try:
@@ -279,10 +276,10 @@ def run_pipeline(
         only: run just these notebook keys (e.g. ``["02"]``).
         from_: start at this notebook key.
         force: re-run notebooks already completed with the same parameters.
-        progress: papermill's per-cell progress bar.
+        progress: a per-cell progress bar on a terminal (erased when the notebook is done).
         cell_timeout: seconds one cell may run before the run fails (``None``: no limit); a
             stalled kernel then stops the run with a clear error instead of hanging it.
-        log: where progress lines go.
+        log: where the one line per notebook goes.
 
     Raises:
         ParameterError: before anything runs, for unknown or wrongly typed parameters.
@@ -293,7 +290,7 @@ def run_pipeline(
     """
     import papermill as pm
 
-    from medmeta_lib.nbexec import SlicedKernelManager
+    from medmeta_lib.nbexec import execute_notebook
 
     specs = _select(only, from_)
     resolved = resolve_parameters(specs, overrides or {}, smoke=smoke)
@@ -314,23 +311,22 @@ def run_pipeline(
         digest = _hash(params, spec.path)
         done = nb_out / DONE_FILE
         if not force and _done_hash(done) == digest:
-            log(f"[medmeta] {spec.stem}: already completed with these parameters, skipped (--force re-runs)")
+            log(f"[medmeta] {spec.stem}: skipped, already completed with these parameters (--force re-runs)")
             skipped.append(spec.stem)
             continue
         done.unlink(missing_ok=True)
         executed_nb = run_dir / f"{spec.stem}.ipynb"
-        log(f"[medmeta] running {spec.stem} → {executed_nb}")
         t0 = time.time()
         try:
-            pm.execute_notebook(
-                str(spec.path),
-                str(executed_nb),
+            # IPC kernel whose client never waits out a missed message (nbexec)
+            execute_notebook(
+                spec.path,
+                executed_nb,
                 parameters=params,
-                kernel_name="python3",
-                progress_bar=progress,
-                cwd=str(nb_out),
-                execution_timeout=cell_timeout,
-                kernel_manager_class=SlicedKernelManager,  # never waits out a missed kernel message (nbexec)
+                cwd=nb_out,
+                cell_timeout=cell_timeout,
+                progress=progress,
+                label=spec.stem,
             )
         except pm.PapermillExecutionError as e:
             failure = (
@@ -341,12 +337,13 @@ def run_pipeline(
             failure = f"{spec.stem}: a cell ran longer than {cell_timeout} s ({e}); outputs so far: {executed_nb}"
         finally:
             if executed_nb.exists():
-                _export_html(executed_nb)
+                export_html(executed_nb, mathjax_dir=install_mathjax(run_dir))
         if failure:
             break
         _atomic_write_text(done, json.dumps({"hash": digest, "seconds": round(time.time() - t0, 1)}))
         executed.append(spec.stem)
-        log(f"[medmeta] {spec.stem} done in {time.time() - t0:.0f} s")
+        # the one line per notebook (bench/bench_pipeline.py parses "[medmeta] <stem> done in <s> s")
+        log(f"[medmeta] {spec.stem} done in {time.time() - t0:.0f} s → {executed_nb.with_suffix('.html')}")
     metrics = {
         s.stem: json.loads(p.read_text()) for s in NOTEBOOKS if (p := run_dir / s.stem / "metrics.json").exists()
     }
@@ -354,7 +351,6 @@ def run_pipeline(
     write_report(run_dir, [s.stem for s in NOTEBOOKS], metrics, failure=failure)
     if failure:
         raise PipelineError(failure)
-    log(f"[medmeta] run complete: {run_dir / 'index.html'}")
     return RunResult(run_dir, executed, skipped, metrics)
 
 

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import matplotlib
+import numpy as np
 import pytest
 import torch
 
@@ -38,6 +40,30 @@ def make_collection(
         site_names=tuple(f"s{i}" for i in range(n_sites)),
         source="toy",
     )
+
+
+def write_medmnist_npz(
+    path: Path, *, channels: int = 1, n_classes: int = 10, per_class: int = 6, seed: int = 0
+) -> Path:
+    """A tiny MedMNIST-format file: ``{split}_images`` uint8 (N, 28, 28) or, in colour, (N, 28, 28, 3);
+    ``{split}_labels`` (N, 1); ``per_class`` images per class in each of train, val and test."""
+    rng = np.random.default_rng(seed)
+    arrays: dict[str, np.ndarray] = {}
+    for split in ("train", "val", "test"):
+        images, labels = [], []
+        for c in range(n_classes):
+            shape = (per_class, 28, 28, 3) if channels == 3 else (per_class, 28, 28)
+            mean = np.zeros(shape[1:])
+            if channels == 3:
+                mean[..., c % 3] = 0.2 + 0.6 * c / n_classes  # the class is in the hue and the level
+            else:
+                mean[:] = 0.1 + 0.8 * c / n_classes
+            images.append((np.clip(mean + rng.normal(0, 0.1, shape), 0, 1) * 255).astype(np.uint8))
+            labels.append(np.full((per_class, 1), c, dtype=np.int64))
+        arrays[f"{split}_images"] = np.concatenate(images)
+        arrays[f"{split}_labels"] = np.concatenate(labels)
+    np.savez(path, **arrays)
+    return path
 
 
 @pytest.fixture

@@ -378,3 +378,16 @@ def test_obtain_split_reuses_notebook_03s_split_and_refuses_a_mismatch(cols, tmp
         obtain_split(tmp_path, tr, te, **TASK)
     default, note = obtain_split(None, tr, te, **TASK)
     assert default.kind == "modality" and "default protocol" in note
+
+
+def test_obtain_split_accepts_patient_and_site_hold_outs(cols, tmp_path: Path) -> None:
+    from medmeta_lib.experiment import check_split_matches, obtain_split
+    from medmeta_lib.runio import write_metrics
+
+    tr, te = cols["train"], cols["test"]
+    for protocol in ("none", "sites"):
+        sp = make_split(tr, te, val=cols["val"], split=protocol, **TASK)
+        check_split_matches(sp, sp.to_json(), where="here")  # classes shared by design: accepted
+        write_metrics(tmp_path, {"split_spec": sp.to_json()})
+        again, _ = obtain_split(tmp_path, tr, te, **TASK)
+        assert again.kind == protocol and again.test.classes == sp.test.classes

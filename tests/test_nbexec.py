@@ -1,18 +1,29 @@
-"""The sliced kernel channel: same contract as jupyter_client's, and a missed wake-up costs one slice."""
+"""The sliced kernel channel: same contract as jupyter_client's, and a missed wake-up costs one slice.
+
+And the pipeline's kernels: IPC transport, so no "running over TCP without encryption" warning.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from queue import Empty
 
+import nbformat
 import pytest
 import zmq
 import zmq.asyncio
 from jupyter_client.session import Session
 
 from medmeta_lib import nbexec
-from medmeta_lib.nbexec import SlicedChannel, SlicedKernelClient, SlicedKernelManager
+from medmeta_lib.nbexec import (
+    PipelineKernelManager,
+    SlicedChannel,
+    SlicedKernelClient,
+    SlicedKernelManager,
+    execute_notebook,
+)
 
 
 def _pair() -> tuple[zmq.asyncio.Context, zmq.asyncio.Socket, zmq.Socket, zmq.Context]:
@@ -91,3 +102,58 @@ def test_manager_hands_out_sliced_clients() -> None:
     kc = km.client()
     assert isinstance(kc, SlicedKernelClient)
     assert kc.shell_channel_class is SlicedChannel and kc.iopub_channel_class is SlicedChannel
+
+
+# ---------------------------------------------------------------- the pipeline's kernels: IPC, quiet
+def test_pipeline_manager_uses_ipc_in_the_private_runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "rt"))
+    km = PipelineKernelManager(kernel_name="python3")
+    assert km.transport == "ipc"
+    assert Path(km.ip).parent == tmp_path / "rt" and Path(km.ip).name.startswith("medmeta-")
+    assert (tmp_path / "rt").stat().st_mode & 0o077 == 0  # only this user can reach the sockets
+    assert PipelineKernelManager(kernel_name="python3").ip != km.ip  # one prefix per kernel
+    assert isinstance(km.client(), SlicedKernelClient)
+
+
+def test_pipeline_manager_falls_back_to_tcp_when_a_socket_path_would_be_too_long(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / ("d" * 120)))
+    assert nbexec.ipc_prefix() is None
+    km = PipelineKernelManager(kernel_name="python3")
+    assert km.transport == "tcp" and km.ip in ("127.0.0.1", "localhost")
+
+
+@pytest.mark.parametrize("bad", [0, -5, 1.5, True, "60"])
+def test_execute_notebook_refuses_bad_cell_timeouts(tmp_path: Path, bad: object) -> None:
+    with pytest.raises(ValueError, match="cell_timeout must be a positive int"):
+        execute_notebook(tmp_path / "in.ipynb", tmp_path / "out.ipynb", cell_timeout=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_a_notebook_runs_over_ipc_without_the_tcp_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # capfd: the kernel is a child process writing to the inherited file descriptors, where the warning went
+    runtime = tmp_path / "rt"
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(runtime))
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("x: int = 1", metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell(
+                "from ipykernel.kernelapp import IPKernelApp\nprint(x * 2, IPKernelApp.instance().transport)"
+            ),
+        ]
+    )
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "tiny.ipynb")
+    (tmp_path / "work").mkdir()
+    out = execute_notebook(
+        tmp_path / "tiny.ipynb", tmp_path / "tiny_out.ipynb", parameters={"x": 21}, cwd=tmp_path / "work"
+    )
+    captured = capfd.readouterr()
+    assert out.cells[-1].outputs[0]["text"] == "42 ipc\n"  # the parameter arrived; the kernel itself says IPC
+    assert nbformat.read(tmp_path / "tiny_out.ipynb", as_version=4).cells[-1].outputs[0]["text"] == "42 ipc\n"
+    assert "without encryption" not in captured.out + captured.err
+    assert "WARNING" not in captured.out + captured.err
+    assert not [p.name for p in runtime.glob("medmeta-*")]  # the socket files are gone with the kernel

@@ -17,6 +17,8 @@ from medmeta_lib.learners.base import AdaptationTrace, Learner, Predictor
 from medmeta_lib.ui.task_picker import TaskPicker
 from medmeta_lib.viz.adaptation import decision_grid_figure, trace_figure
 from medmeta_lib.viz.embeddings import trajectory_figure
+from medmeta_lib.viz.weightgen import generated_weights_figure
+from medmeta_lib.weight_study import generated_head, writes_weights
 
 __all__ = ["AdaptationExplorer"]
 
@@ -31,7 +33,9 @@ class AdaptationExplorer:
     **step** slider then scrubs the recorded trace (no recomputation): the accuracy/loss curves
     mark the step, the embedding view (one PCA fitted on all steps) shows where the support, query
     and prototypes are, and the decision grid compares each query's prediction before adaptation
-    and at that step.
+    and at that step. For a learner whose second network writes the task head (``weightgen``), a
+    **K (writer)** slider shows what that network wrote from the first K support images of each class
+    (generated class weights against the class prototypes), recomputed with one forward pass per move.
 
     Args:
         collections: one collection, or ``name -> collection`` for the *source* drop-down.
@@ -45,9 +49,11 @@ class AdaptationExplorer:
         episode: the episode of the last run.
         predictor: the adapted model of the last run.
         trajectory: the 2-D embedding trajectory of the last run.
-        figures: the current figures: ``"curves"`` and ``"embedding"`` (plotly), ``"decision"`` (matplotlib).
+        figures: the current figures: ``"curves"`` and ``"embedding"`` (plotly), ``"decision"`` (matplotlib),
+            and ``"generated"`` (plotly) for weight-generating learners.
         error: the message of the last failed run, else ``None``.
-        controls: the widgets by name: the task picker's, plus ``learner``, ``steps``, ``run`` (button), ``step``.
+        controls: the widgets by name: the task picker's, plus ``learner``, ``steps``, ``run`` (button), ``step``,
+            ``gen_k`` (the K of the generated-weights view).
 
     Example:
         >>> ex = AdaptationExplorer(col, {"maml": maml, "protonet": proto}, n_way=5, k_shot=5)  # doctest: +SKIP
@@ -95,15 +101,21 @@ class AdaptationExplorer:
             step=W.IntSlider(
                 value=0, min=0, max=steps, description="step", continuous_update=False, disabled=True, style=style
             ),
+            gen_k=W.IntSlider(
+                value=1, min=1, max=2, description="K (writer)", continuous_update=False, disabled=True, style=style
+            ),
         )
         self.status = W.HTML("choose a task and a learner, then press <b>Run adaptation</b>")
-        self.outputs = {k: W.Output() for k in ("curves", "embedding", "decision")}
+        self.outputs = {k: W.Output() for k in ("curves", "embedding", "decision", "generated")}
         self._render = {
             k: out.capture(clear_output=True, wait=True)(self._show_figure_fn(k)) for k, out in self.outputs.items()
         }
         self._running = False
         self.controls["run"].on_click(self._on_run)
         self.controls["step"].observe(self._on_step, names="value")
+        self.controls["gen_k"].observe(self._on_gen_k, names="value")
+        self.generated_box = W.VBox([self.controls["gen_k"], self.outputs["generated"]])
+        self.generated_box.layout.display = "none"  # shown for weight-generating learners only
         c = self.controls
         self.outputs["embedding"].layout = W.Layout(width="58%")
         self.outputs["decision"].layout = W.Layout(width="42%")
@@ -115,6 +127,7 @@ class AdaptationExplorer:
                 c["step"],
                 self.outputs["curves"],
                 W.HBox([self.outputs["embedding"], self.outputs["decision"]]),
+                self.generated_box,
             ]
         )
         self.widget.add_class("medmeta-adaptation-explorer")
@@ -177,7 +190,40 @@ class AdaptationExplorer:
         finally:
             self._running = False
         self.show_step(last)
+        self._setup_generated(ep)
         return trace
+
+    def _setup_generated(self, ep: Episode) -> None:
+        self.figures.pop("generated", None)
+        slider = self.controls["gen_k"]
+        if not writes_weights(self.learner):
+            self.generated_box.layout.display = "none"
+            slider.disabled = True
+            self._render["generated"]()
+            return
+        self.generated_box.layout.display = None
+        self._running = True
+        try:
+            slider.max = max(ep.k_shot, 2)  # ipywidgets needs max > min
+            slider.value = ep.k_shot
+            slider.disabled = ep.k_shot < 2
+        finally:
+            self._running = False
+        self.show_generated(ep.k_shot)
+
+    def show_generated(self, k: int) -> None:
+        """Redraw what the weight generator writes from the first ``k`` support images of each class."""
+        if self.episode is None or not writes_weights(self.learner):
+            return
+        ep = self.episode
+        k = min(max(1, int(k)), ep.k_shot)
+        head = generated_head(self.learner, ep.support_x, ep.support_y, k=k)
+        self.figures["generated"] = generated_weights_figure(head, class_names=self.class_names)
+        self._render["generated"]()
+
+    def _on_gen_k(self, change: Any) -> None:
+        if not self._running and self.trace is not None:
+            self.show_generated(int(change["new"]))
 
     def _on_run(self, _button: Any = None) -> None:
         self.run()
@@ -195,6 +241,7 @@ class AdaptationExplorer:
         if old is not None:
             plt.close(old)
         ep = self.episode
+        generated = self.figures.get("generated")
         self.figures = {
             "curves": trace_figure(self.trace, step=step),
             "embedding": trajectory_figure(
@@ -209,11 +256,13 @@ class AdaptationExplorer:
                 class_names=self.class_names,
             ),
         }
+        if generated is not None:
+            self.figures["generated"] = generated
         # half the width of the notebook: the legend goes below the points instead of beside them
         self.figures["embedding"].update_layout(legend={"orientation": "h", "y": -0.18, "font": {"size": 10}})
         plt.close(self.figures["decision"])  # shown through the Output widget only, not twice
-        for render in self._render.values():
-            render()
+        for key in ("curves", "embedding", "decision"):
+            self._render[key]()
 
     def _show_figure_fn(self, key: str) -> Any:
         def show() -> None:

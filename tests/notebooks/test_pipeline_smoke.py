@@ -98,7 +98,7 @@ def test_notebook02_writes_encoder_for_03(smoke_run):
 def test_notebook03_metrics_cover_every_learner(smoke_run):
     out, _ = smoke_run
     m = json.loads((out / "03_meta_training" / "metrics.json").read_text())
-    learners = {"protonet", "anil", "fomaml", "maml", "metasgd", "baseline", "baseline++", "scratch"}
+    learners = {"protonet", "anil", "fomaml", "maml", "metasgd", "baseline", "baseline++", "scratch", "weightgen"}
     assert set(m["results"]) == learners
     for r in m["results"].values():
         assert 0.0 <= r["acc_mean"] <= 1.0 and r["episodes"] == 6

@@ -105,3 +105,33 @@ def test_n_way_change_and_errors_are_messages():
         AdaptationExplorer(make_collection(), {})
     with pytest.raises(ValueError, match="steps"):
         AdaptationExplorer(make_collection(), learners(), steps=0)
+
+
+def test_weight_generator_view_follows_the_k_slider(monkeypatch) -> None:
+    from medmeta_lib.weight_study import generated_head
+
+    col = make_collection(n_classes=4, per_class=12, n_sites=2, size=16)
+    torch.manual_seed(0)
+    models = {**learners(), "weightgen": create_learner("weightgen", create_backbone("conv4", hidden=8), n_way=3)}
+    ex = AdaptationExplorer(col, models, n_way=3, k_shot=4, q_query=3, steps=2)
+    ex.run()  # maml first: no generator view
+    assert "generated" not in ex.figures and ex.generated_box.layout.display == "none"
+    ex.controls["learner"].value = "weightgen"
+    ex.run()
+    slider = ex.controls["gen_k"]
+    assert ex.generated_box.layout.display is None and not slider.disabled
+    assert slider.max == 4 and slider.value == 4
+    fig = ex.figures["generated"]
+    assert fig.data[0].type == "heatmap" and "K = 4" in fig.layout.title.text
+    calls = []
+    original = models["weightgen"].generate
+    monkeypatch.setattr(models["weightgen"], "generate", lambda *a: calls.append(1) or original(*a))
+    slider.value = 1  # one forward pass of the generator per move
+    assert calls == [1] and "K = 1" in ex.figures["generated"].layout.title.text
+    ep = ex.episode
+    expected = generated_head(models["weightgen"], ep.support_x, ep.support_y, k=1)["cosine"]
+    np.testing.assert_allclose(np.array(ex.figures["generated"].data[0].z), expected.numpy(), atol=1e-6)
+    ex.controls["step"].value = 0  # scrubbing the adaptation steps keeps the generator view
+    assert "generated" in ex.figures
+    with pytest.raises(ValueError, match="does not generate weights"):
+        generated_head(models["protonet"], ep.support_x, ep.support_y)
