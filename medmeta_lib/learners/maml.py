@@ -201,7 +201,11 @@ class MAML(_HeadMixin, Learner):
         for step in range(steps + 1):
             if step == steps and recorder is None:
                 break
-            with torch.enable_grad(), record_norm_stats() as stats:
+            # the support's statistics are recorded only when a trace scores queries with them
+            with (
+                torch.enable_grad(),
+                record_norm_stats() if recorder is not None else contextlib.nullcontext() as stats,
+            ):
                 emb, logits = self._logits(body, w, b, x)
             if recorder is not None:
                 self._record(recorder, step, body, w, b, emb, logits, y, query_x, stats)
