@@ -9,7 +9,7 @@ artifacts forward by path (02's encoder → 03, 03's checkpoints and metrics →
     runs/<timestamp>/
       params.yaml          resolved parameters of every notebook
       metrics.json         merged metrics ({notebook: metrics})
-      index.html           report: links, headline metrics, figures
+      index.html           report: summary (data, learners ± 95% CI, label efficiency, site effect), figures
       01_data_exploration.ipynb / .html     executed notebook and its HTML export
       01_data_exploration/                  the notebook's output_dir (metrics.json, figures/, ...)
       mathjax/             MathJax for the HTML exports (formulas render offline; medmeta_lib.html_export)

@@ -65,7 +65,7 @@ def test_run_directory_layout(smoke_run):
     index = (out / "index.html").read_text()
     for stem in STEMS:
         assert f"{stem}.html" in index
-    assert "<img src='01_data_exploration/figures/" in index
+    assert '<img src="01_data_exploration/figures/' in index
 
 
 def test_executed_notebooks_have_no_errors(smoke_run):
