@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from medmeta_lib.data.collection import ImageCollection
 
-__all__ = ["IMAGE_EXTENSIONS", "load_folder", "read_image"]
+__all__ = ["IMAGE_EXTENSIONS", "detect_channels", "load_folder", "read_image"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".nii", ".nii.gz")
 _PIL_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -173,11 +173,58 @@ def _read_sized(p: Path, *, image_size: int, channels: int) -> tuple[torch.Tenso
     return x.clamp_(0.0, 1.0).contiguous(), (h, w)
 
 
-def _check_args(image_size: int, channels: int, on_error: str, split: str) -> None:
+_COLOUR_PIL_MODES = {"RGB", "RGBA", "RGBX", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"}
+_COLOUR_DICOM = {
+    "RGB",
+    "YBR_FULL",
+    "YBR_FULL_422",
+    "YBR_PARTIAL_422",
+    "YBR_PARTIAL_420",
+    "YBR_ICT",
+    "YBR_RCT",
+    "PALETTE COLOR",
+}
+
+
+def _is_colour_file(p: Path) -> bool:
+    kind = _kind(p)
+    if kind == "pil":
+        from PIL import Image
+
+        with Image.open(p) as im:  # reads the header only
+            return im.mode in _COLOUR_PIL_MODES
+    if kind == "dicom" and _has_module("pydicom"):
+        import pydicom
+
+        ds = pydicom.dcmread(p, stop_before_pixels=True, force=True)
+        return str(getattr(ds, "PhotometricInterpretation", "")).upper() in _COLOUR_DICOM
+    return False  # NIfTI volumes are read as greyscale
+
+
+def detect_channels(files: Sequence[str | os.PathLike[str]]) -> int:
+    """3 if any file is stored as a colour image (PIL mode RGB/RGBA/palette…, colour DICOM), else 1.
+
+    Only headers are read. Unreadable files count as greyscale here (reading them later reports them).
+    A greyscale picture saved in an RGB file is read as RGB (three equal channels).
+
+    Example:
+        >>> detect_channels([])
+        1
+    """
+    for f in files:
+        try:
+            if _is_colour_file(Path(f)):
+                return 3
+        except Exception:
+            continue
+    return 1
+
+
+def _check_args(image_size: int, channels: int | str, on_error: str, split: str) -> None:
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
         raise ValueError(f"image_size must be an integer >= 8, got {image_size!r}")
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 (greyscale) or 3 (RGB), got {channels!r}")
+    if channels not in (1, 3, "auto"):
+        raise ValueError(f"channels must be 1 (greyscale), 3 (RGB) or 'auto' (from the files), got {channels!r}")
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if not isinstance(split, str) or not split:
@@ -283,7 +330,7 @@ def load_folder(
     *,
     image_size: int = 28,
     split: str = "train",
-    channels: int = 1,
+    channels: int | str = "auto",
     extensions: Sequence[str] | None = None,
     on_error: str = "raise",
 ) -> ImageCollection:
@@ -297,7 +344,8 @@ def load_folder(
         image_size: output side length.
         split: which split folder to read (when present); also the collection's ``split`` tag.
             Without split folders every image is returned (with a warning unless ``"train"``).
-        channels: 1 (greyscale) or 3 (RGB).
+        channels: 1 (greyscale), 3 (RGB) or ``"auto"``: 3 when any image file under ``root`` (every split,
+            so that all splits agree) is stored in colour, else 1 (:func:`detect_channels`).
         extensions: file endings to read (default ``IMAGE_EXTENSIONS``); extension-less DICOM
             files are always recognised. Other files are skipped with one warning.
         on_error: ``"raise"`` (default) lists unreadable files in a ValueError; ``"skip"``
@@ -353,10 +401,14 @@ def load_folder(
             f"(e.g. {ignored[:3]}); pass extensions=... to read other file types",
             stacklevel=2,
         )
+    if channels == "auto":  # decided over every split's files, so train/val/test agree
+        channels = detect_channels(
+            [p for p in sorted(top.rglob("*")) if p.is_file() and _suffix(p) in (*_PIL_EXT, ".dcm")]
+        )
     images, ok = _read_all(
         files,
         image_size=image_size,
-        channels=channels,
+        channels=int(channels),
         on_error=on_error,
         where=str(base),
         describe=lambda i: str(files[i].relative_to(base)),

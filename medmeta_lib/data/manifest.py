@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from medmeta_lib.data.collection import ImageCollection
-from medmeta_lib.data.folder import _MAX_LISTED, _check_args, _collection, _read_all, _warn_no_split
+from medmeta_lib.data.folder import _MAX_LISTED, _check_args, _collection, _read_all, _warn_no_split, detect_channels
 
 __all__ = ["load_csv_manifest"]
 
@@ -68,7 +68,7 @@ def load_csv_manifest(
     *,
     image_size: int = 28,
     split: str = "train",
-    channels: int = 1,
+    channels: int | str = "auto",
     root: str | os.PathLike[str] | None = None,
     on_error: str = "raise",
 ) -> ImageCollection:
@@ -85,7 +85,8 @@ def load_csv_manifest(
         image_size: output side length.
         split: rows to read when the CSV has a ``split`` column (without one, every row, with a
             warning unless ``"train"``); the collection's split tag.
-        channels: 1 (greyscale) or 3 (RGB).
+        channels: 1 (greyscale), 3 (RGB) or ``"auto"``: 3 when any listed file (every split, so that all
+            splits agree) is stored in colour, else 1.
         root: folder that relative paths are resolved against (default: the CSV's folder).
         on_error: ``"raise"`` or ``"skip"`` for files that exist but cannot be read.
 
@@ -112,6 +113,8 @@ def load_csv_manifest(
     else:
         class_names = sorted(set(raw_labels))
         label_of = {name: i for i, name in enumerate(class_names)}
+    if channels == "auto":  # decided over every row (all splits), so train/val/test agree
+        channels = detect_channels([r["path"] for r in rows if r["path"].is_file()])
     has_site = "site" in rows[0]
     site_names = sorted({r["site"] for r in rows}) if has_site else [csv_path.stem]
     site_of = {s: i for i, s in enumerate(site_names)}
@@ -133,7 +136,7 @@ def load_csv_manifest(
     images, ok = _read_all(
         [r["path"] for r in rows],
         image_size=image_size,
-        channels=channels,
+        channels=int(channels),
         on_error=on_error,
         where=str(csv_path),
         describe=lambda i: f"row {rows[i]['line']} ({rows[i]['path']})",

@@ -369,3 +369,34 @@ def test_csv_unreadable_image_raise_and_skip(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="junk.png"):
         col = load_csv_manifest(m, on_error="skip")
     assert len(col) == 2 and col.meta["files"] == (str(Path("img/a0.png")), str(Path("img/b0.png")))
+
+
+def _rgb_png(path: Path, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8), mode="RGB").save(path)
+    return path
+
+
+def test_channels_auto_follows_the_files_and_every_split_agrees(tmp_path: Path) -> None:
+    grey = tmp_path / "grey"
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            _png(grey / split / c / "x.png", _ramp())
+    assert load_folder(grey).channels == 1 and load_folder(grey, split="test").channels == 1
+    # colour only in the test split: train must come out with 3 channels as well, or models would not fit it
+    mixed = tmp_path / "mixed"
+    for c in ("a", "b"):
+        _png(mixed / "train" / c / "x.png", _ramp())
+        _rgb_png(mixed / "test" / c / "y.png", seed=ord(c))
+    train, test = load_folder(mixed), load_folder(mixed, split="test")
+    assert train.channels == test.channels == 3
+    torch.testing.assert_close(train.images[:, 0], train.images[:, 2])  # greyscale repeated
+    assert not torch.equal(test.images[:, 0], test.images[:, 2])  # real colour kept
+    assert load_folder(mixed, split="test", channels=1).channels == 1  # an explicit choice still wins
+    # a CSV manifest decides over all its rows, whatever the split
+    csv = tmp_path / "m.csv"
+    csv.write_text("path,label,split\nmixed/train/a/x.png,a,train\nmixed/test/b/y.png,b,test\n")
+    assert load_csv_manifest(csv, split="train").channels == 3
+    with pytest.raises(ValueError, match="'auto'"):
+        load_folder(grey, channels=2)
