@@ -17,6 +17,7 @@ SCRIPTS = [
     "raw_pixel_medsynth.py",
     "bench_ssl.py",
     "bench_learners.py",
+    "adaptation_speed.py",
     "bench_distributed.py",
     "ssl_site_invariance.py",
     "medsynth_results.py",
