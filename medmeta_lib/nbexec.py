@@ -138,6 +138,14 @@ class PipelineKernelManager(SlicedKernelManager):
             self._prefix = ipc_prefix()
         return self._prefix
 
+    async def _async_interrupt_kernel(self) -> None:
+        # jupyter_client sends SIGINT before every shutdown request; a kernel that is still finishing up when
+        # it arrives logs "KeyboardInterrupt caught in kernel" to the console of a successful run. The
+        # shutdown request that follows ends the kernel anyway (then SIGTERM/SIGKILL if it does not).
+        if self.shutting_down:
+            return
+        await super()._async_interrupt_kernel()
+
 
 def execute_notebook(
     src: str | Path,

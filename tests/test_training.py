@@ -31,6 +31,7 @@ FAST = {
     "baseline": {"eval_steps": 3},
     "baseline++": {"eval_steps": 3},
     "scratch": {"eval_steps": 2},
+    "weightgen": {"refine_steps": 1},
 }
 
 
