@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call
 
+from medmeta_lib.learners.protonet import prototypes
+
 __all__ = ["generated_head", "writes_weights"]
 
 
@@ -69,7 +71,6 @@ def generated_head(learner: Any, support_x: Tensor, support_y: Tensor, *, k: int
     _, emb = learner.frozen_embedder(lambda x: functional_call(backbone, body, (x,)), sx)
     with torch.no_grad():
         w, b = learner.generate(emb, sy)
-        onehot = F.one_hot(sy, n_way).to(emb.dtype)
-        protos = (onehot.T @ emb) / onehot.sum(0).unsqueeze(1)
+        protos = prototypes(emb, sy, n_way)
         cos = F.normalize(w, dim=-1) @ F.normalize(protos, dim=-1).T
     return {"k": k, "weights": w.detach(), "bias": b.detach(), "prototypes": protos, "cosine": cos}

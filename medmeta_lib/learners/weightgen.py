@@ -36,6 +36,7 @@ from torch.func import functional_call
 
 from medmeta_lib.data.episodes import Episode
 from medmeta_lib.learners.base import AdaptationTrace, Learner, Predictor, TraceRecorder, check_int, check_positive
+from medmeta_lib.learners.protonet import prototypes
 from medmeta_lib.learners.registry import register_learner
 
 __all__ = ["GENERATORS", "WeightGen", "WeightGenerator", "cosine_logits", "supervised_contrastive_loss"]
@@ -180,8 +181,7 @@ class WeightGen(Learner):
             >>> w, b = learner.generate(learner.backbone(sx), sy)  # doctest: +SKIP
         """
         if self.generator is None:  # identity: raw class means, no bias (the cosine-prototype classifier)
-            onehot = F.one_hot(support_y, self.n_way).to(support_emb.dtype)
-            w = (onehot.T @ support_emb) / onehot.sum(0).clamp_min(1).unsqueeze(1)
+            w = prototypes(support_emb, support_y, self.n_way)
             return w, torch.zeros(self.n_way, dtype=w.dtype, device=w.device)
         return self.generator(support_emb, support_y, self.n_way)
 
@@ -226,8 +226,7 @@ class WeightGen(Learner):
         embed, emb = self.frozen_embedder(lambda x: functional_call(backbone, body, (x,)), support_x)
         with torch.no_grad():
             qemb = None if query_x is None else embed(query_x)
-            onehot = F.one_hot(support_y, self.n_way).to(emb.dtype)
-            protos = (onehot.T @ emb) / onehot.sum(0).unsqueeze(1)
+            protos = prototypes(emb, support_y, self.n_way)
             scale = self.log_scale.detach().exp()
             gen_w, gen_b = (t.detach() for t in self.generate(emb, support_y))
         rec = TraceRecorder(self.name, query_y, record_params=record_params, record_embeddings=record_embeddings)
