@@ -25,12 +25,13 @@ run: setup
 smoke: setup
 	$(BIN)/medmeta run --smoke $(ARGS)
 
-## every check: lint (incl. notebooks), format, types, tests
+## every check: lint (incl. notebooks), format, import contracts, types, tests
 test: setup browser-deps lint typecheck pytest
 
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: setup
 	$(BIN)/mypy

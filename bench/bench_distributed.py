@@ -43,8 +43,9 @@ def worker(args: argparse.Namespace) -> None:
 
     from medmeta_lib.data.collection import ImageCollection
     from medmeta_lib.data.episodes import EpisodeSampler
-    from medmeta_lib.distributed import distributed_session
-    from medmeta_lib.training import MetaTrainConfig, build_learner, meta_train
+    from medmeta_lib.training.distributed import distributed_session
+    from medmeta_lib.training.learner_io import build_learner
+    from medmeta_lib.training.meta_training import MetaTrainConfig, meta_train
 
     with distributed_session(timeout_s=600) as (rank, world):
         g = torch.Generator().manual_seed(0)

@@ -23,7 +23,8 @@ from medmeta_lib.data.collection import ImageCollection
 from medmeta_lib.data.sources import load_collection
 from medmeta_lib.models.backbones import create_backbone
 from medmeta_lib.ssl.ntxent import nt_xent_loss
-from medmeta_lib.ssl.simclr import SimCLRConfig, pretrain_simclr, projection_head
+from medmeta_lib.ssl.simclr import pretrain_simclr, projection_head
+from medmeta_lib.ssl.simclr_config import SimCLRConfig
 
 
 def _best(fn: Callable[[], object], repeats: int) -> float:

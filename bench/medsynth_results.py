@@ -38,10 +38,12 @@ import torch
 from result_file import ResultFile
 
 from medmeta_lib.data import load_collection
-from medmeta_lib.evaluation import evaluate_learner
-from medmeta_lib.experiment import evaluate_split, learner_defaults, make_split
-from medmeta_lib.site_studies import leave_one_site_out
-from medmeta_lib.training import MetaTrainConfig, build_learner, meta_train
+from medmeta_lib.evaluation.episodic import evaluate_learner
+from medmeta_lib.studies.experiment import evaluate_split, learner_defaults
+from medmeta_lib.studies.experiment_split import make_split
+from medmeta_lib.studies.sites import leave_one_site_out
+from medmeta_lib.training.learner_io import build_learner
+from medmeta_lib.training.meta_training import MetaTrainConfig, meta_train
 
 ALL = "protonet,anil,fomaml,maml,metasgd,baseline,baseline++,scratch"
 INNER = ("maml", "fomaml", "metasgd", "anil")

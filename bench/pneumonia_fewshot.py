@@ -29,9 +29,12 @@ from result_file import ResultFile
 
 from medmeta_lib.config import shared_data_file
 from medmeta_lib.data import EpisodeSampler, load_collection
-from medmeta_lib.evaluation import compare_full_test_split, evaluate_learner
-from medmeta_lib.experiment import learner_defaults, make_split, train_learners
-from medmeta_lib.training import MetaTrainConfig, build_learner
+from medmeta_lib.evaluation.episodic import evaluate_learner
+from medmeta_lib.evaluation.full_test_split import compare_full_test_split
+from medmeta_lib.studies.experiment import learner_defaults, train_learners
+from medmeta_lib.studies.experiment_split import make_split
+from medmeta_lib.training.learner_io import build_learner
+from medmeta_lib.training.meta_training import MetaTrainConfig
 
 
 def main() -> None:

@@ -29,10 +29,12 @@ from result_file import ResultFile
 from torch import nn
 
 from medmeta_lib.data import load_collection
-from medmeta_lib.evaluation import mean_ci
+from medmeta_lib.evaluation.intervals import mean_ci
 from medmeta_lib.models import create_backbone
-from medmeta_lib.ssl.probe import extract_features, linear_probe
-from medmeta_lib.ssl.simclr import SimCLRConfig, pretrain_simclr
+from medmeta_lib.ssl.features import extract_features
+from medmeta_lib.ssl.probe import linear_probe
+from medmeta_lib.ssl.simclr import pretrain_simclr
+from medmeta_lib.ssl.simclr_config import SimCLRConfig
 
 
 def by_sites(col: Any, keep: bool, site: int) -> Any:

@@ -150,8 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = args.run.expanduser().resolve()
     if args.render:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from medmeta_lib.pipeline import NOTEBOOKS
-        from medmeta_lib.report import write_report
+        from medmeta_lib.pipeline.report import write_report
+        from medmeta_lib.pipeline.runner import NOTEBOOKS
 
         merged = run / "metrics.json"
         write_report(run, [s.stem for s in NOTEBOOKS], json.loads(merged.read_text()) if merged.exists() else {})

@@ -3,16 +3,9 @@
 from __future__ import annotations
 
 from medmeta_lib.data.collection import ImageCollection
-from medmeta_lib.data.episodes import (
-    ClassSplit,
-    Episode,
-    EpisodeSampler,
-    EpisodeSet,
-    split_classes,
-    split_modalities,
-    split_sites,
-)
+from medmeta_lib.data.episodes import Episode, EpisodeSampler, EpisodeSet
 from medmeta_lib.data.sources import SOURCE_HELP, load_collection
+from medmeta_lib.data.splits import ClassSplit, split_classes, split_modalities, split_sites
 
 __all__ = [
     "SOURCE_HELP",

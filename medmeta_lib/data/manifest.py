@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from medmeta_lib.data.collection import ImageCollection
-from medmeta_lib.data.folder import _MAX_LISTED, _check_args, _collection, _read_all, _warn_no_split, detect_channels
+from medmeta_lib.data.folder import _MAX_LISTED, _check_args, _collection, _read_all, _warn_no_split
+from medmeta_lib.data.image_files import detect_channels
 
 __all__ = ["load_csv_manifest"]
 

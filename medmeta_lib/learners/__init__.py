@@ -9,7 +9,7 @@ Example:
 from __future__ import annotations
 
 from medmeta_lib.learners.anil import ANIL
-from medmeta_lib.learners.base import AdaptationTrace, Learner, Predictor
+from medmeta_lib.learners.base import Learner, Predictor
 from medmeta_lib.learners.finetune import Baseline, BaselinePlusPlus, Scratch
 from medmeta_lib.learners.maml import FOMAML, MAML, MetaSGD
 from medmeta_lib.learners.protonet import ProtoNet
@@ -20,6 +20,7 @@ from medmeta_lib.learners.registry import (
     list_learners,
     register_learner,
 )
+from medmeta_lib.learners.trace import AdaptationTrace
 from medmeta_lib.learners.weightgen import WeightGen, WeightGenerator
 
 __all__ = [

@@ -16,16 +16,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medmeta_lib.data.episodes import Episode
-from medmeta_lib.learners.base import (
-    AdaptationTrace,
-    Learner,
-    Predictor,
-    TraceRecorder,
-    check_int,
-    check_positive,
-)
+from medmeta_lib.learners.base import Learner, Predictor, check_int, check_positive
 from medmeta_lib.learners.maml import HeadInit, _HeadMixin
 from medmeta_lib.learners.registry import register_learner
+from medmeta_lib.learners.trace import AdaptationTrace, TraceRecorder
 
 __all__ = ["ANIL"]
 

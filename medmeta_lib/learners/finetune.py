@@ -26,15 +26,9 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from medmeta_lib.data.episodes import Episode
-from medmeta_lib.learners.base import (
-    AdaptationTrace,
-    Learner,
-    Predictor,
-    TraceRecorder,
-    check_int,
-    check_positive,
-)
+from medmeta_lib.learners.base import Learner, Predictor, check_int, check_positive
 from medmeta_lib.learners.registry import register_learner
+from medmeta_lib.learners.trace import AdaptationTrace, TraceRecorder
 from medmeta_lib.models.heads import CosineHead, LinearHead
 from medmeta_lib.models.task_norm import record_norm_stats, use_norm_stats
 

@@ -10,12 +10,13 @@ starting from ``φ = θ``. Outer objective: ``L(θ) = (1/T) Σ_i L_{Q_i}(φ_i(θ
 * ``metasgd`` (Li et al. 2017): ``α`` is a learned tensor per parameter (same shape), initialised
   to ``inner_lr`` and meta-trained with ``θ``.
 
-Design notes (measured, see docs/architecture.md): tasks are processed in a plain Python loop — ``vmap``
-over tasks is slower on CPU and gives wrong second-order gradients through BatchNorm. The
-support and query forwards are separate calls; by default the query is normalised with the batch
-statistics of the support forward at the adapted weights (MetaBN, Bronskill et al. 2020: inductive,
-and differentiated through in meta-training). ``transductive = True`` normalises the query with its
-own statistics instead, the usual MAML setting.
+Design notes (docs/architecture.md): tasks are processed in a plain Python loop through ``torch.func``
+(measured against a plain autograd loop in BENCHMARKS.md §1); ``vmap`` over tasks is not used (no
+vmap variant is measured in ``bench/``, and batch-statistics normalisation would need per-task
+statistics inside it). The support and query forwards are separate calls; by default the query is
+normalised with the batch statistics of the support forward at the adapted weights (MetaBN,
+Bronskill et al. 2020: inductive, and differentiated through in meta-training). ``transductive = True``
+normalises the query with its own statistics instead, the usual MAML setting.
 
 Head: a linear layer with ``n_way`` outputs. ``head_init="zero"`` (default) starts every task
 from an all-zero head, as in UnicornMAML (Ye & Chao 2022, "How to train your MAML to excel in
@@ -39,15 +40,9 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from medmeta_lib.data.episodes import Episode
-from medmeta_lib.learners.base import (
-    AdaptationTrace,
-    Learner,
-    Predictor,
-    TraceRecorder,
-    check_int,
-    check_positive,
-)
+from medmeta_lib.learners.base import Learner, Predictor, check_int, check_positive
 from medmeta_lib.learners.registry import register_learner
+from medmeta_lib.learners.trace import AdaptationTrace, TraceRecorder
 from medmeta_lib.models.task_norm import record_norm_stats, use_norm_stats
 
 __all__ = ["FOMAML", "MAML", "HeadInit", "MetaSGD"]

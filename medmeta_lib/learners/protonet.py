@@ -15,8 +15,9 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from medmeta_lib.data.episodes import Episode
-from medmeta_lib.learners.base import AdaptationTrace, Learner, Predictor, TraceRecorder, check_int
+from medmeta_lib.learners.base import Learner, Predictor, check_int
 from medmeta_lib.learners.registry import register_learner
+from medmeta_lib.learners.trace import AdaptationTrace, TraceRecorder
 
 __all__ = ["ProtoNet", "prototype_logits", "prototypes"]
 

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from medmeta_lib.models.backbones import (
-    NORMS,
     count_parameters,
     create_backbone,
     list_backbones,
-    make_norm,
     register_backbone,
-    replace_norm,
     resolve_backbone_kwargs,
 )
 from medmeta_lib.models.heads import CosineHead, LinearHead
+from medmeta_lib.models.norm_layers import NORMS, make_norm, replace_norm
 from medmeta_lib.models.task_norm import (
     NormStats,
     TaskBatchNorm2d,

@@ -28,22 +28,12 @@ from typing import Any, TypeVar
 
 from torch import Tensor, nn
 
-from medmeta_lib.models.task_norm import TaskBatchNorm2d
+from medmeta_lib.models.norm_layers import check_norm, make_norm, replace_norm
 
-__all__ = [
-    "NORMS",
-    "count_parameters",
-    "create_backbone",
-    "list_backbones",
-    "make_norm",
-    "register_backbone",
-    "replace_norm",
-    "resolve_backbone_kwargs",
-]
+__all__ = ["count_parameters", "create_backbone", "list_backbones", "register_backbone", "resolve_backbone_kwargs"]
 
 F = TypeVar("F", bound=Callable[..., nn.Module])
 
-NORMS = ("batch", "group", "instance", "none")
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -163,74 +153,6 @@ def count_parameters(module: nn.Module, *, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
-# ---------------------------------------------------------------- normalisation
-
-
-def _check_norm(norm: str) -> str:
-    if norm not in NORMS:
-        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-    return norm
-
-
-def _groups(channels: int, max_groups: int = 8) -> int:
-    return max(g for g in range(1, max_groups + 1) if channels % g == 0)
-
-
-def make_norm(norm: str, channels: int) -> nn.Module:
-    """A 2-D normalisation layer without running statistics (safe inside ``torch.func`` transforms).
-
-    Args:
-        norm: ``"batch"`` (``TaskBatchNorm2d``: batch statistics, or a recorded context's), ``"group"``
-            (GroupNorm, up to 8 groups), ``"instance"`` (InstanceNorm2d, affine) or ``"none"`` (Identity).
-        channels: number of channels.
-
-    Example:
-        >>> make_norm("batch", 16).track_running_stats
-        False
-    """
-    _check_norm(norm)
-    if norm == "batch":
-        return TaskBatchNorm2d(channels)
-    if norm == "group":
-        return nn.GroupNorm(_groups(channels), channels)
-    if norm == "instance":
-        return nn.InstanceNorm2d(channels, affine=True, track_running_stats=False)
-    return nn.Identity()
-
-
-_NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
-
-
-def replace_norm(module: nn.Module, norm: str) -> nn.Module:
-    """Replace every batch/group/instance norm inside ``module`` by ``make_norm(norm, channels)``, in place.
-
-    Used to make third-party networks (MONAI) free of running statistics.
-
-    Returns:
-        ``module`` (or the new layer when ``module`` itself is a norm layer).
-
-    Example:
-        >>> m = replace_norm(nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4)), "group")
-        >>> type(m[1]).__name__
-        'GroupNorm'
-    """
-    _check_norm(norm)
-    if isinstance(module, _NORM_TYPES):
-        return make_norm(norm, _channels(module))
-    for child_name, child in module.named_children():
-        if isinstance(child, _NORM_TYPES):
-            setattr(module, child_name, make_norm(norm, _channels(child)))
-        else:
-            replace_norm(child, norm)
-    return module
-
-
-def _channels(layer: nn.Module) -> int:
-    if isinstance(layer, nn.GroupNorm):
-        return int(layer.num_channels)
-    return int(layer.num_features)  # type: ignore[arg-type]
-
-
 # ---------------------------------------------------------------- Conv-4
 
 
@@ -292,7 +214,7 @@ def conv4(
     """
     if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
         raise ValueError(f"conv4: hidden must be a positive int (channels per layer, e.g. 64), got {hidden!r}")
-    _check_norm(norm)
+    check_norm(norm)
     if pool not in ("avg", "flatten"):
         raise ValueError(f"conv4: pool must be 'avg' or 'flatten', got {pool!r}")
     if pool == "flatten":
@@ -364,7 +286,7 @@ def resnet12(in_channels: int = 1, *, widths: Sequence[int] = (32, 64, 128, 256)
     ws = list(widths) if isinstance(widths, (list, tuple)) else None
     if ws is None or len(ws) != 4 or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in ws):
         raise ValueError(f"resnet12: widths must be 4 positive ints (e.g. (32, 64, 128, 256)), got {widths!r}")
-    _check_norm(norm)
+    check_norm(norm)
     return ResNet12(in_channels, ws, norm)
 
 
@@ -391,7 +313,7 @@ def monai_resnet18(
         >>> monai_resnet18(1, widen_factor=0.25)(torch.zeros(2, 1, 64, 64)).shape
         torch.Size([2, 128])
     """
-    _check_norm(norm)
+    check_norm(norm)
     if isinstance(widen_factor, bool) or not isinstance(widen_factor, (int, float)) or not 0 < widen_factor <= 4:
         raise ValueError(f"monai_resnet18: widen_factor must be in (0, 4] (channel multiplier), got {widen_factor!r}")
     if int(64 * widen_factor) < 1:

@@ -10,16 +10,14 @@ an uninterrupted one would have seen.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from medmeta_lib.data.augment import ViewAugment
 from medmeta_lib.data.collection import ImageCollection
-
-if TYPE_CHECKING:
-    from medmeta_lib.ssl.simclr import SimCLRConfig
+from medmeta_lib.ssl.simclr_config import SimCLRConfig
 
 __all__ = ["ContrastiveViews"]
 
@@ -49,13 +47,13 @@ class ContrastiveViews:
 
     Args:
         collection: the images to pretrain on.
-        cfg: a :class:`~medmeta_lib.ssl.simclr.SimCLRConfig` (``seed``, ``augment_preset``,
+        cfg: a :class:`~medmeta_lib.ssl.simclr_config.SimCLRConfig` (``seed``, ``augment_preset``,
             ``augment_kwargs``, ``site_invariance`` are read).
         shard: ``(rank, world_size)`` under torchrun, so that ranks draw different views; ``()`` alone.
 
     Example:
         >>> from medmeta_lib.data import load_collection
-        >>> from medmeta_lib.ssl.simclr import SimCLRConfig
+        >>> from medmeta_lib.ssl.simclr_config import SimCLRConfig
         >>> col = load_collection("synthetic", image_size=16, n_per_class_site=1)
         >>> views = ContrastiveViews(col, SimCLRConfig(site_invariance=True))
         >>> v1, v2 = views(torch.arange(4), step=0)

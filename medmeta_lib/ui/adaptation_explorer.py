@@ -10,15 +10,16 @@ import ipywidgets as W
 import matplotlib.pyplot as plt
 from IPython.display import display
 
-from medmeta_lib.adaptation_study import embedding_trajectory
 from medmeta_lib.data.collection import ImageCollection
 from medmeta_lib.data.episodes import Episode
-from medmeta_lib.learners.base import AdaptationTrace, Learner, Predictor
+from medmeta_lib.learners.base import Learner, Predictor
+from medmeta_lib.learners.trace import AdaptationTrace
+from medmeta_lib.studies.adaptation import embedding_trajectory
+from medmeta_lib.studies.weights import generated_head, writes_weights
 from medmeta_lib.ui.task_picker import TaskPicker
-from medmeta_lib.viz.adaptation import decision_grid_figure, trace_figure
+from medmeta_lib.viz.adaptation_plots import decision_grid_figure, trace_figure
 from medmeta_lib.viz.embeddings import trajectory_figure
-from medmeta_lib.viz.weightgen import generated_weights_figure
-from medmeta_lib.weight_study import generated_head, writes_weights
+from medmeta_lib.viz.weightgen_plots import generated_weights_figure
 
 __all__ = ["AdaptationExplorer"]
 

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from medmeta_lib.data.collection import ImageCollection
 from medmeta_lib.data.episodes import Episode, EpisodeSampler
-from medmeta_lib.viz.data import episode_figure
+from medmeta_lib.viz.data_plots import episode_figure
 
 __all__ = ["TaskPicker"]
 

@@ -1,4 +1,19 @@
-"""Plots for the notebooks: one module per topic (data, training, embeddings, adaptation, saliency)."""
+"""Plots for the notebooks: one module per topic; each draws what :mod:`medmeta_lib.studies` computes.
+
+* :mod:`~medmeta_lib.viz.data_plots` — sample grids by class and site, balance, intensities, episodes;
+* :mod:`~medmeta_lib.viz.augment_views` — augmentation views of a few images;
+* :mod:`~medmeta_lib.viz.training_plots` — loss and meta-train/val curves, results with intervals;
+* :mod:`~medmeta_lib.viz.adaptation_plots` — adaptation curves, data efficiency, decision grids, site maps;
+* :mod:`~medmeta_lib.viz.embeddings` — embedding trajectories while a learner adapts;
+* :mod:`~medmeta_lib.viz.saliency_plots` — saliency before and after adaptation;
+* :mod:`~medmeta_lib.viz.weightgen_plots` — generated class weights against the class prototypes.
+
+This package exports only :func:`setup_notebook` and :func:`save_figure` (importing it does not import
+matplotlib or plotly); import the topic modules for the figures.
+
+Example:
+    >>> from medmeta_lib.viz import save_figure, setup_notebook
+"""
 
 from __future__ import annotations
 

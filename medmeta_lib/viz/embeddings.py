@@ -1,7 +1,7 @@
 """Embedding trajectory: support, query and class prototypes in 2-D while a learner adapts.
 
 One projection (PCA by default) is fitted once on the embeddings of *all* steps
-(:func:`medmeta_lib.adaptation_study.embedding_trajectory`) and reused for every step, so what
+(:func:`medmeta_lib.studies.adaptation.embedding_trajectory`) and reused for every step, so what
 moves between frames is the model, not the projection. The plotly figure has a step slider and a
 play button; each class has one colour, its prototype (the mean support embedding) is a star with
 a trail of where it has been, and query points the model gets wrong are ringed in red.
@@ -16,8 +16,8 @@ import numpy as np
 import plotly.graph_objects as go
 from torch import Tensor
 
-from medmeta_lib.adaptation_study import embedding_trajectory
-from medmeta_lib.learners.base import AdaptationTrace
+from medmeta_lib.learners.trace import AdaptationTrace
+from medmeta_lib.studies.adaptation import embedding_trajectory
 
 __all__ = ["CLASS_COLOURS", "embedding_trajectory_figure", "trajectory_figure"]
 
@@ -130,7 +130,7 @@ def trajectory_figure(
     animate: bool = True,
     height: int = 560,
 ) -> go.Figure:
-    """Draw a precomputed :func:`~medmeta_lib.adaptation_study.embedding_trajectory`.
+    """Draw a precomputed :func:`~medmeta_lib.studies.adaptation.embedding_trajectory`.
 
     Args:
         traj: the trajectory (2-D points per step).

@@ -36,7 +36,7 @@ from typing import Any
 import nbformat
 import pytest
 
-from medmeta_lib.pipeline import NOTEBOOKS as PIPELINE_NOTEBOOKS
+from medmeta_lib.pipeline.runner import NOTEBOOKS as PIPELINE_NOTEBOOKS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from medmeta_lib.data.collection import ImageCollection
-from medmeta_lib.data.episodes import EpisodeSampler, split_classes, split_sites
+from medmeta_lib.data.episodes import EpisodeSampler
+from medmeta_lib.data.splits import split_classes, split_sites
 from tests.conftest import make_collection
 
 

@@ -13,8 +13,9 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-import medmeta_lib.data.folder as folder_mod
-from medmeta_lib.data.folder import load_folder, read_image
+import medmeta_lib.data.image_files as image_files_mod
+from medmeta_lib.data.folder import load_folder
+from medmeta_lib.data.image_files import read_image
 from medmeta_lib.data.manifest import load_csv_manifest
 from medmeta_lib.data.sources import load_collection
 
@@ -134,13 +135,13 @@ def test_nifti_2d_and_3d_middle_slice(tmp_path: Path) -> None:
 
 def test_missing_reader_package_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     p = _dicom(tmp_path / "x.dcm", _ramp())
-    folder_mod._reader.cache_clear()
-    monkeypatch.setattr(folder_mod, "_has_module", lambda m: m != "pydicom")
+    image_files_mod._reader.cache_clear()
+    monkeypatch.setattr(image_files_mod, "_has_module", lambda m: m != "pydicom")
     try:
         with pytest.raises(ImportError, match="pip install pydicom"):
             read_image(p)
     finally:
-        folder_mod._reader.cache_clear()
+        image_files_mod._reader.cache_clear()
 
 
 # ---------------------------------------------------------------- load_folder

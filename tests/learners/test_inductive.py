@@ -91,11 +91,11 @@ def test_a_plain_batchnorm_backbone_is_refused_with_a_fix() -> None:
 
 
 def test_the_mode_travels_with_a_checkpoint(tmp_path) -> None:
-    from medmeta_lib.training import _save, build_learner, load_learner
+    from medmeta_lib.training.learner_io import build_learner, load_learner, save_learner
 
     for transductive in (False, True):
         learner = build_learner(
             "protonet", backbone_kwargs={"hidden": 8}, n_way=2, learner_kwargs={"transductive": transductive}
         )
-        path = _save(tmp_path / f"{transductive}.safetensors", learner, None, {})
+        path = save_learner(tmp_path / f"{transductive}.safetensors", learner, None, {})
         assert load_learner(path).transductive is transductive

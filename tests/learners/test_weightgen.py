@@ -119,8 +119,8 @@ def test_frozen_backbone_trains_only_the_generator_and_bad_settings_are_refused(
     for bad, match in (({"generator": "mlp"}, "generator must be one of"), ({"supcon_weight": -1}, "supcon_weight")):
         with pytest.raises(ValueError, match=match):
             _wg(**bad)
-    from medmeta_lib.checkpoint import save_backbone
-    from medmeta_lib.training import build_learner
+    from medmeta_lib.training.checkpoint import save_backbone
+    from medmeta_lib.training.learner_io import build_learner
 
     enc = save_backbone(tmp_path / "enc.safetensors", create_backbone("resnet12", widths=(4, 4, 8, 8)))
     with pytest.raises(ValueError, match="resnet12"):

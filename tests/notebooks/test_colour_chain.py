@@ -21,8 +21,8 @@ from typing import NamedTuple
 
 import pytest
 
-from medmeta_lib.checkpoint import load_checkpoint
-from medmeta_lib.pipeline import NOTEBOOKS
+from medmeta_lib.pipeline.runner import NOTEBOOKS
+from medmeta_lib.training.checkpoint import load_checkpoint
 from tests.conftest import write_medmnist_npz
 
 pytestmark = pytest.mark.slow

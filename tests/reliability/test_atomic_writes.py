@@ -20,14 +20,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from medmeta_lib.checkpoint import load_checkpoint, save_checkpoint
+from medmeta_lib.training.checkpoint import load_checkpoint, save_checkpoint
 from tests.reliability.support import REPO, cli_env
 
 N = 4_000_000  # float32 values: 16 MB per checkpoint
 
 CHILD = f"""
 import sys, torch
-from medmeta_lib.checkpoint import save_checkpoint
+from medmeta_lib.training.checkpoint import save_checkpoint
 path, i, log = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 w = torch.empty({N})
 with open(log, "w") as f:
@@ -112,7 +112,7 @@ def test_sigkill_during_save_leaves_the_old_or_the_new_checkpoint(tmp_path: Path
 def test_a_torn_pipeline_completion_marker_means_run_again(tmp_path: Path) -> None:
     # the marker is written atomically now; one torn by an older version (or a full disk) must not crash
     # a resumed `medmeta run`: the notebook is simply run again
-    from medmeta_lib.pipeline import DONE_FILE, _done_hash
+    from medmeta_lib.pipeline.runner import DONE_FILE, _done_hash
 
     done = tmp_path / DONE_FILE
     assert _done_hash(done) is None

@@ -30,11 +30,11 @@ import torch
 from PIL import Image
 
 import medmeta_lib as mm
-from medmeta_lib.checkpoint import load_backbone, load_checkpoint, save_backbone, save_checkpoint
 from medmeta_lib.data.download import DownloadError, download_file
 from medmeta_lib.data.medmnist import MEDMNIST_DATASETS, download_medmnist
 from medmeta_lib.models import create_backbone
 from medmeta_lib.pipeline import NOTEBOOKS, ParameterError, resolve_parameters, run_pipeline
+from medmeta_lib.training.checkpoint import load_backbone, load_checkpoint, save_backbone, save_checkpoint
 from tests.reliability.support import REPO, Server, Unpickled, ramp, snapshot, write_dicom
 
 Call = Callable[[], object]

@@ -22,10 +22,11 @@ import pytest
 import torch
 
 from medmeta_lib import EpisodeSampler, load_collection
-from medmeta_lib.evaluation import evaluate_learner
-from medmeta_lib.experiment import learner_defaults
+from medmeta_lib.evaluation.episodic import evaluate_learner
 from medmeta_lib.learners import list_learners
-from medmeta_lib.training import MetaTrainConfig, build_learner, meta_train
+from medmeta_lib.studies.experiment import learner_defaults
+from medmeta_lib.training.learner_io import build_learner
+from medmeta_lib.training.meta_training import MetaTrainConfig, meta_train
 from tests.reliability.support import REPO, cli_env
 
 SEED = 11
@@ -98,8 +99,9 @@ def test_another_seed_gives_other_results(one_thread: None) -> None:
 
 
 def test_simclr_checkpoint_rng_state_is_a_function_of_the_seed(tmp_path: Path, one_thread: None) -> None:
-    from medmeta_lib.checkpoint import load_checkpoint
-    from medmeta_lib.ssl.simclr import SimCLRConfig, pretrain_simclr
+    from medmeta_lib.ssl.simclr import pretrain_simclr
+    from medmeta_lib.ssl.simclr_config import SimCLRConfig
+    from medmeta_lib.training.checkpoint import load_checkpoint
 
     col = load_collection("synthetic", image_size=16, n_per_class_site=1, seed=0)
     cfg = SimCLRConfig(epochs=1, batch_size=16, max_steps=1, seed=0)

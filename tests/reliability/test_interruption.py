@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import torch
 
-from medmeta_lib.checkpoint import Checkpoint, load_checkpoint
+from medmeta_lib.training.checkpoint import Checkpoint, load_checkpoint
 from tests.reliability.support import REPO, cli_command, cli_env, run_cli
 
 pytestmark = pytest.mark.slow

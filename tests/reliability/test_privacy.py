@@ -73,7 +73,8 @@ def test_errors_about_identifying_dicoms_do_not_quote_their_headers(tmp_path: Pa
 
 
 def test_checkpoint_and_cli_output_carry_no_identifiers(tmp_path: Path, one_thread: None) -> None:
-    from medmeta_lib.ssl.simclr import SimCLRConfig, pretrain_simclr
+    from medmeta_lib.ssl.simclr import pretrain_simclr
+    from medmeta_lib.ssl.simclr_config import SimCLRConfig
 
     root = _dicom_tree(tmp_path / "study")
     col = load_collection(str(root), image_size=16)
@@ -87,7 +88,7 @@ def test_checkpoint_and_cli_output_carry_no_identifiers(tmp_path: Path, one_thre
 
 @pytest.mark.slow
 def test_notebook_outputs_and_run_report_carry_no_identifiers(tmp_path: Path) -> None:
-    from medmeta_lib.pipeline import run_pipeline
+    from medmeta_lib.pipeline.runner import run_pipeline
 
     root = _dicom_tree(tmp_path / "study", per_class=6)
     run = tmp_path / "run"

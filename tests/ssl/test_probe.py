@@ -9,14 +9,8 @@ from torch import nn
 
 from medmeta_lib.data.collection import ImageCollection
 from medmeta_lib.models.backbones import create_backbone
-from medmeta_lib.ssl.probe import (
-    PooledLayers,
-    extract_features,
-    knn_accuracy,
-    label_efficiency,
-    linear_probe,
-    with_population_stats,
-)
+from medmeta_lib.ssl.features import PooledLayers, extract_features, with_population_stats
+from medmeta_lib.ssl.probe import knn_accuracy, label_efficiency, linear_probe
 from tests.conftest import PNEUMONIA, make_collection, needs_pneumonia
 
 

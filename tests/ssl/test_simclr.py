@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from medmeta_lib.checkpoint import load_backbone, load_checkpoint
 from medmeta_lib.data.collection import ImageCollection
 from medmeta_lib.data.sources import load_collection
 from medmeta_lib.data.synthetic import MedSynth
 from medmeta_lib.ssl.probe import linear_probe
-from medmeta_lib.ssl.simclr import PretrainResult, SimCLRConfig, pretrain_simclr
+from medmeta_lib.ssl.simclr import PretrainResult, pretrain_simclr
+from medmeta_lib.ssl.simclr_config import SimCLRConfig
 from medmeta_lib.ssl.views import ContrastiveViews
+from medmeta_lib.training.checkpoint import load_backbone, load_checkpoint
 from tests.conftest import make_collection
 
 BACKBONE = {"hidden": 16, "norm": "group"}

@@ -108,7 +108,7 @@ def test_n_way_change_and_errors_are_messages():
 
 
 def test_weight_generator_view_follows_the_k_slider(monkeypatch) -> None:
-    from medmeta_lib.weight_study import generated_head
+    from medmeta_lib.studies.weights import generated_head
 
     col = make_collection(n_classes=4, per_class=12, n_sites=2, size=16)
     torch.manual_seed(0)

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from medmeta_lib.adaptation_study import adaptation_curves
 from medmeta_lib.data.episodes import EpisodeSampler
 from medmeta_lib.learners import create_learner
 from medmeta_lib.models import create_backbone
-from medmeta_lib.viz.adaptation import (
+from medmeta_lib.studies.adaptation import adaptation_curves
+from medmeta_lib.viz.adaptation_plots import (
     RIGHT,
     UNDECIDED,
     WRONG,

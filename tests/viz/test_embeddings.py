@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from medmeta_lib.adaptation_study import embedding_trajectory
 from medmeta_lib.data.episodes import EpisodeSampler
 from medmeta_lib.learners import create_learner
 from medmeta_lib.models import create_backbone
+from medmeta_lib.studies.adaptation import embedding_trajectory
 from medmeta_lib.viz.embeddings import embedding_trajectory_figure, trajectory_figure
 from tests.conftest import make_collection
 

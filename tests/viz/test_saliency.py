@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from medmeta_lib.viz.saliency import saliency_figure
+from medmeta_lib.viz.saliency_plots import saliency_figure
 
 
 def test_rows_columns_titles_and_flat_maps():

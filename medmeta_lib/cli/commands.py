@@ -1,0 +1,390 @@
+"""``medmeta`` command line: run the notebook pipeline, open the lab, manage data, train, evaluate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import yaml
+
+__all__ = ["build_parser", "main"]
+
+
+def _cmd_run(a: argparse.Namespace) -> int:
+    from medmeta_lib.pipeline import ParameterError, PipelineError, parse_overrides, run_pipeline
+
+    overrides: dict = {}
+    try:
+        if a.params:
+            loaded = yaml.safe_load(Path(a.params).read_text())
+            if not isinstance(loaded, dict):
+                raise ParameterError(f"{a.params}: expected a YAML mapping of name: value")
+            for k, v in loaded.items():
+                if isinstance(v, dict) and k in {"01", "02", "03", "04"}:
+                    overrides.update({f"{k}.{n}": x for n, x in v.items()})
+                else:
+                    overrides[str(k)] = v
+        overrides.update(parse_overrides(a.param or []))
+        run_pipeline(
+            out=a.out,
+            overrides=overrides,
+            smoke=a.smoke,
+            only=a.only,
+            from_=a.from_,
+            force=a.force,
+            progress=not a.no_progress,
+            cell_timeout=a.cell_timeout or None,
+        )
+    except ParameterError as e:
+        print(f"medmeta run: parameter error: {e}", file=sys.stderr)
+        return 2
+    except PipelineError as e:
+        print(f"medmeta run: FAILED: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_lab(a: argparse.Namespace) -> int:
+    from medmeta_lib.config import PROJECT_ROOT
+
+    cmd = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={PROJECT_ROOT / 'notebooks'}", f"--port={a.port}"]
+    if a.allow_root:
+        cmd.append("--allow-root")
+    return subprocess.call(cmd)
+
+
+def _cmd_data(a: argparse.Namespace) -> int:
+    from medmeta_lib.data import load_collection
+
+    if a.data_cmd == "list":
+        from medmeta_lib.data.medmnist import MEDMNIST_DATASETS
+
+        for name, info in MEDMNIST_DATASETS.items():
+            print(f"{name:16s} {info.licence:12s} {len(info.label_names):3d} classes  {info.description}")
+        return 0
+    if a.data_cmd == "download":
+        from medmeta_lib.data.medmnist import download_medmnist
+
+        path = download_medmnist(a.name, size=a.size)
+        print(f"saved {path}")
+        return 0
+    if a.data_cmd == "info":
+        col = load_collection(a.source, image_size=a.image_size, split=a.split)
+        print(json.dumps(col.summary(), indent=2))
+        return 0
+    return 2
+
+
+def _load_pair(a: argparse.Namespace, test_split: str = "test") -> tuple:
+    from medmeta_lib.data import load_collection
+
+    kw = {"n_per_class_site": a.n_per_class_site} if a.data == "synthetic" and a.n_per_class_site else {}
+    train = load_collection(a.data, image_size=a.image_size, split="train", seed=a.seed, **kw)
+    test = load_collection(a.data, image_size=a.image_size, split=test_split, seed=a.seed, **kw)
+    return train, test
+
+
+def _split(a: argparse.Namespace, train, test, k_shot: int, val=None):
+    from medmeta_lib.studies.experiment_split import make_split
+
+    held = [s for s in (a.held_out_site or "").split(",") if s]
+    return make_split(
+        train,
+        test,
+        val=val,
+        split=a.protocol,
+        n_way=a.n_way,
+        k_shot=k_shot,
+        q_query=a.q_query,
+        held_out_sites=held,
+        exclude_modalities=[m for m in (getattr(a, "exclude_modalities", "") or "").split(",") if m],
+        seed=a.seed,
+    )
+
+
+def _backbone_kwargs(a: argparse.Namespace) -> dict:
+    return {"hidden": a.hidden} if a.hidden is not None else {}
+
+
+def _distributed(a: argparse.Namespace, body: Callable[[argparse.Namespace, int], int]) -> int:
+    """Run ``body(a, rank)`` in the process group torchrun describes (one process without torchrun)."""
+    from medmeta_lib.training.distributed import distributed_session
+
+    try:
+        with distributed_session(timeout_s=a.dist_timeout) as (rank, _):
+            return body(a, rank)
+    except RuntimeError as e:  # no rendezvous, a rank died: the message says what to do
+        print(f"medmeta {a.cmd}: error: {e}", file=sys.stderr)
+        return 1
+
+
+def _cmd_meta_train(a: argparse.Namespace) -> int:
+    return _distributed(a, _meta_train)
+
+
+def _meta_train(a: argparse.Namespace, rank: int) -> int:
+    from medmeta_lib.studies.experiment import train_learners
+    from medmeta_lib.training.meta_training import MetaTrainConfig
+
+    train, val = _load_pair(a, "val")
+    sp = _split(a, train, val, a.k_shot, val=val)  # meta-training never tests: the val split validates
+    if rank == 0:
+        print(f"[medmeta] {sp.description}")
+    cfg = MetaTrainConfig(
+        steps=a.steps,
+        meta_batch=a.meta_batch,
+        lr=a.lr,
+        val_every=a.val_every,
+        checkpoint_every=a.val_every,
+        seed=a.seed,
+    )
+    lkw = {a.learner: {"inner_steps": a.inner_steps} if a.inner_steps is not None else {}}
+    if a.transductive:
+        lkw[a.learner]["transductive"] = True
+    res = train_learners(
+        [a.learner],
+        sp,
+        backbone=a.backbone,
+        backbone_kwargs=_backbone_kwargs(a),
+        encoder=a.encoder,
+        learner_kwargs=lkw,
+        config=cfg,
+        val_episodes=a.val_episodes,
+        out_dir=a.out,
+        progress=not a.no_progress,
+    )[a.learner]
+    if rank != 0:
+        return 0
+    print(
+        json.dumps(
+            {
+                "learner": a.learner,
+                "best_step": res.best_step,
+                "best_val_acc": res.best_val_acc,
+                "last_checkpoint": str(res.last_checkpoint),
+                "best_checkpoint": str(res.best_checkpoint),
+                "seconds": round(res.seconds, 1),
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def _cmd_evaluate(a: argparse.Namespace) -> int:
+    from medmeta_lib.cli.evaluate import evaluate_command
+
+    return evaluate_command(a, load_pair=_load_pair, make_split=_split)
+
+
+def _cmd_pretrain(a: argparse.Namespace) -> int:
+    return _distributed(a, _pretrain)
+
+
+def _pretrain(a: argparse.Namespace, rank: int) -> int:
+    from medmeta_lib.data import load_collection
+    from medmeta_lib.ssl.simclr import pretrain_simclr
+    from medmeta_lib.ssl.simclr_config import SimCLRConfig
+
+    kw = {"n_per_class_site": a.n_per_class_site} if a.data == "synthetic" and a.n_per_class_site else {}
+    col = load_collection(a.data, image_size=a.image_size, split="train", seed=a.seed, **kw)
+    cfg = SimCLRConfig(
+        epochs=a.epochs,
+        batch_size=a.batch_size,
+        seed=a.seed,
+        site_invariance=a.site_invariance or a.site_views == "scanner_shift",
+        site_views=a.site_views,
+        augment_preset=a.augment,
+        max_steps=a.max_steps,
+    )
+    res = pretrain_simclr(
+        col,
+        backbone=a.backbone,
+        backbone_kwargs=_backbone_kwargs(a),
+        config=cfg,
+        out=Path(a.out),
+        progress=not a.no_progress,
+    )
+    if rank == 0:
+        print(f"encoder checkpoint: {res.checkpoint}; final loss {res.history[-1]['loss']:.4f}")
+    return 0
+
+
+def _common_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="synthetic", help="source, as load_collection takes it")
+    p.add_argument("--image-size", type=int, default=28)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backbone", default="conv4")
+    p.add_argument("--n-per-class-site", type=int, default=0, help="MedSynth size (0 = its default)")
+
+
+def _common_tasks(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--n-way", type=int, default=5)
+    p.add_argument("--k-shot", type=int, default=5)
+    p.add_argument("--q-query", type=int, default=15)
+    p.add_argument("--protocol", default="auto", help="auto | modality | classes | sites | none")
+    p.add_argument("--held-out-site", default="", help="with --protocol sites: site name(s), comma-separated")
+    p.add_argument("--encoder", default=None, help="encoder checkpoint from `medmeta pretrain` / notebook 02")
+    p.add_argument(
+        "--exclude-modalities",
+        default="",
+        help="modalities left out of meta-training (comma-separated), e.g. chest_xray to hold a chest X-ray "
+        "target out at the task level",
+    )
+    p.add_argument(
+        "--transductive",
+        action="store_true",
+        help="normalise queries with the statistics of their own batch (default: the support set's, inductive)",
+    )
+
+
+def _common_training(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hidden", type=int, default=None, help="conv4 channel width (default: the backbone's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=None,
+        help="under torchrun: seconds a rank waits for the others before failing "
+        "(default $MEDMETA_DIST_TIMEOUT or 600)",
+    )
+
+
+def _cmd_docs_params(a: argparse.Namespace) -> int:
+    from medmeta_lib.config import PROJECT_ROOT
+    from medmeta_lib.pipeline.runner import parameters_markdown
+
+    table = parameters_markdown()
+    if not a.write:
+        print(table)
+        return 0
+    readme = PROJECT_ROOT / "README.md"
+    text = readme.read_text()
+    begin, end = "<!-- params:begin -->", "<!-- params:end -->"
+    if begin not in text or end not in text:
+        raise ValueError(f"{readme}: markers {begin} / {end} not found")
+    head, rest = text.split(begin, 1)
+    readme.write_text(f"{head}{begin}\n{table}\n{end}{rest.split(end, 1)[1]}")
+    print(f"updated {readme}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``medmeta`` argument parser (sub-commands: run, lab, data, pretrain, meta-train, evaluate)."""
+    p = argparse.ArgumentParser(prog="medmeta", description="MedMeta Workbench: meta-learning for medical images")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    r = sub.add_parser("run", help="execute the notebook pipeline headless with papermill")
+    r.add_argument("--smoke", action="store_true", help="tiny parameters: the whole chain in a few minutes")
+    r.add_argument("--params", help="YAML file of parameters (name: value, or '02': {name: value})")
+    r.add_argument("-p", "--param", action="append", metavar="NAME=VALUE", help="override (NAME or 02.NAME)")
+    r.add_argument("--only", action="append", metavar="KEY", help="run only this notebook (repeatable): 01, 02, ...")
+    r.add_argument("--from", dest="from_", metavar="KEY", help="start at this notebook")
+    r.add_argument("--out", help="run directory (default runs/<timestamp>); an existing one is resumed")
+    r.add_argument("--force", action="store_true", help="re-run notebooks already completed with the same parameters")
+    r.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
+    r.add_argument("--cell-timeout", type=int, default=3600, help="seconds one cell may run (0: no limit)")
+    r.set_defaults(func=_cmd_run)
+
+    lab = sub.add_parser("lab", help="start JupyterLab on notebooks/")
+    lab.add_argument("--port", type=int, default=8888)
+    lab.add_argument("--allow-root", action="store_true")
+    lab.set_defaults(func=_cmd_lab)
+
+    d = sub.add_parser("data", help="list, download or inspect data sources")
+    dsub = d.add_subparsers(dest="data_cmd", required=True)
+    dsub.add_parser("list", help="the MedMNIST 2-D datasets and their licences")
+    dl = dsub.add_parser("download", help="download a MedMNIST file into the data dir (MD5-checked)")
+    dl.add_argument("name")
+    dl.add_argument("--size", type=int, default=28, choices=[28, 64, 128, 224])
+    info = dsub.add_parser("info", help="load a source and print its summary")
+    info.add_argument("source")
+    info.add_argument("--split", default="train")
+    info.add_argument("--image-size", type=int, default=28)
+    d.set_defaults(func=_cmd_data)
+
+    pt = sub.add_parser("pretrain", help="SimCLR contrastive pretraining of an encoder (labels unused)")
+    _common_data(pt)
+    pt.add_argument("--epochs", type=int, default=30)
+    pt.add_argument("--batch-size", type=int, default=256)
+    pt.add_argument("--augment", default="chest_xray", help="augmentation preset")
+    pt.add_argument(
+        "--site-invariance",
+        action="store_true",
+        help="positive pairs across acquisition styles; on MedSynth the second view re-renders the patient at "
+        "another site, which reads each image's class label (not label-free: see --site-views)",
+    )
+    pt.add_argument(
+        "--site-views",
+        choices=("auto", "scanner_shift"),
+        default="auto",
+        help="auto: MedSynth re-rendering (uses labels) or scanner shift elsewhere; scanner_shift: the label-free "
+        "simulated scanner change on any data (implies --site-invariance)",
+    )
+    pt.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
+    pt.add_argument("--out", required=True, help="encoder checkpoint (.safetensors)")
+    _common_training(pt)
+    pt.set_defaults(func=_cmd_pretrain)
+
+    mt = sub.add_parser("meta-train", help="meta-train one learner; checkpoints in --out/<learner>/")
+    _common_data(mt)
+    _common_tasks(mt)
+    mt.add_argument("--learner", required=True)
+    mt.add_argument("--steps", type=int, default=1000)
+    mt.add_argument("--meta-batch", type=int, default=4, help="episodes per step over all ranks (torchrun)")
+    mt.add_argument("--inner-steps", type=int, default=None, help="inner-loop steps (MAML family, ANIL)")
+    mt.add_argument("--lr", type=float, default=1e-3)
+    mt.add_argument("--val-every", type=int, default=100)
+    mt.add_argument("--val-episodes", type=int, default=100)
+    mt.add_argument("--out", required=True)
+    _common_training(mt)
+    mt.set_defaults(func=_cmd_meta_train)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="evaluate learners on the same fixed episodes (mean ± 95%% CI), or with --full-test-split on every "
+        "test image with K labelled train images per class",
+    )
+    _common_data(ev)
+    _common_tasks(ev)
+    ev.add_argument("--split", default="test", choices=["train", "val", "test"])
+    ev.add_argument("--learners", required=True, help="comma-separated learner names")
+    ev.add_argument("--episodes", type=int, default=600)
+    ev.add_argument(
+        "--full-test-split",
+        action="store_true",
+        help="K labelled train images per class (--k-shot), every image of --split scored, --draws label draws "
+        "shared by all learners; reports ACC, balanced ACC, AUC (two classes) with draw and draw+test-image "
+        "intervals, the majority-class rate and paired differences against the best learner",
+    )
+    ev.add_argument("--draws", type=int, default=100, help="label draws for --full-test-split")
+    ev.add_argument("--checkpoint", action="append", help="meta-train checkpoint (NAME=PATH for several learners)")
+    ev.add_argument("--json", help="write results as JSON here")
+    ev.set_defaults(func=_cmd_evaluate)
+
+    dp = sub.add_parser("docs-params", help="print (or --write into README.md) the notebook parameter table")
+    dp.add_argument("--write", action="store_true")
+    dp.set_defaults(func=_cmd_docs_params)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``medmeta`` command.
+
+    Example:
+        >>> main(["data", "info", "synthetic"])  # doctest: +SKIP
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ValueError, OSError) as e:  # OSError covers missing files and failed downloads
+        print(f"medmeta {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

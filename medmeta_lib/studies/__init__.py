@@ -1,0 +1,55 @@
+"""Studies: experiments composed from training and evaluation, and what the notebooks' figures compute.
+
+* :mod:`~medmeta_lib.studies.experiment_split` — which classes, modalities or hospitals a run trains,
+  validates and tests on (and a check that a checkpoint is never tested on its training classes);
+* :mod:`~medmeta_lib.studies.experiment` — train a set of learners on a split and score them;
+* :mod:`~medmeta_lib.studies.sites` — leave-one-site-out and site-transfer maps (a new hospital);
+* :mod:`~medmeta_lib.studies.adaptation` — adaptation curves, data efficiency, embedding trajectories;
+* :mod:`~medmeta_lib.studies.saliency` — saliency maps before and after adaptation;
+* :mod:`~medmeta_lib.studies.weights` — what a weight-generating learner's second network wrote.
+
+These modules compute; :mod:`medmeta_lib.viz` draws.
+
+Example:
+    >>> from medmeta_lib.studies import SPLITS
+    >>> "classes" in SPLITS
+    True
+"""
+
+from __future__ import annotations
+
+from medmeta_lib.studies.adaptation import adaptation_curves, data_efficiency, embedding_trajectory
+from medmeta_lib.studies.experiment import evaluate_split, learner_defaults, obtain_learners, train_learners
+from medmeta_lib.studies.experiment_split import (
+    SPLITS,
+    ExperimentSplit,
+    check_split_matches,
+    make_split,
+    obtain_split,
+)
+from medmeta_lib.studies.saliency import SALIENCY_METHODS, gradient_x_input, occlusion_map, saliency_before_after
+from medmeta_lib.studies.sites import leave_one_site_out, site_transfer_matrix
+from medmeta_lib.studies.weights import generated_head, writes_weights
+
+__all__ = [
+    "SALIENCY_METHODS",
+    "SPLITS",
+    "ExperimentSplit",
+    "adaptation_curves",
+    "check_split_matches",
+    "data_efficiency",
+    "embedding_trajectory",
+    "evaluate_split",
+    "generated_head",
+    "gradient_x_input",
+    "learner_defaults",
+    "leave_one_site_out",
+    "make_split",
+    "obtain_learners",
+    "obtain_split",
+    "occlusion_map",
+    "saliency_before_after",
+    "site_transfer_matrix",
+    "train_learners",
+    "writes_weights",
+]

@@ -1,0 +1,127 @@
+"""evaluate_full_test_split / compare_full_test_split against independent references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+from medmeta_lib.data.collection import ImageCollection
+from medmeta_lib.evaluation.full_test_split import compare_full_test_split, evaluate_full_test_split
+from medmeta_lib.learners import create_learner
+from medmeta_lib.models import create_backbone
+
+
+def _cols(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+
+    def make(n0: int, n1: int) -> ImageCollection:
+        y = torch.cat([torch.zeros(n0), torch.ones(n1)]).long()
+        x = (0.35 + 0.2 * y.float()[:, None, None, None] + 0.2 * torch.randn(len(y), 1, 16, 16, generator=g)).clamp(
+            0, 1
+        )
+        return ImageCollection(images=x, labels=y, class_names=("normal", "pneumonia"))
+
+    return make(12, 20), make(15, 25)  # imbalanced test split: majority 25/40
+
+
+def _protonet():
+    torch.manual_seed(0)
+    return create_learner("protonet", create_backbone("conv4", hidden=8), n_way=2)
+
+
+def test_metrics_equal_an_independent_loop_with_sklearn() -> None:
+    train, test = _cols()
+    learner = _protonet()
+    r = evaluate_full_test_split(learner, train, test, k_shot=3, draws=4, seed=7, n_boot=100, keep_predictions=True)
+    # reference: the documented draw rule, images predicted one at a time, scikit-learn metrics
+    rng = np.random.default_rng(7)
+    labels = train.labels.numpy()
+    pools = [np.nonzero(labels == c)[0] for c in range(2)]
+    accs, bals, aucs = [], [], []
+    for _ in range(4):
+        idx = np.concatenate([rng.choice(p, size=3, replace=False) for p in pools])
+        pred, _ = learner.adapt(train.images[torch.from_numpy(idx)], torch.tensor([0, 0, 0, 1, 1, 1]))
+        with torch.no_grad():
+            probs = torch.cat([pred(test.images[i : i + 1]).softmax(-1) for i in range(len(test))]).numpy()
+        y = test.labels.numpy()
+        accs.append(float((probs.argmax(1) == y).mean()))
+        bals.append(balanced_accuracy_score(y, probs.argmax(1)))
+        aucs.append(roc_auc_score(y, probs[:, 1]))
+    assert r["acc_mean"] == pytest.approx(np.mean(accs), abs=1e-12)
+    assert r["bal_acc_mean"] == pytest.approx(np.mean(bals), abs=1e-12)
+    assert r["auc_mean"] == pytest.approx(np.mean(aucs), abs=1e-6)
+    assert r["per_draw_acc"] == pytest.approx(accs, abs=1e-12)
+    assert r["majority_rate"] == pytest.approx(25 / 40)
+    assert r["transductive"] is False and r["test_images"] == 40 and r["draws"] == 4
+    for m in ("acc", "bal_acc", "auc"):
+        assert r[f"{m}_lo95"] <= r[f"{m}_mean"] <= r[f"{m}_hi95"]
+        assert r[f"{m}_ci95_total"] > 0 and r[f"{m}_ci95"] > 0
+
+
+def test_inductive_result_does_not_depend_on_the_batch_size_transductive_does() -> None:
+    train, test = _cols(1)
+    learner = _protonet()
+    kw = {"k_shot": 2, "draws": 3, "n_boot": 50}
+    a = evaluate_full_test_split(learner, train, test, batch_size=1, **kw)
+    b = evaluate_full_test_split(learner, train, test, batch_size=512, **kw)
+    assert a["per_draw_acc"] == b["per_draw_acc"] and a["auc_mean"] == pytest.approx(b["auc_mean"], abs=1e-6)
+    t1 = evaluate_full_test_split(learner, train, test, batch_size=2, transductive=True, keep_predictions=True, **kw)
+    t2 = evaluate_full_test_split(learner, train, test, batch_size=512, transductive=True, keep_predictions=True, **kw)
+    assert t1["transductive"] is True and not np.allclose(t1["score"], t2["score"])
+    assert learner.transductive is False  # the override is for the call only
+
+
+def test_predictions_never_read_the_test_labels() -> None:
+    train, test = _cols(2)
+    shuffled = ImageCollection(
+        images=test.images, labels=test.labels[torch.randperm(len(test))], class_names=test.class_names
+    )
+    kw = {"k_shot": 2, "draws": 2, "n_boot": 20, "keep_predictions": True}
+    a = evaluate_full_test_split(_protonet(), train, test, **kw)
+    b = evaluate_full_test_split(_protonet(), train, shuffled, **kw)
+    np.testing.assert_array_equal(a["score"], b["score"])  # same predictions whatever the test labels say
+
+
+def test_compare_uses_the_same_draws_and_gives_paired_differences() -> None:
+    train, test = _cols(3)
+    seen: dict[str, list] = {}
+
+    class Recording:
+        def __init__(self, learner, name):
+            self.learner, self.name = learner, name
+            self.n_way, self.transductive = learner.n_way, False
+
+        def set_n_way(self, n):
+            self.learner.set_n_way(n)
+
+        def adapt(self, sx, sy, steps=None):
+            seen.setdefault(self.name, []).append(sx.clone())
+            return self.learner.adapt(sx, sy, steps=steps)
+
+    torch.manual_seed(0)
+    scratch = create_learner("scratch", create_backbone("conv4", hidden=8), n_way=2, eval_steps=2)
+    out = compare_full_test_split(
+        {"protonet": Recording(_protonet(), "protonet"), "scratch": Recording(scratch, "scratch")},
+        train,
+        test,
+        k_shot=2,
+        draws=3,
+        n_boot=50,
+    )
+    assert all(torch.equal(a, b) for a, b in zip(seen["protonet"], seen["scratch"]))
+    other = next(n for n in ("protonet", "scratch") if n != out["best"])
+    diff = out["paired_vs_best"][other]
+    res = out["results"]
+    expected = np.mean(res[out["best"]]["per_draw_acc"]) - np.mean(res[other]["per_draw_acc"])
+    assert diff["acc"]["mean"] == pytest.approx(expected, abs=1e-12)
+    assert set(diff) == {"acc", "bal_acc", "auc"} and "correct" not in res[other]
+
+
+def test_errors_name_the_problem() -> None:
+    train, test = _cols()
+    with pytest.raises(ValueError, match="fewer than k_shot=13"):
+        evaluate_full_test_split(_protonet(), train, test, k_shot=13, draws=1)
+    with pytest.raises(ValueError, match="k_shot"):
+        evaluate_full_test_split(_protonet(), train, test, k_shot=0)
