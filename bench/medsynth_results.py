@@ -171,8 +171,10 @@ def main() -> None:
             rf.save()
             for site, v in loso.items():
                 print(
-                    f"LOSO {n:9s} {site}: held-out {v['held_out_acc']:.3f} ± {v['held_out_ci95']:.3f}, "
-                    f"training sites {v['training_sites_acc']:.3f} ± {v['training_sites_ci95']:.3f}",
+                    f"LOSO {n:9s} {site}: training sites {v['training_sites_acc']:.3f} ± "
+                    f"{v['training_sites_ci95']:.3f}, held-out (labels there) {v['held_out_acc']:.3f} ± "
+                    f"{v['held_out_ci95']:.3f}, held-out (labels from training sites) "
+                    f"{v['held_out_remote_labels_acc']:.3f} ± {v['held_out_remote_labels_ci95']:.3f}",
                     flush=True,
                 )
     rf.finish()

@@ -97,6 +97,9 @@ class EpisodeSampler:
             hospital"); otherwise images of a class may come from any allowed site.
         same_modality: draw the N classes of an episode from one modality (MedSynth), so a task
             never mixes, say, chest radiographs with fundus photographs.
+        query_sites: draw the queries from these sites and the support from ``sites`` (which must not
+            overlap): labels collected at some hospitals, the model used at another. Default: support
+            and queries from the same allowed sites.
         seed: seed of the episode stream; the same seed gives the same episodes.
 
     Raises:
@@ -123,6 +126,7 @@ class EpisodeSampler:
         sites: Sequence[int] | None = None,
         one_site: bool = False,
         same_modality: bool = False,
+        query_sites: Sequence[int] | None = None,
         seed: int = 0,
     ) -> None:
         _check_positive(n_way=n_way, k_shot=k_shot, q_query=q_query)
@@ -148,9 +152,25 @@ class EpisodeSampler:
                 f"{src}: sites {bad} do not exist (the collection has 0..{collection.num_sites - 1}); "
                 "pass site ids from that range"
             )
+        self.query_sites = None if query_sites is None else sorted({int(s) for s in query_sites})
+        if self.query_sites is not None:
+            bad = [s for s in self.query_sites if s not in range(collection.num_sites)]
+            if bad or not self.query_sites or set(self.query_sites) & set(self.sites) or one_site:
+                raise ValueError(
+                    f"{src}: query_sites must be existing site ids (0..{collection.num_sites - 1}) that do not "
+                    f"overlap the support sites {self.sites}, and cannot be combined with one_site; got "
+                    f"{query_sites!r}"
+                )
         need = self.k_shot + self.q_query
         labels = collection.labels.numpy()
         site_arr = collection.sites.numpy() if collection.sites is not None else np.zeros(len(labels), int)
+        self._query_mat: tuple[np.ndarray, np.ndarray, dict[int, int]] | None = None
+        if self.query_sites is not None:  # support needs K images at the support sites, queries Q elsewhere
+            need = self.k_shot
+            q_mask = np.isin(site_arr, self.query_sites)
+            q_pool = {c: np.nonzero(q_mask & (labels == c))[0] for c in self.classes}
+            self.classes = [c for c in self.classes if len(q_pool[c]) >= self.q_query]
+            self._query_mat = _pool_matrix({c: q_pool[c] for c in self.classes}) if self.classes else None
         # pools[site or -1][class] -> indices; -1 pools all allowed sites together.
         keys = self.sites if one_site else [-1]
         self._pools: dict[int, dict[int, np.ndarray]] = {}
@@ -170,26 +190,20 @@ class EpisodeSampler:
             self._pools[s] = pool
         self._site_arr = site_arr.astype(np.int64)
         self._label_cache: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
-        self._mats: dict[int, tuple[np.ndarray, np.ndarray, dict[int, int]]] = {}
-        for s, pool in self._pools.items():
-            if pool:
-                width = max(len(v) for v in pool.values())
-                mat = np.zeros((len(pool), width), dtype=np.int64)
-                lens = np.zeros(len(pool), dtype=np.int64)
-                row_of = {}
-                for r, (c, v) in enumerate(sorted(pool.items())):
-                    mat[r, : len(v)], lens[r], row_of[c] = v, len(v), r
-                self._mats[s] = (mat, lens, row_of)
+        self._mats = {s: _pool_matrix(pool) for s, pool in self._pools.items() if pool}
         self._groups = self._class_groups()
         usable = {s: [g for g in self._groups[s] if len(g) >= self.n_way] for s in keys}
         self._usable = {s: g for s, g in usable.items() if g}
         if not self._usable:
             best = max((len(g) for gs in self._groups.values() for g in gs), default=0)
             where = "any single site" if one_site else "the allowed sites"
+            enough = f"at least K+Q={need} images in {where}"
+            if self.query_sites is not None:
+                enough = f"K={self.k_shot} images at the support sites and Q={self.q_query} at the query sites"
             grp = " of one modality" if same_modality else ""
             raise ValueError(
                 f"{src}: cannot draw {self.n_way}-way {self.k_shot}-shot {self.q_query}-query episodes: "
-                f"only {best} class(es){grp} have at least K+Q={need} images in {where}. "
+                f"only {best} class(es){grp} have {enough}. "
                 "Lower n_way, k_shot or q_query, or allow more classes/sites."
             )
 
@@ -217,24 +231,12 @@ class EpisodeSampler:
         group = groups[int(rng.integers(len(groups)))] if len(groups) > 1 else groups[0]
         chosen = rng.choice(len(group), size=self.n_way, replace=False)
         classes = tuple(int(group[i]) for i in chosen)
-        # One vectorised draw for all N classes: uniform random keys over each class's (padded) pool;
-        # the K+Q smallest keys of a row are a uniformly random subset in random order.
-        mat, lens, row_of = self._mats[s]
-        rows = np.fromiter((row_of[c] for c in classes), dtype=np.int64, count=self.n_way)
-        keys = rng.random((self.n_way, mat.shape[1]))
-        row_lens = lens[rows]
-        if row_lens.min() < mat.shape[1]:  # padded rows: push the padding past every real key
-            keys[np.arange(mat.shape[1])[None, :] >= row_lens[:, None]] = 2.0
-        need = self.k_shot + self.q_query
-        part = np.argpartition(keys, need - 1, axis=1)[:, :need] if need < mat.shape[1] else np.argsort(keys, 1)
-        order = np.take_along_axis(part, np.argsort(np.take_along_axis(keys, part, 1), axis=1), 1)
-        pick = mat[rows[:, None], order]
-        return (
-            pick[:, : self.k_shot].reshape(-1),
-            pick[:, self.k_shot :].reshape(-1),
-            classes,
-            (None if s == -1 else int(s)),
-        )
+        site = None if s == -1 else int(s)
+        if self._query_mat is not None:  # support at the support sites, queries at the query sites
+            support = _draw(self._mats[s], classes, self.k_shot, rng)
+            return support.reshape(-1), _draw(self._query_mat, classes, self.q_query, rng).reshape(-1), classes, site
+        pick = _draw(self._mats[s], classes, self.k_shot + self.q_query, rng)
+        return pick[:, : self.k_shot].reshape(-1), pick[:, self.k_shot :].reshape(-1), classes, site
 
     def materialise(
         self, support: np.ndarray, query: np.ndarray, classes: tuple[int, ...], site: int | None
@@ -274,6 +276,36 @@ class EpisodeSampler:
         _check_positive(n_episodes=n_episodes)
         rng = np.random.default_rng(self.seed if seed is None else seed)
         return EpisodeSet(self, [self.sample_indices(rng) for _ in range(n_episodes)])
+
+
+def _pool_matrix(pool: dict[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
+    """Class pools as one zero-padded index matrix (a row per class), the row lengths and the row of each class."""
+    width = max(len(v) for v in pool.values())
+    mat = np.zeros((len(pool), width), dtype=np.int64)
+    lens = np.zeros(len(pool), dtype=np.int64)
+    row_of = {}
+    for r, (c, v) in enumerate(sorted(pool.items())):
+        mat[r, : len(v)], lens[r], row_of[c] = v, len(v), r
+    return mat, lens, row_of
+
+
+def _draw(
+    mats: tuple[np.ndarray, np.ndarray, dict[int, int]], classes: tuple[int, ...], need: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``need`` distinct indices per class, ``(len(classes), need)``, in one vectorised draw.
+
+    Uniform random keys over each class's (padded) pool; the ``need`` smallest keys of a row are a
+    uniformly random subset in random order.
+    """
+    mat, lens, row_of = mats
+    rows = np.fromiter((row_of[c] for c in classes), dtype=np.int64, count=len(classes))
+    keys = rng.random((len(classes), mat.shape[1]))
+    row_lens = lens[rows]
+    if row_lens.min() < mat.shape[1]:  # padded rows: push the padding past every real key
+        keys[np.arange(mat.shape[1])[None, :] >= row_lens[:, None]] = 2.0
+    part = np.argpartition(keys, need - 1, axis=1)[:, :need] if need < mat.shape[1] else np.argsort(keys, 1)
+    order = np.take_along_axis(part, np.argsort(np.take_along_axis(keys, part, 1), axis=1), 1)
+    return mat[rows[:, None], order]
 
 
 class EpisodeSet(Sequence[Episode]):

@@ -242,23 +242,38 @@ def _label_efficiency(m02: Mapping[str, Any]) -> dict[str, Any] | None:
     return {"encoders": encoders, "rows": table}
 
 
+def _gap(r: Mapping[str, Any], a: str, b: str) -> str:
+    """``r[a] - r[b]`` with an interval that treats the two accuracies as independent, or ``""``."""
+    h1, h2 = number(r.get(f"{a}_ci95")), number(r.get(f"{b}_ci95"))
+    if number(r.get(f"{a}_acc")) is None or number(r.get(f"{b}_acc")) is None:
+        return ""
+    ci = math.hypot(h1, h2) if h1 is not None and h2 is not None else None
+    return fmt_diff(r[f"{a}_acc"] - r[f"{b}_acc"], ci) or ""
+
+
 def _cross_site(m03: Mapping[str, Any], learner: Any) -> dict[str, Any] | None:
     rows = []
     for site, r in _map(m03.get("cross_site")).items():
         r = _map(r)
         held = fmt_acc(r.get("held_out_acc"), r.get("held_out_ci95"))
         seen = fmt_acc(r.get("training_sites_acc"), r.get("training_sites_ci95"))
+        remote = fmt_acc(r.get("held_out_remote_labels_acc"), r.get("held_out_remote_labels_ci95"))
         if held is None and seen is None:
             continue
-        h1, h2 = number(r.get("held_out_ci95")), number(r.get("training_sites_ci95"))
-        gap_ci = math.hypot(h1, h2) if h1 is not None and h2 is not None else None
-        gap = None
-        if number(r.get("held_out_acc")) is not None and number(r.get("training_sites_acc")) is not None:
-            gap = fmt_diff(r["held_out_acc"] - r["training_sites_acc"], gap_ci)
-        rows.append({"site": str(site), "held_out": held or "", "training": seen or "", "gap": gap or ""})
+        rows.append(
+            {
+                "site": str(site),
+                "held_out": held or "",
+                "training": seen or "",
+                "gap": _gap(r, "held_out", "training_sites"),
+                "remote": remote or "",
+                "remote_gap": _gap(r, "held_out_remote_labels", "training_sites"),
+            }
+        )
     if not rows:
         return None
-    return {"learner": str(learner) if learner else None, "rows": rows}
+    remote_any = any(r["remote"] for r in rows)
+    return {"learner": str(learner) if learner else None, "rows": rows, "remote": remote_any}
 
 
 def _site_transfer(m04: Mapping[str, Any]) -> dict[str, Any] | None:

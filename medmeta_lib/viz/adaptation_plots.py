@@ -361,16 +361,20 @@ def cross_site_map_figure(result: Mapping[str, Any], *, title: str | None = None
     first = next(iter(result.values()))
     if isinstance(first, Mapping) and "held_out_acc" in first:
         sites = list(result)
-        matrix = [[result[s]["held_out_acc"] for s in sites], [result[s]["training_sites_acc"] for s in sites]]
+        matrix = [[result[s]["training_sites_acc"] for s in sites], [result[s]["held_out_acc"] for s in sites]]
+        rows = ["training sites", "held-out site, labels there"]
+        if all("held_out_remote_labels_acc" in result[s] for s in sites):
+            matrix.append([result[s]["held_out_remote_labels_acc"] for s in sites])
+            rows.append("held-out site, labels from training sites")
         fig = cross_site_figure(
             matrix,
-            rows=["held-out site", "training sites"],
+            rows=rows,
             cols=sites,
             title=title or "leave one site out: accuracy at the unseen site vs at the training sites",
             xlabel="site left out of meta-training",
             ylabel="tested at",
         )
-        return _matrix_layout(fig, 2)
+        return _matrix_layout(fig, len(rows))
     if isinstance(first, Mapping) and all(isinstance(v, Mapping) and "held_out_acc" in v for v in first.values()):
         learners = list(result)
         sites = list(first)

@@ -71,6 +71,38 @@ def test_one_site_episodes_come_from_a_single_site(toy):
     assert seen == {0, 1}
 
 
+def test_query_sites_put_the_labels_at_some_hospitals_and_the_queries_at_another() -> None:
+    col = make_collection(n_classes=6, per_class=24, n_sites=3)
+    col.class_modalities = ("x", "x", "x", "y", "y", "y")
+    s = EpisodeSampler(col, n_way=3, k_shot=2, q_query=3, sites=[0, 1], query_sites=[2], same_modality=True, seed=0)
+    seen_support_sites = set()
+    for ep in s.fixed(30, seed=1):
+        _check_episode(ep, col, 3, 2, 3)
+        assert set(col.sites[ep.support_idx].tolist()) <= {0, 1} and set(col.sites[ep.query_idx].tolist()) == {2}
+        assert ep.site is None and len({col.class_modalities[c] for c in ep.classes}) == 1
+        seen_support_sites |= set(col.sites[ep.support_idx].tolist())
+    assert seen_support_sites == {0, 1}
+    kw = {"sites": [0, 1], "query_sites": [2], "same_modality": True, "seed": 0}
+    again = EpisodeSampler(col, n_way=3, k_shot=2, q_query=3, **kw).fixed(30, seed=1)  # a fresh sampler, same draws
+    assert [e.support_idx.tolist() + e.query_idx.tolist() for e in again] == [
+        e.support_idx.tolist() + e.query_idx.tolist() for e in s.fixed(30, seed=1)
+    ]
+    # a class needs K images at the support sites and Q at the query site, not K+Q at either
+    few = make_collection(n_classes=3, per_class=6, n_sites=3)  # 2 images per (class, site)
+    ep = EpisodeSampler(few, n_way=3, k_shot=4, q_query=2, sites=[0, 1], query_sites=[2], seed=0).sample()
+    assert len(ep.support_idx) == 12 and len(ep.query_idx) == 6
+    with pytest.raises(ValueError, match=r"K=4 images at the support sites and Q=3 at the query sites"):
+        EpisodeSampler(few, n_way=3, k_shot=4, q_query=3, sites=[0, 1], query_sites=[2])
+
+
+@pytest.mark.parametrize(
+    "kw", [{"sites": [0, 1], "query_sites": [1]}, {"query_sites": [5]}, {"query_sites": [1], "one_site": True}]
+)
+def test_query_sites_refuse_overlap_unknown_sites_and_one_site(toy, kw) -> None:
+    with pytest.raises(ValueError, match="query_sites must be existing site ids"):
+        EpisodeSampler(toy, n_way=2, k_shot=1, q_query=1, **({"sites": [0]} | kw))
+
+
 def test_same_modality():
     c = make_collection(n_classes=6, per_class=6, n_sites=1)
     c.class_modalities = ("x", "x", "x", "y", "y", "y")

@@ -67,6 +67,8 @@ def _metrics() -> dict[str, Any]:
                     "held_out_ci95": 0.03,
                     "training_sites_acc": 0.6,
                     "training_sites_ci95": 0.04,
+                    "held_out_remote_labels_acc": 0.45,
+                    "held_out_remote_labels_ci95": 0.03,
                 }
             },
         },
@@ -157,7 +159,8 @@ def test_summary_tables_carry_every_number_with_its_interval(tmp_path: Path) -> 
         ["5", "", "60.0% ± 3.0"],
     ]
     site = _rows(html, "site-effect")
-    assert site[1] == ["hospital_A", "50.0% ± 3.0", "60.0% ± 4.0", "-10.0 ± 5.0 pts"]  # hypot(3, 4) = 5
+    # hypot(3, 4) = 5
+    assert site[1] == ["hospital_A", "60.0% ± 4.0", "50.0% ± 3.0", "-10.0 ± 5.0 pts", "45.0% ± 3.0", "-15.0 ± 5.0 pts"]
     assert site[3] == ["A", "70.0% ± 10.0", "50.0% ± 10.0"] and "diag" in html
     assert _rows(html, "adaptation")[1] == ["maml", "20.0% ± 0.0", "70.0% ± 4.0"]
     data = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html[html.index('id="data"') : html.index('id="learners"')]))

@@ -260,12 +260,12 @@ def training_spy(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
 
 
 @pytest.fixture
-def site_eval_spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[ImageCollection, tuple[int, ...]]]:
+def site_eval_spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[ImageCollection, tuple[int, ...], tuple[int, ...]]]:
     calls: list[tuple[ImageCollection, tuple[int, ...]]] = []
     real = site_studies._site_eval
 
     def spy(learner, col, sites, **kw):
-        calls.append((col, tuple(sites)))
+        calls.append((col, tuple(sites), tuple(kw.get("query_sites") or ())))
         return real(learner, col, sites, **kw)
 
     monkeypatch.setattr(site_studies, "_site_eval", spy)
@@ -280,18 +280,28 @@ def test_leave_one_site_out_one_row_per_site_held_out_site_unseen(cols, training
     )
     assert list(out) == list(tr.site_names)
     for row in out.values():
-        assert set(row) == {"held_out_acc", "held_out_ci95", "training_sites_acc", "training_sites_ci95"}
-        assert 0.0 <= row["held_out_acc"] <= 1.0 and 0.0 <= row["training_sites_acc"] <= 1.0
+        assert set(row) == {
+            "held_out_acc",
+            "held_out_ci95",
+            "held_out_remote_labels_acc",
+            "held_out_remote_labels_ci95",
+            "training_sites_acc",
+            "training_sites_ci95",
+        }
+        assert all(0.0 <= row[k] <= 1.0 for k in ("held_out_acc", "held_out_remote_labels_acc", "training_sites_acc"))
     assert len(training_spy) == 3
     for s, call in enumerate(training_spy):
         others = tuple(i for i in range(3) if i != s)
         assert call["sites"] == others  # the held-out site is excluded from training...
         assert call["drawn"] and call["drawn"] <= set(others)  # ...and no training image comes from it
-    # each row scores new patients (the test collection) at the held-out site, then at the training sites
-    assert all(col is te for col, _ in site_eval_spy)
-    assert [sites for _, sites in site_eval_spy] == [
-        (s,) if i % 2 == 0 else tuple(x for x in range(3) if x != s) for s in range(3) for i in range(2)
-    ]
+    # each row scores new patients (the test collection): support and queries at the held-out site; support
+    # at the training sites with queries at the held-out one; both at the training sites
+    assert all(col is te for col, _, _ in site_eval_spy)
+    expect = []
+    for s in range(3):
+        others = tuple(x for x in range(3) if x != s)
+        expect += [((s,), ()), (others, (s,)), (others, ())]
+    assert [(sites, query) for _, sites, query in site_eval_spy] == expect
 
 
 def test_site_transfer_matrix_trains_at_one_site_tests_at_each(cols, training_spy) -> None:

@@ -130,7 +130,10 @@ def test_cross_site_map_figure_three_inputs():
         "B": {"held_out_acc": 0.6, "held_out_ci95": 0.1, "training_sites_acc": 0.7, "training_sites_ci95": 0.1},
     }
     f2 = cross_site_map_figure(loso)
-    assert list(f2.data[0].y) == ["held-out site", "training sites"] and f2.data[0].z[0][1] == 0.6
+    assert list(f2.data[0].y) == ["training sites", "held-out site, labels there"] and f2.data[0].z[1][1] == 0.6
+    remote = {s: r | {"held_out_remote_labels_acc": 0.3, "held_out_remote_labels_ci95": 0.1} for s, r in loso.items()}
+    f2b = cross_site_map_figure(remote)
+    assert list(f2b.data[0].y)[2] == "held-out site, labels from training sites" and f2b.data[0].z[2][0] == 0.3
     f3 = cross_site_map_figure({"maml": loso, "protonet": loso})
     assert list(f3.data[0].y) == ["maml", "protonet"] and list(f3.data[0].x) == ["A", "B"]
     with pytest.raises(ValueError, match="expected"):
