@@ -34,12 +34,11 @@ from torch import nn
 from medmeta_lib.config import PROJECT_ROOT, set_threads, shared_data_file
 from medmeta_lib.data.sources import load_collection
 from medmeta_lib.models.backbones import create_backbone
-from medmeta_lib.ssl.features import PooledLayers, extract_features
+from medmeta_lib.ssl.features import CONV4_BLOCKS_2_4, PooledLayers, extract_features
 from medmeta_lib.ssl.probe import label_efficiency
 from medmeta_lib.ssl.simclr import pretrain_simclr
 from medmeta_lib.ssl.simclr_config import SimCLRConfig
 
-CONV4_BLOCKS_2_4 = ("features.7", "features.11", "features.15")
 # reference points measured before (ACC / AUC; transductive features) and the MedMNIST v2 anchor
 REFERENCE = {
     "raw pixels (reference, 100 draws)": {5: (0.763, 0.832), 10: (0.798, 0.868), 20: (0.826, 0.892)},

@@ -10,7 +10,7 @@ Example:
     >>> learner = mm.create_learner("protonet", mm.create_backbone("conv4", hidden=8), n_way=5)
 
 The packages, in the order data flows through them: ``data`` → ``models`` → ``learners`` →
-``evaluation`` → ``training`` → ``ssl`` / ``studies`` → ``viz`` → ``ui`` → ``pipeline`` → ``cli``
+``evaluation`` → ``training`` → ``ssl`` → ``studies`` → ``viz`` → ``ui`` → ``pipeline`` → ``cli``
 (docs/architecture.md; ``make test`` checks the order with import-linter).
 """
 

@@ -1,4 +1,4 @@
-"""``medmeta`` command line: run the notebook pipeline, open the lab, manage data, train, evaluate."""
+"""``medmeta`` command line: run the notebook pipeline, open the lab, manage data, train, evaluate, few-shot."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import yaml
+
+from medmeta_lib.cli.fewshot import add_fewshot_parser
 
 __all__ = ["build_parser", "main"]
 
@@ -274,7 +276,7 @@ def _cmd_docs_params(a: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``medmeta`` argument parser (sub-commands: run, lab, data, pretrain, meta-train, evaluate)."""
+    """The ``medmeta`` argument parser (sub-commands: run, lab, data, pretrain, meta-train, evaluate, fewshot)."""
     p = argparse.ArgumentParser(prog="medmeta", description="MedMeta Workbench: meta-learning for medical images")
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -365,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", action="append", help="meta-train checkpoint (NAME=PATH for several learners)")
     ev.add_argument("--json", help="write results as JSON here")
     ev.set_defaults(func=_cmd_evaluate)
+
+    add_fewshot_parser(sub)
 
     dp = sub.add_parser("docs-params", help="print (or --write into README.md) the notebook parameter table")
     dp.add_argument("--write", action="store_true")

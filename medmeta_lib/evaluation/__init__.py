@@ -3,7 +3,8 @@
 * :mod:`~medmeta_lib.evaluation.episodic` — the same fixed test episodes for every learner (accuracy,
   AUROC, per site) and paired differences over them;
 * :mod:`~medmeta_lib.evaluation.full_test_split` — K labelled images per class, the whole official test
-  split scored over label draws (the protocol comparable to the literature);
+  split scored over label draws (the protocol comparable to the literature), for learners and for any
+  method given as a function of its support set;
 * :mod:`~medmeta_lib.evaluation.intervals` — intervals over label draws *and* test images, balanced
   accuracy, the majority-class rate.
 
@@ -24,7 +25,12 @@ from medmeta_lib.evaluation.episodic import (
     inference_mode,
     paired_episode_difference,
 )
-from medmeta_lib.evaluation.full_test_split import compare_full_test_split, evaluate_full_test_split
+from medmeta_lib.evaluation.full_test_split import (
+    SupportPredictor,
+    compare_full_test_split,
+    evaluate_full_test_split,
+    score_full_test_split,
+)
 from medmeta_lib.evaluation.intervals import (
     majority_rate,
     mean_ci,
@@ -35,6 +41,7 @@ from medmeta_lib.evaluation.intervals import (
 
 __all__ = [
     "EvalResult",
+    "SupportPredictor",
     "compare_full_test_split",
     "evaluate_full_test_split",
     "evaluate_learner",
@@ -44,6 +51,7 @@ __all__ = [
     "mean_ci",
     "paired_difference",
     "paired_episode_difference",
+    "score_full_test_split",
     "split_metrics",
     "two_level_bootstrap",
 ]

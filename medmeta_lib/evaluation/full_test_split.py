@@ -9,7 +9,8 @@ differences against the best learner (docs/evaluation.md).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,11 @@ from medmeta_lib.data.collection import ImageCollection
 from medmeta_lib.evaluation.episodic import inference_mode
 from medmeta_lib.evaluation.intervals import majority_rate, paired_difference, two_level_bootstrap
 
-__all__ = ["compare_full_test_split", "evaluate_full_test_split"]
+__all__ = ["SupportPredictor", "compare_full_test_split", "evaluate_full_test_split", "score_full_test_split"]
+
+#: a few-shot method that is not a learner: support indices into ``train`` (K per class, class-major)
+#: -> ``(len(test), n_way)`` class probabilities for every test image (e.g. a logistic probe on features)
+SupportPredictor = Callable[[np.ndarray], np.ndarray]
 
 
 def _draw_supports(train: ImageCollection, n_way: int, k_shot: int, draws: int, seed: int) -> list[np.ndarray]:
@@ -75,7 +80,7 @@ def evaluate_full_test_split(
     Returns:
         ``{"learner", "k_shot", "draws", "test_images", "transductive", "majority_rate",
         "acc_mean", "acc_ci95", "acc_ci95_total", "acc_lo95", "acc_hi95", the same for "bal_acc" and (two
-        classes) "auc", "per_draw_acc"}``: ``ci95`` is over the label draws (``1.96·sd/√draws``);
+        classes) "auc", "per_draw_acc", "seconds"}``: ``ci95`` is over the label draws (``1.96·sd/√draws``);
         ``ci95_total``/``lo95``/``hi95`` come from a bootstrap over draws *and* test images.
 
     Example:
@@ -94,31 +99,95 @@ def evaluate_full_test_split(
         raise ValueError(f"train has {n_way} classes but test has {test.num_classes}; they must match")
     if learner.n_way != n_way:
         learner.set_n_way(n_way)
-    supports = _draw_supports(train, n_way, k_shot, draws, seed)
-    ty = test.labels.numpy()
-    correct = np.zeros((draws, len(test)), dtype=bool)
-    score = np.zeros((draws, len(test))) if n_way == 2 else None
+
+    def predict(idx: np.ndarray) -> np.ndarray:
+        sx = train.images[torch.from_numpy(idx)]
+        sy = torch.arange(n_way).repeat_interleave(k_shot)
+        predictor, _ = learner.adapt(sx, sy, steps=steps)
+        with torch.no_grad():
+            return torch.cat(
+                [predictor(test.images[i : i + batch_size]).softmax(-1) for i in range(0, len(test), batch_size)]
+            ).numpy()
+
     with inference_mode(learner, transductive):
-        for d, idx in enumerate(supports):
-            sx = train.images[torch.from_numpy(idx)]
-            sy = torch.arange(n_way).repeat_interleave(k_shot)
-            predictor, _ = learner.adapt(sx, sy, steps=steps)
-            with torch.no_grad():
-                probs = torch.cat(
-                    [predictor(test.images[i : i + batch_size]).softmax(-1) for i in range(0, len(test), batch_size)]
-                ).numpy()
-            correct[d] = probs.argmax(-1) == ty
-            if score is not None:
-                score[d] = probs[:, 1]
         mode = bool(learner.transductive)
+        return score_full_test_split(
+            learner.name,
+            predict,
+            train,
+            test,
+            k_shot=k_shot,
+            draws=draws,
+            seed=seed,
+            n_boot=n_boot,
+            keep_predictions=keep_predictions,
+            transductive=mode,
+        )
+
+
+def score_full_test_split(
+    name: str,
+    predict: SupportPredictor,
+    train: ImageCollection,
+    test: ImageCollection,
+    *,
+    k_shot: int,
+    draws: int = 100,
+    seed: int = 0,
+    n_boot: int = 1000,
+    keep_predictions: bool = False,
+    transductive: bool = False,
+) -> dict[str, Any]:
+    """The full-test-split protocol for any few-shot method given as a function of its support set.
+
+    Draws the same ``draws`` support sets as :func:`evaluate_full_test_split` (a function of ``seed``
+    and the train labels only), calls ``predict(support_indices)`` for each and scores every test
+    image. Test labels are read only here, after the predictions.
+
+    Args:
+        name: the method's name in the result.
+        predict: support indices into ``train`` (``k_shot`` per class, class-major) -> ``(len(test),
+            n_way)`` probabilities.
+        train: the pool the labelled images are drawn from.
+        test: every image of it is scored.
+        k_shot: labelled images per class.
+        draws: label draws.
+        seed: seed of the draws.
+        n_boot: bootstrap replicates (intervals that include test-set sampling).
+        keep_predictions: also return the ``"correct"`` and ``"score"`` matrices.
+        transductive: recorded in the result (whether ``predict`` used batch statistics of test images).
+
+    Returns:
+        The same keys as :func:`evaluate_full_test_split`, ``"learner"`` holding ``name``; ``"seconds"``
+        is the wall time of the ``draws`` adaptations and predictions.
+
+    Example:
+        >>> prior = lambda idx: np.full((len(test), 2), 0.5)  # doctest: +SKIP
+        >>> score_full_test_split("prior", prior, train, test, k_shot=1)["acc_mean"]  # doctest: +SKIP
+    """
+    if isinstance(k_shot, bool) or not isinstance(k_shot, int) or k_shot < 1:
+        raise ValueError(f"k_shot must be an int >= 1, got {k_shot!r}")
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise ValueError(f"draws must be an int >= 1, got {draws!r}")
+    n_way = train.num_classes
+    supports = _draw_supports(train, n_way, k_shot, draws, seed)
+    t0 = time.perf_counter()
+    probs = np.stack([np.asarray(predict(idx)) for idx in supports])  # (draws, N, n_way), before any test label
+    if probs.shape[1:] != (len(test), n_way):
+        raise ValueError(f"{name}: predict must return ({len(test)}, {n_way}) probabilities, got {probs.shape[1:]}")
+    seconds = time.perf_counter() - t0
+    ty = test.labels.numpy()
+    correct = probs.argmax(-1) == ty[None, :]
+    score = probs[:, :, 1] if n_way == 2 else None
     stats = two_level_bootstrap(correct, ty, score, n_boot=n_boot, seed=seed)
     out: dict[str, Any] = {
-        "learner": learner.name,
+        "learner": name,
         "k_shot": k_shot,
         "draws": draws,
         "test_images": len(test),
-        "transductive": mode,
+        "transductive": transductive,
         "majority_rate": majority_rate(ty),
+        "seconds": round(seconds, 2),
     }
     for metric, st in stats.items():
         for key, value in st.items():
@@ -130,7 +199,7 @@ def evaluate_full_test_split(
 
 
 def compare_full_test_split(
-    learners: Mapping[str, Any],
+    learners: Mapping[str, Any | SupportPredictor],
     train: ImageCollection,
     test: ImageCollection,
     *,
@@ -142,8 +211,10 @@ def compare_full_test_split(
 ) -> dict[str, Any]:
     """:func:`evaluate_full_test_split` for several learners on the same draws, with paired differences.
 
-    The best learner (highest mean balanced accuracy) is compared with every other one: ``A − B`` for
-    accuracy, balanced accuracy and AUC over the same draws and test images, with both intervals.
+    A value may also be a :data:`SupportPredictor` (a method that is not a learner, scored with
+    :func:`score_full_test_split`; ``**kw`` then applies to the learners only). The best learner
+    (highest mean balanced accuracy) is compared with every other one: ``A − B`` for accuracy, balanced
+    accuracy and AUC over the same draws and test images, with both intervals.
 
     Returns:
         ``{"results": {name: result}, "best": name, "paired_vs_best": {name: {metric: {...}}}}``.
@@ -154,10 +225,12 @@ def compare_full_test_split(
     """
     if not learners:
         raise ValueError("compare_full_test_split: give at least one learner")
+    common: dict[str, Any] = {"k_shot": k_shot, "draws": draws, "seed": seed, "n_boot": n_boot}
+    common["keep_predictions"] = True
     raw = {
-        name: evaluate_full_test_split(
-            lr, train, test, k_shot=k_shot, draws=draws, seed=seed, n_boot=n_boot, keep_predictions=True, **kw
-        )
+        name: evaluate_full_test_split(lr, train, test, **common, **kw)
+        if hasattr(lr, "adapt")
+        else score_full_test_split(name, lr, train, test, **common)
         for name, lr in learners.items()
     }
     best = max(raw, key=lambda n: raw[n]["bal_acc_mean"])

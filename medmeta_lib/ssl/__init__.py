@@ -15,14 +15,15 @@ Example:
 
 from __future__ import annotations
 
-from medmeta_lib.ssl.features import PooledLayers, extract_features, with_population_stats
+from medmeta_lib.ssl.features import CONV4_BLOCKS_2_4, PooledLayers, extract_features, with_population_stats
 from medmeta_lib.ssl.ntxent import nt_xent_loss
-from medmeta_lib.ssl.probe import knn_accuracy, label_efficiency, linear_probe
+from medmeta_lib.ssl.probe import knn_accuracy, label_efficiency, linear_probe, probe_predictor
 from medmeta_lib.ssl.simclr import PretrainResult, pretrain_simclr, projection_head
 from medmeta_lib.ssl.simclr_config import SimCLRConfig
 from medmeta_lib.ssl.views import ContrastiveViews
 
 __all__ = [
+    "CONV4_BLOCKS_2_4",
     "ContrastiveViews",
     "PooledLayers",
     "PretrainResult",
@@ -33,6 +34,7 @@ __all__ = [
     "linear_probe",
     "nt_xent_loss",
     "pretrain_simclr",
+    "probe_predictor",
     "projection_head",
     "with_population_stats",
 ]

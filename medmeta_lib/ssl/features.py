@@ -18,7 +18,11 @@ from torch import nn
 
 from medmeta_lib.models.task_norm import has_batch_stats
 
-__all__ = ["PooledLayers", "extract_features", "with_population_stats"]
+__all__ = ["CONV4_BLOCKS_2_4", "PooledLayers", "extract_features", "with_population_stats"]
+
+#: Conv-4's blocks 2-4 (after each block's pooling), the layers a probe reads: on PneumoniaMNIST these
+#: pooled features beat the last block alone (BENCHMARKS.md section 3; chosen on the validation split)
+CONV4_BLOCKS_2_4 = ("features.7", "features.11", "features.15")
 
 
 class PooledLayers(nn.Module):

@@ -16,7 +16,7 @@ per-batch alternative.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -149,7 +149,6 @@ def linear_probe(
 
     Example:
         >>> from medmeta_lib.data.collection import ImageCollection
-    from medmeta_lib.models.task_norm import has_batch_stats
         >>> col = ImageCollection(images=torch.rand(8, 1, 4, 4), labels=torch.tensor([0, 1] * 4),
         ...                       class_names=("a", "b"))
         >>> r = linear_probe(nn.Flatten(), col, col, k_per_class=2, draws=3)
@@ -245,7 +244,6 @@ def label_efficiency(
 
     Example:
         >>> from medmeta_lib.data.collection import ImageCollection
-    from medmeta_lib.models.task_norm import has_batch_stats
         >>> col = ImageCollection(images=torch.rand(8, 1, 4, 4), labels=torch.tensor([0, 1] * 4),
         ...                       class_names=("a", "b"))
         >>> rows = label_efficiency({"pixels": nn.Flatten()}, col, col, shots=(1, None), draws=2)
@@ -263,3 +261,59 @@ def label_efficiency(
             r = linear_probe(feats, train, test, k_per_class=k, draws=draws, seed=seed, C=C)
             rows.append({"encoder": name, **r})
     return rows
+
+
+def probe_predictor(
+    train_features: ArrayLike,
+    test_features: ArrayLike,
+    train_labels: ArrayLike,
+    *,
+    C: float = 0.1,
+    max_iter: int = 2000,
+) -> Callable[[np.ndarray], np.ndarray]:
+    """A logistic-regression probe as a function of its labelled images: support indices -> test probabilities.
+
+    The returned function fits scikit-learn's ``LogisticRegression`` on the standardised features of
+    the given train indices and returns ``(len(test_features), n_classes)`` probabilities (columns
+    in class order). Features are standardised with the mean and sd of *all* train features (only
+    the unlabelled images are used for that), as in :func:`linear_probe`. It reads no test label, so
+    it plugs into :func:`~medmeta_lib.evaluation.full_test_split.score_full_test_split`.
+
+    Args:
+        train_features: ``(N, D)`` features of the labelled pool.
+        test_features: ``(M, D)`` features of the images to classify.
+        train_labels: ``(N,)`` labels of the pool, ``0 .. n_classes - 1``.
+        C: inverse L2 strength (fixed; chosen on validation data, never on test).
+        max_iter: L-BFGS iterations.
+
+    Example:
+        >>> f = np.array([[0.0], [0.1], [1.0], [1.1]])
+        >>> predict = probe_predictor(f, f, [0, 0, 1, 1], C=10.0)
+        >>> predict(np.array([0, 2])).argmax(1).tolist()
+        [0, 0, 1, 1]
+    """
+    if not C > 0:
+        raise ValueError(f"C must be > 0 (inverse regularisation strength), got {C}")
+    ftr, fte = _np(train_features), _np(test_features)
+    ytr = _np(train_labels).ravel().astype(np.int64)
+    ftr, fte = ftr.reshape(len(ftr), -1), fte.reshape(len(fte), -1)
+    if len(ftr) != len(ytr) or ftr.shape[1] != fte.shape[1]:
+        raise ValueError(
+            f"probe_predictor: {len(ftr)} train features for {len(ytr)} labels, feature sizes "
+            f"{ftr.shape[1]} (train) and {fte.shape[1]} (test); they must match"
+        )
+    n_classes = int(ytr.max()) + 1
+    mean, std = ftr.mean(0), ftr.std(0)
+    std = np.where(std > 1e-8, std, 1.0)
+    ztr, zte = (ftr - mean) / std, (fte - mean) / std
+
+    def predict(idx: np.ndarray) -> np.ndarray:
+        with threadpool_limits(1, user_api="blas"), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
+            clf = LogisticRegression(C=C, max_iter=max_iter).fit(ztr[idx], ytr[idx])
+            proba = clf.predict_proba(zte)
+        out = np.zeros((len(zte), n_classes))
+        out[:, clf.classes_] = proba
+        return out
+
+    return predict

@@ -6,7 +6,9 @@
 * :mod:`~medmeta_lib.studies.sites` — leave-one-site-out and site-transfer maps (a new hospital);
 * :mod:`~medmeta_lib.studies.adaptation` — adaptation curves, data efficiency, embedding trajectories;
 * :mod:`~medmeta_lib.studies.saliency` — saliency maps before and after adaptation;
-* :mod:`~medmeta_lib.studies.weights` — what a weight-generating learner's second network wrote.
+* :mod:`~medmeta_lib.studies.weights` — what a weight-generating learner's second network wrote;
+* :mod:`~medmeta_lib.studies.fewshot` — the best few-shot recipe on a user's dataset, beside its baselines
+  (``medmeta fewshot``).
 
 These modules compute; :mod:`medmeta_lib.viz` draws.
 
@@ -27,19 +29,23 @@ from medmeta_lib.studies.experiment_split import (
     make_split,
     obtain_split,
 )
+from medmeta_lib.studies.fewshot import RECIPE, check_fewshot_data, fewshot_study
 from medmeta_lib.studies.saliency import SALIENCY_METHODS, gradient_x_input, occlusion_map, saliency_before_after
 from medmeta_lib.studies.sites import leave_one_site_out, site_transfer_matrix
 from medmeta_lib.studies.weights import generated_head, writes_weights
 
 __all__ = [
+    "RECIPE",
     "SALIENCY_METHODS",
     "SPLITS",
     "ExperimentSplit",
     "adaptation_curves",
+    "check_fewshot_data",
     "check_split_matches",
     "data_efficiency",
     "embedding_trajectory",
     "evaluate_split",
+    "fewshot_study",
     "generated_head",
     "gradient_x_input",
     "learner_defaults",

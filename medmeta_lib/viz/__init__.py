@@ -6,7 +6,8 @@
 * :mod:`~medmeta_lib.viz.adaptation_plots` — adaptation curves, data efficiency, decision grids, site maps;
 * :mod:`~medmeta_lib.viz.embeddings` — embedding trajectories while a learner adapts;
 * :mod:`~medmeta_lib.viz.saliency_plots` — saliency before and after adaptation;
-* :mod:`~medmeta_lib.viz.weightgen_plots` — generated class weights against the class prototypes.
+* :mod:`~medmeta_lib.viz.weightgen_plots` — generated class weights against the class prototypes;
+* :mod:`~medmeta_lib.viz.fewshot_plots` — the summary figure of ``medmeta fewshot``.
 
 This package exports only :func:`setup_notebook` and :func:`save_figure` (importing it does not import
 matplotlib or plotly); import the topic modules for the figures.

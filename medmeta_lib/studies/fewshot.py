@@ -1,0 +1,183 @@
+"""Few-shot on a user's own dataset: the workbench's best recipe, end to end, beside the baselines it should beat.
+
+The recipe (measured on PneumoniaMNIST, BENCHMARKS.md section 3; every choice fixed on the validation
+split): SimCLR on the *unlabelled* train images (Conv-4-64 with GroupNorm, NT-Xent τ = 0.2, batch 256,
+AdamW 2e-3), then a logistic-regression probe (C = 0.1) on the pooled features of Conv-4 blocks 2-4 of
+``k_shot`` labelled train images per class. It is scored with the full-test-split protocol
+(:mod:`medmeta_lib.evaluation.full_test_split`): the same label draws for every method, every test image
+predicted on its own, accuracy / balanced accuracy / AUC with intervals over the draws and over draws and
+test images, the majority-class rate, and the paired difference of every method against the best.
+
+Baselines: a logistic regression on raw pixels, the same probe on a random-init encoder of the same
+architecture, and ``scratch`` (a fresh Conv-4 trained on the support set of each draw).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from medmeta_lib.data.collection import ImageCollection
+from medmeta_lib.evaluation.full_test_split import compare_full_test_split
+from medmeta_lib.models.backbones import create_backbone
+from medmeta_lib.ssl.features import CONV4_BLOCKS_2_4, PooledLayers, extract_features
+from medmeta_lib.ssl.probe import probe_predictor
+from medmeta_lib.ssl.simclr import pretrain_simclr
+from medmeta_lib.ssl.simclr_config import SimCLRConfig
+from medmeta_lib.training.learner_io import build_learner
+
+__all__ = ["RECIPE", "check_fewshot_data", "fewshot_study"]
+
+#: the recipe's name in the results, and the baselines' names
+RECIPE = "simclr_probe"
+_BASELINES = ("random_init_probe", "raw_pixels_probe", "scratch")
+
+
+def check_fewshot_data(train: ImageCollection, test: ImageCollection, k_shot: int) -> None:
+    """Refuse data the protocol cannot score, with a message that says what to change.
+
+    Raises:
+        ValueError: fewer than two classes, train and test with different classes, or a class with
+            fewer than ``k_shot`` train images.
+
+    Example:
+        >>> check_fewshot_data(train, test, 5)  # doctest: +SKIP
+    """
+    if isinstance(k_shot, bool) or not isinstance(k_shot, int) or k_shot < 1:
+        raise ValueError(f"k_shot must be an int >= 1, got {k_shot!r}")
+    if train.num_classes < 2:
+        raise ValueError(f"{train.source}: few-shot classification needs at least 2 classes, got {train.num_classes}")
+    if tuple(train.class_names) != tuple(test.class_names):
+        raise ValueError(
+            f"{train.source}: train classes {list(train.class_names)} differ from test classes "
+            f"{list(test.class_names)}; both splits must have the same classes"
+        )
+    counts = np.bincount(train.labels.numpy(), minlength=train.num_classes)
+    short = [(train.class_names[c], int(n)) for c, n in enumerate(counts) if n < k_shot]
+    if short:
+        raise ValueError(
+            f"{train.source}: class(es) (name, train images) {short} have fewer than k_shot={k_shot} train images; "
+            "lower --k-shot"
+        )
+
+
+def fewshot_study(
+    train: ImageCollection,
+    test: ImageCollection,
+    *,
+    k_shot: int,
+    draws: int = 100,
+    seed: int = 0,
+    epochs: int = 30,
+    batch_size: int = 256,
+    augment: str = "generic",
+    hidden: int = 64,
+    C: float = 0.1,
+    scratch: bool = True,
+    encoder_out: str | Path | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run the recipe and its baselines on ``train`` / ``test`` and compare them on the same label draws.
+
+    Args:
+        train: the labelled pool (its images are also the unlabelled pretraining data).
+        test: every image of it is scored (never used before scoring).
+        k_shot: labelled train images per class.
+        draws: label draws (the same for every method).
+        seed: seed of the pretraining, the random-init encoder and the draws.
+        epochs: SimCLR epochs over the train images.
+        batch_size: SimCLR batch size (capped at the number of train images).
+        augment: ``ViewAugment`` preset of the SimCLR views (``"generic"`` suits any modality; e.g.
+            ``"chest_xray"`` or ``"histology"`` when the data is one of those).
+        hidden: Conv-4 width of the encoder.
+        C: inverse L2 strength of the logistic probes.
+        scratch: include the ``scratch`` baseline (the slowest part: a network trained per draw).
+        encoder_out: SimCLR checkpoint path (resumable); ``None`` keeps it in memory.
+        progress: show SimCLR's progress bar.
+        log: where the stage lines go.
+
+    Returns:
+        ``{"recipe", "k_shot", "draws", "classes", "train_images", "test_images", "channels",
+        "majority_rate", "pretrain", "results", "best", "paired_vs_best", "settings"}``; ``results`` maps
+        each method to :func:`~medmeta_lib.evaluation.full_test_split.score_full_test_split`'s fields
+        (``acc_mean``, ``bal_acc_mean``, ``auc_mean`` for two classes, both intervals, ``seconds``).
+
+    Example:
+        >>> out = fewshot_study(train, test, k_shot=10, draws=100)  # doctest: +SKIP
+        >>> out["results"]["simclr_probe"]["auc_mean"], out["best"]  # doctest: +SKIP
+    """
+    check_fewshot_data(train, test, k_shot)
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise ValueError(f"draws must be an int >= 1, got {draws!r}")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
+    bkw = {"hidden": hidden, "norm": "group"}
+    log(f"[fewshot] SimCLR on {len(train)} unlabelled train images ({epochs} epochs, Conv-4-{hidden}, GroupNorm)")
+    t0 = time.perf_counter()
+    cfg = SimCLRConfig(
+        epochs=epochs,
+        batch_size=max(2, min(batch_size, len(train))),
+        lr=2e-3,
+        temperature=0.2,
+        augment_preset=augment,
+        seed=seed,
+    )
+    pre = pretrain_simclr(train, backbone="conv4", backbone_kwargs=bkw, config=cfg, out=encoder_out, progress=progress)
+    pretrain_s = time.perf_counter() - t0
+    losses = [h["loss"] for h in pre.history if "loss" in h]
+    torch.manual_seed(seed)  # the random-init baseline: the same architecture, seeded like the SSL start
+    random_enc = create_backbone("conv4", in_channels=train.channels, **bkw)
+    encoders: dict[str, nn.Module] = {
+        RECIPE: PooledLayers(pre.encoder, CONV4_BLOCKS_2_4),
+        "random_init_probe": PooledLayers(random_enc, CONV4_BLOCKS_2_4),
+        "raw_pixels_probe": nn.Flatten(),
+    }
+    methods: dict[str, Any] = {}
+    for name, enc in encoders.items():  # features of every image, each computed on its own statistics
+        ftr = extract_features(enc, train.images, reference=train.images)
+        fte = extract_features(enc, test.images, reference=train.images)
+        methods[name] = probe_predictor(ftr, fte, train.labels, C=C)
+    if scratch:
+        methods["scratch"] = build_learner(
+            "scratch", backbone_kwargs={"hidden": 32}, n_way=train.num_classes, in_channels=train.channels, seed=seed
+        )
+    log(f"[fewshot] scoring {', '.join(methods)} on {len(test)} test images over {draws} label draws of K={k_shot}")
+    compared = compare_full_test_split(methods, train, test, k_shot=k_shot, draws=draws, seed=seed)
+    results = compared["results"]
+    return {
+        "recipe": RECIPE,
+        "k_shot": k_shot,
+        "draws": draws,
+        "classes": list(train.class_names),
+        "train_images": len(train),
+        "test_images": len(test),
+        "channels": train.channels,
+        "majority_rate": next(iter(results.values()))["majority_rate"],
+        "pretrain": {
+            "seconds": round(pretrain_s, 1),
+            "epochs": epochs,
+            "steps": len(losses),
+            "first_loss": losses[0] if losses else None,
+            "final_loss": losses[-1] if losses else None,
+            "checkpoint": str(pre.checkpoint) if getattr(pre, "checkpoint", None) else None,
+        },
+        "results": results,
+        "best": compared["best"],
+        "paired_vs_best": compared["paired_vs_best"],
+        "settings": {
+            "seed": seed,
+            "augment": augment,
+            "hidden": hidden,
+            "C": C,
+            "batch_size": cfg.batch_size,
+            "probe_layers": list(CONV4_BLOCKS_2_4),
+            "baselines": [b for b in _BASELINES if b in results],
+        },
+    }

@@ -1,0 +1,57 @@
+"""The summary figure of ``medmeta fewshot``: every method's accuracy, balanced accuracy and AUC with intervals."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["fewshot_summary_figure"]
+
+_METRICS = (("acc", "accuracy"), ("bal_acc", "balanced accuracy"), ("auc", "AUC"))
+
+
+def fewshot_summary_figure(result: Mapping[str, Any], *, title: str | None = None) -> Any:
+    """Grouped bars (one group per metric, one bar per method) with the draw-and-test-image 95% intervals.
+
+    The majority-class rate is drawn as a dashed line on the accuracy group: an accuracy below it is no
+    better than always predicting the most frequent class.
+
+    Args:
+        result: :func:`~medmeta_lib.studies.fewshot.fewshot_study`'s output.
+        title: figure title (default: K, draws and the number of test images).
+
+    Example:
+        >>> fig = fewshot_summary_figure(fewshot_study(train, test, k_shot=10))  # doctest: +SKIP
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    methods = list(result["results"])
+    if not methods:
+        raise ValueError("fewshot_summary_figure: the result has no methods")
+    metrics = [(m, label) for m, label in _METRICS if all(f"{m}_mean" in result["results"][n] for n in methods)]
+    fig, ax = plt.subplots(figsize=(8.5, 3.4))
+    width = 0.8 / len(methods)
+    for i, name in enumerate(methods):
+        r = result["results"][name]
+        x = np.arange(len(metrics)) + (i - (len(methods) - 1) / 2) * width
+        mean = np.array([r[f"{m}_mean"] for m, _ in metrics])
+        lo = np.array([r.get(f"{m}_lo95", r[f"{m}_mean"]) for m, _ in metrics])
+        hi = np.array([r.get(f"{m}_hi95", r[f"{m}_mean"]) for m, _ in metrics])
+        best = name == result.get("best")
+        ax.bar(x, mean, width * 0.92, label=name + (" (best)" if best else ""), edgecolor="black" if best else None)
+        ax.errorbar(x, mean, yerr=[mean - lo, hi - mean], fmt="none", ecolor="black", capsize=2, lw=0.8)
+    rate = result.get("majority_rate")
+    if rate is not None:
+        ax.hlines(rate, -0.45, 0.45, colors="grey", linestyles="dashed", label=f"majority class {rate:.3f}")
+    ax.set_xticks(np.arange(len(metrics)), [label for _, label in metrics])
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.set_title(
+        title
+        or f"K = {result['k_shot']} labelled images per class, {result['draws']} label draws, "
+        f"{result['test_images']} test images (95% intervals over draws and test images)",
+        fontsize=8,
+    )
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,62 @@
+"""``medmeta fewshot`` end to end on a tiny MedMNIST-format file (greyscale and RGB), and its refusals."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from medmeta_lib.cli import main
+from tests.conftest import write_medmnist_npz
+
+FAST = ["--draws", "3", "--epochs", "1"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize(("channels", "n_classes"), [(1, 2), (3, 3)])
+def test_results_json_and_summary_for_grey_and_colour(tmp_path: Path, capsys, channels: int, n_classes: int) -> None:
+    npz = write_medmnist_npz(tmp_path / "d.npz", channels=channels, n_classes=n_classes, per_class=8)
+    out = tmp_path / "out"
+    assert main(["fewshot", "--data", str(npz), "--k-shot", "2", "--out", str(out), *FAST]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["channels"] == channels and len(res["classes"]) == n_classes and res["k_shot"] == 2
+    assert set(res["results"]) == {"simclr_probe", "random_init_probe", "raw_pixels_probe", "scratch"}
+    for r in res["results"].values():
+        assert {"acc_mean", "acc_ci95", "acc_lo95", "acc_hi95", "bal_acc_mean", "bal_acc_lo95"} <= set(r)
+        assert ("auc_mean" in r) == (n_classes == 2) and r["draws"] == 3
+    assert res["majority_rate"] == pytest.approx(1 / n_classes)  # balanced tiny test split
+    assert res["command"].startswith("medmeta fewshot --data") and (out / "figures" / "summary.png").stat().st_size
+    assert (out / "encoder.safetensors").is_file()
+    printed = capsys.readouterr().out
+    assert "| simclr_probe" in printed and "majority class" in printed and "wrote" in printed
+
+
+def test_a_dataset_without_a_test_split_or_with_too_few_images_is_refused(tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "folder"
+    for c in "ab":
+        (folder / c).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray((np.random.default_rng(i).random((28, 28)) * 255).astype("uint8")).save(
+                folder / c / f"{i}.png"
+            )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the refusal comes before any "returns every image" warning escapes
+        assert main(["fewshot", "--data", str(folder), "--k-shot", "1", "--out", str(tmp_path / "o"), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "no usable test split" in err and "give the data a test split" in err and "Traceback" not in err
+    npz = write_medmnist_npz(tmp_path / "d.npz", per_class=3, n_classes=2)
+    assert main(["fewshot", "--data", str(npz), "--k-shot", "5", "--out", str(tmp_path / "o2"), *FAST]) == 2
+    assert "fewer than k_shot=5 train images; lower --k-shot" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists()  # refused before anything was written

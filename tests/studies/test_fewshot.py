@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import medmeta_lib.studies.fewshot as fewshot_mod
+from medmeta_lib.data import load_collection
+from medmeta_lib.studies.fewshot import RECIPE, check_fewshot_data, fewshot_study
+from tests.conftest import write_medmnist_npz
+
+TINY = {"epochs": 1, "draws": 3, "batch_size": 16, "hidden": 8, "progress": False, "log": lambda s: None}
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory) -> tuple:
+    npz = write_medmnist_npz(tmp_path_factory.mktemp("fs") / "tiny.npz", n_classes=2, per_class=10)
+    return load_collection(str(npz), split="train"), load_collection(str(npz), split="test")
+
+
+def test_the_recipe_and_its_baselines_on_the_same_draws(pair) -> None:
+    train, test = pair
+    out = fewshot_study(train, test, k_shot=2, scratch=False, **TINY)
+    assert out["recipe"] == RECIPE and set(out["results"]) == {RECIPE, "random_init_probe", "raw_pixels_probe"}
+    labels = test.labels.numpy()
+    assert out["majority_rate"] == pytest.approx(np.bincount(labels).max() / len(labels))
+    for r in out["results"].values():
+        assert r["draws"] == 3 and len(r["per_draw_acc"]) == 3 and r["test_images"] == len(test)
+        for metric in ("acc", "bal_acc", "auc"):
+            assert r[f"{metric}_lo95"] <= r[f"{metric}_mean"] <= r[f"{metric}_hi95"]
+    best = max(out["results"], key=lambda n: out["results"][n]["bal_acc_mean"])
+    assert out["results"][out["best"]]["bal_acc_mean"] == out["results"][best]["bal_acc_mean"]
+    assert set(out["paired_vs_best"]) == set(out["results"]) - {out["best"]}
+    assert out["pretrain"]["steps"] >= 1 and out["settings"]["probe_layers"]
+
+
+def test_no_test_label_is_read_before_scoring(pair, monkeypatch) -> None:
+    """Pretraining, features and probes give the same predictions whatever the test labels say."""
+    train, test = pair
+    seen: list[dict[str, np.ndarray]] = []
+
+    def spy(methods, train_, test_, *, k_shot, draws, seed, **kw):
+        idx = np.concatenate([np.nonzero(train_.labels.numpy() == c)[0][:k_shot] for c in range(2)])
+        seen.append({n: m(idx) for n, m in methods.items() if callable(m) and not hasattr(m, "adapt")})
+        return real(methods, train_, test_, k_shot=k_shot, draws=draws, seed=seed, **kw)
+
+    real = fewshot_mod.compare_full_test_split
+    monkeypatch.setattr(fewshot_mod, "compare_full_test_split", spy)
+    scrambled = test.subset(torch.arange(len(test)))
+    scrambled.labels = 1 - test.labels  # every test label wrong
+    a = fewshot_study(train, test, k_shot=2, scratch=False, **TINY)
+    b = fewshot_study(train, scrambled, k_shot=2, scratch=False, **TINY)
+    assert set(seen[0]) == {RECIPE, "random_init_probe", "raw_pixels_probe"}
+    for name in seen[0]:
+        np.testing.assert_array_equal(seen[0][name], seen[1][name])
+        assert a["results"][name]["acc_mean"] == pytest.approx(1 - b["results"][name]["acc_mean"])
+
+
+def test_data_the_protocol_cannot_score_is_refused(pair, tmp_path: Path) -> None:
+    train, test = pair
+    with pytest.raises(ValueError, match=r"fewer than k_shot=20 train images; lower --k-shot"):
+        check_fewshot_data(train, test, 20)
+    one = train.subset(torch.nonzero(train.labels == 0).flatten())
+    one.class_names = ("class0",)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        check_fewshot_data(one, test, 1)
+    npz3 = write_medmnist_npz(tmp_path / "three.npz", n_classes=3, per_class=4)
+    with pytest.raises(ValueError, match="both splits must have the same classes"):
+        check_fewshot_data(load_collection(str(npz3), split="train"), test, 1)
