@@ -50,10 +50,15 @@ INNER = ("maml", "fomaml", "metasgd", "anil")
 
 
 def train_with_curve(name: str, split: Any, col: Any, a: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    """Meta-train one learner in validated chunks; return the learner (best state) and its curve."""
-    kw = {**learner_defaults(name, col), **({"inner_steps": 5} if name in INNER else {})}
+    """Meta-train one learner in validated chunks; return the learner (best state) and its curve.
+
+    ``random_init`` is ProtoNet on the untrained encoder: nearest prototype in a random-init embedding, the
+    floor that meta-training has to raise.
+    """
+    base = "protonet" if name == "random_init" else name
+    kw = {**learner_defaults(base, col), **({"inner_steps": 5} if base in INNER else {})}
     learner = build_learner(
-        name,
+        base,
         backbone_kwargs={"hidden": a.hidden},
         n_way=5,
         in_channels=col.channels,
@@ -65,7 +70,7 @@ def train_with_curve(name: str, split: Any, col: Any, a: argparse.Namespace, wor
     curve: list[dict[str, float]] = []
     train_s = 0.0
     best: tuple[float, dict[str, torch.Tensor]] | None = None
-    if learner.meta_trainable:
+    if learner.meta_trainable and name != "random_init":
         stops = [*range(a.val_every, a.steps, a.val_every), a.steps]  # validated at the end too
         for upto in stops:
             cfg = MetaTrainConfig(steps=upto, meta_batch=4, val_every=0, checkpoint_every=upto, seed=a.seed)
@@ -110,13 +115,17 @@ def main() -> None:
     p.add_argument("--site-steps", type=int, default=500)
     p.add_argument("--site-episodes", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--taxonomy", default="coarse", choices=["coarse", "fine"], help="MedSynth's class taxonomy")
+    p.add_argument(
+        "--protocol", default="modality", help="split protocol: modality (held-out modality), classes (new classes)"
+    )
     p.add_argument("--out", default="bench/out/medsynth_results.json")
     a = p.parse_args()
     if a.steps < 1 or a.val_every < 1:
         p.error(f"--steps and --val-every must be >= 1, got {a.steps} and {a.val_every}")
     t0 = time.time()
     names = [n for n in a.learners.split(",") if n]
-    kw = {"n_per_class_site": a.n_per_class_site}
+    kw = {"n_per_class_site": a.n_per_class_site, "taxonomy": a.taxonomy}
     cols = {s: load_collection("synthetic", split=s, seed=a.seed, **kw) for s in ("train", "val", "test")}
     rf = ResultFile(a.out, {"settings": vars(a) | {"torch_threads": torch.get_num_threads()}, "results": {}})
     out = rf.data
@@ -127,7 +136,7 @@ def main() -> None:
                 cols["train"],
                 cols["test"],
                 val=cols["val"],
-                split="modality",
+                split=a.protocol,
                 n_way=5,
                 k_shot=k,
                 q_query=15,

@@ -3,7 +3,7 @@
 Prints: logistic regression on raw pixels of the train split scored on the test split (all classes, and
 within each modality); the same with one site held out (train on the other sites, test on it) to show
 that the site shift is real; and 5-way 5-shot nearest-centroid accuracy over episodes drawn from the
-test split. Run: .venv/bin/python bench/raw_pixel_medsynth.py [--size 28] [--n 40]
+test split. Run: .venv/bin/python bench/raw_pixel_medsynth.py [--size 28] [--n 40] [--taxonomy fine]
 """
 
 from __future__ import annotations
@@ -44,9 +44,10 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=28)
     ap.add_argument("--n", type=int, default=40, help="train images per (class, site)")
     ap.add_argument("--episodes", type=int, default=600)
+    ap.add_argument("--taxonomy", default="coarse", choices=["coarse", "fine"], help="MedSynth's class taxonomy")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    synth = MedSynth()
+    synth = MedSynth(taxonomy=args.taxonomy)
     tr = synth.generate(image_size=args.size, split="train", seed=0, n_per_class_site=args.n)
     te = synth.generate(image_size=args.size, split="test", seed=0, n_per_class_site=max(10, args.n // 2))
     xtr, ytr, str_ = tr.images.flatten(1).numpy(), tr.labels.numpy(), tr.sites.numpy()

@@ -32,6 +32,7 @@ def split_classes(
     *,
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
     by_modality: bool = True,
+    min_val_test: int = 1,
     seed: int = 0,
 ) -> ClassSplit:
     """Split class ids into disjoint meta-train / meta-val / meta-test sets.
@@ -41,6 +42,9 @@ def split_classes(
         fractions: shares of train, val and test classes (normalised to sum to 1).
         by_modality: split within each modality, so each set holds classes of every modality
             that has at least three classes.
+        min_val_test: at least this many validation and test classes in every group that has at least
+            ``2 · min_val_test + 1`` classes (``n_way``: so that N-way tasks fit within a modality);
+            smaller groups keep at least one of each.
         seed: shuffling seed.
 
     Example:
@@ -68,10 +72,11 @@ def split_classes(
         n = len(g)
         n_val = round(fr[1] * n)
         n_test = round(fr[2] * n)
+        least = min_val_test if n >= 2 * min_val_test + 1 else 1
         if fr[1] > 0 and n >= 3:
-            n_val = max(n_val, 1)
+            n_val = max(n_val, least)
         if fr[2] > 0 and n >= 3:
-            n_test = max(n_test, 1)
+            n_test = max(n_test, least)
         n_train = n - n_val - n_test
         if n_train < 0:
             raise ValueError(f"{collection.source}: fractions {fractions} leave no training classes")

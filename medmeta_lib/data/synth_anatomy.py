@@ -11,7 +11,8 @@ re-renders exactly.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -20,17 +21,19 @@ from medmeta_lib.data.synth_fields import Draw, ell, gauss, line, nexp, pose, so
 
 __all__ = ["FINDINGS", "RENDERERS", "Renderer"]
 
-# (patient keys, finding id, size) -> (primary, secondary) maps, broadcastable to (B, H, W)
-Renderer = Callable[[Tensor, int, int], tuple[Tensor, Tensor]]
+# (patient keys, finding id, size, variant) -> (primary, secondary) maps, broadcastable to (B, H, W); a variant
+# pins named draws (side, extent, ...; see Draw and synth_classes) and is None for the six findings as such
+Renderer = Callable[[Tensor, int, int, "Mapping[str, Any] | None"], tuple[Tensor, Tensor]]
+Variant = Mapping[str, Any] | None
 
 
 # ----------------------------------------------------------------------------------- chest radiograph
 CHEST = ("normal", "pneumonia", "nodule", "effusion", "cardiomegaly", "pneumothorax")
 
 
-def chest_xray(keys: Tensor, finding: int, size: int) -> tuple[Tensor, Tensor]:
+def chest_xray(keys: Tensor, finding: int, size: int, variant: Variant = None) -> tuple[Tensor, Tensor]:
     """Frontal chest radiograph: ch0 soft-tissue attenuation (bright = dense), ch1 bone."""
-    d = Draw(keys, stream=11)
+    d = Draw(keys, stream=11, variant=variant)
     u, v = pose(d, size, shift=0.07, scale=0.07)
     au = u.abs()
     body_w, shoulder, neck = d.u(1.0, 1.12), d.u(-0.85, -0.65), d.u(0.25, 0.35)
@@ -41,7 +44,7 @@ def chest_xray(keys: Tensor, finding: int, size: int) -> tuple[Tensor, Tensor]:
     tissue, air_dark, bubble = d.u(0.42, 0.6), d.u(0.2, 0.36), d.coin(0.6)
     mark, fine = texture(d, "mid", size), texture(d, "fine", size)
     if finding == 4:  # cardiomegaly: cardiothoracic ratio above ~0.55
-        hrx = hrx * d.u(1.28, 1.55)
+        hrx = hrx * d.u(1.28, 1.55, "extent")
         hry = hry * d.u(1.05, 1.2)
     half = torch.maximum(neck, body_w - 2.5 * torch.relu(shoulder - v) ** 1.5)
     body = soft(half - au, 0.04)
@@ -65,26 +68,27 @@ def chest_xray(keys: Tensor, finding: int, size: int) -> tuple[Tensor, Tensor]:
     pleura = torch.zeros_like(vis)
     if finding == 1:  # pneumonia: soft, patchy air-space opacities, sometimes a diffuse haze
         for k in range(2):
-            side = d.sign()
+            side = d.sign("side")
             cx, cy = side * (lcx + d.u(-0.5, 0.5) * lrx), lcy + d.u(-0.1, 0.75) * lry
-            env = gauss(u, v, cx, cy, d.u(0.25, 0.45))
-            opac = opac + d.u(0.45, 0.85) * (d.coin(0.5) if k else 1.0) * env * soft(mark + 2.0 * env - 1.0, 0.6)
-        opac = opac + d.u(0.0, 0.3) * (0.7 + 0.3 * fine)
+            env = gauss(u, v, cx, cy, d.u(0.25, 0.45, "extent"))
+            amp = d.u(0.45, 0.85, "extent") * (d.coin(0.5, "second") if k else 1.0)
+            opac = opac + amp * env * soft(mark + 2.0 * env - 1.0, 0.6)
+        opac = opac + d.u(0.0, 0.3, "extent") * (0.7 + 0.3 * fine)
     elif finding == 2:  # nodule(s): small round soft-edged opacities
         for k in range(2):
-            side = d.sign()
-            cx, cy, r = side * (lcx + d.u(-0.6, 0.6) * lrx), lcy + d.u(-0.7, 0.55) * lry, d.u(0.06, 0.11)
+            side = d.sign("side")
+            cx, cy, r = side * (lcx + d.u(-0.6, 0.6) * lrx), lcy + d.u(-0.7, 0.55) * lry, d.u(0.06, 0.11, "extent")
             q = ((u - cx) ** 2 + (v - cy) ** 2) / r**2
-            opac = opac + d.u(0.7, 1.0) * (d.coin(0.35) if k else 1.0) * nexp(q**2)
+            opac = opac + d.u(0.7, 1.0) * (d.coin(0.35, "second") if k else 1.0) * nexp(q**2)
     elif finding == 3:  # effusion: fluid at the base with a meniscus rising laterally, blunted angle
-        s0, both, amp = d.sign(), d.coin(0.3), d.u(0.75, 0.95)
+        s0, both, amp = d.sign("side"), d.coin(0.3, "both"), d.u(0.75, 0.95)
         for s, _, hemi in sides:
             on = torch.where(s0 == s, torch.ones_like(both), both)
-            h = d.u(0.18, 0.4)
+            h = d.u(0.18, 0.4, "extent")
             level = dia - h - 0.5 * h * torch.relu(s * u - lcx) / lrx
             opac = opac + on * amp * soft(v - level, 0.05) * hemi
     elif finding == 5:  # pneumothorax: lung edge retracted, hyperlucent rim without markings, pleural line
-        s0, c = d.sign(), d.u(0.45, 0.75)
+        s0, c = d.sign("side"), d.u(0.45, 0.75, "expanded")  # c: fraction of the lung still expanded
         ec = ell(u, v, s0 * lcx * (1 - 0.25 * (1 - c)), lcy + 0.25 * (1 - c) * lry, lrx * c, lry * (0.5 + 0.5 * c))
         rim = torch.where(s0 < 0, lung_full[0], lung_full[1]) * (1 - soft(1 - ec, 0.04))
         markings = markings * (1 - rim)
@@ -123,9 +127,9 @@ _DERM = {
 }
 
 
-def dermoscopy(keys: Tensor, finding: int, size: int) -> tuple[Tensor, Tensor]:
+def dermoscopy(keys: Tensor, finding: int, size: int, variant: Variant = None) -> tuple[Tensor, Tensor]:
     """Dermoscopy of a skin lesion: ch0 skin reflectance darkened by melanin, ch1 haemoglobin (dark)."""
-    d = Draw(keys, stream=12)
+    d = Draw(keys, stream=12, variant=variant)
     u, v = pose(d, size, shift=0.0, scale=0.12)
     skin, cx, cy = d.u(0.66, 0.86), d.u(-0.15, 0.15), d.u(-0.15, 0.15)
     coarse, mid, fine = texture(d, "coarse", size), texture(d, "mid", size), texture(d, "fine", size)
@@ -135,7 +139,7 @@ def dermoscopy(keys: Tensor, finding: int, size: int) -> tuple[Tensor, Tensor]:
         t = u * torch.cos(a) + v * torch.sin(a)
         hair = torch.maximum(hair, on * line(v * torch.cos(a) - u * torch.sin(a) - off - bend * t**2, 0.012))
     (r_lo, r_hi), harm, rough, edge, (p_lo, p_hi) = _DERM[finding]
-    r0, level = d.u(r_lo, r_hi), d.u(p_lo, p_hi)
+    r0, level = d.u(r_lo, r_hi, "extent"), d.u(p_lo, p_hi, "pigment")
     dx, dy = u - cx, v - cy
     rho = torch.sqrt(dx**2 + dy**2 + 1e-6)
     c1, s1 = dx / rho, dy / rho
@@ -172,11 +176,11 @@ def dermoscopy(keys: Tensor, finding: int, size: int) -> tuple[Tensor, Tensor]:
 FUNDUS = ("normal", "diabetic_retinopathy", "glaucoma", "macular_degeneration", "vein_occlusion", "papilledema")
 
 
-def fundus(keys: Tensor, finding: int, size: int) -> tuple[Tensor, Tensor]:
+def fundus(keys: Tensor, finding: int, size: int, variant: Variant = None) -> tuple[Tensor, Tensor]:
     """Colour fundus photograph (green-like grey): ch0 reflectance, ch1 haemoglobin (vessels, bleeds; dark)."""
-    d = Draw(keys, stream=13)
+    d = Draw(keys, stream=13, variant=variant)
     u, v = pose(d, size, shift=0.05, scale=0.05)
-    eye = d.sign()
+    eye = d.sign("eye")
     px, py, rd, cdr = eye * d.u(0.32, 0.42), d.u(-0.08, 0.06), d.u(0.095, 0.125), d.u(0.2, 0.45)
     mx, my = px - eye * d.u(0.55, 0.65), py + d.u(0.0, 0.08)
     bg, pig, vw, arx, ary = d.u(0.4, 0.52), d.u(0.05, 0.12), d.u(0.016, 0.022), d.u(0.5, 0.6), d.u(0.42, 0.52)
@@ -184,7 +188,7 @@ def fundus(keys: Tensor, finding: int, size: int) -> tuple[Tensor, Tensor]:
     disc_edge: Tensor | float = 0.015
     haze: Tensor | float = 0.0
     if finding == 2:  # glaucoma: large cup, thin neuro-retinal rim
-        cdr = d.u(0.6, 0.88)
+        cdr = d.u(0.6, 0.88, "extent")
     elif finding == 5:  # papilledema: swollen, blurred disc, cup filled in
         rd, disc_edge, cdr, haze = rd * d.u(1.25, 1.5), d.u(0.04, 0.07), d.u(0.0, 0.15), d.u(0.06, 0.12)
     rho_d = torch.sqrt((u - px) ** 2 + (v - py) ** 2)
@@ -202,7 +206,7 @@ def fundus(keys: Tensor, finding: int, size: int) -> tuple[Tensor, Tensor]:
     vessels = (vein + artery + nasal + 0.35 * line(mid, 0.05) * nexp(rho_d / 0.6)).clamp(max=1)
     sector = torch.zeros_like(vessels)
     if finding == 4:  # vein occlusion: flame haemorrhages and a dilated vein in one arcade's sector
-        half = d.sign()
+        half = d.sign("sector")
         sector = soft(half * (v - py), 0.05) * soft(eye * (px - u), 0.05) * nexp(rho_d / 0.9)
         vessels = (vessels + 0.7 * sector * line((ell(u, v, acx, py, arx, ary) - 1) * ary, 1.7 * vw)).clamp(max=1)
     if finding == 5:
@@ -219,13 +223,13 @@ def fundus(keys: Tensor, finding: int, size: int) -> tuple[Tensor, Tensor]:
     )
     hb = 0.28 * vessels
     if finding == 1:  # diabetic retinopathy: dot-blot haemorrhages, hard exudates, cotton-wool spots
-        sev = d.u(0.3, 0.9)
+        sev = d.u(0.3, 0.9, "extent")
         hb = hb + 0.35 * soft(-fine - 1.9 + sev, 0.12) * nexp((rho_m / 0.75) ** 2)
         c0 = c0 + 0.3 * soft(micro - 2.1 + sev, 0.15) * gauss(u, v, mx, my, 0.4) + 0.12 * soft(coarse - 1.5, 0.2) * near
     elif finding == 3:  # AMD: drusen and pigment clumps at the macula, sometimes geographic atrophy
         c0 = c0 + 0.35 * soft(micro - d.u(0.7, 1.3), 0.15) * gauss(u, v, mx, my, 0.28)
         c0 = c0 - 0.2 * soft(-micro - 2.0, 0.1) * gauss(u, v, mx, my, 0.25)
-        c0 = c0 + d.coin(0.5) * 0.22 * soft(d.u(0.08, 0.18) - rho_m + 0.03 * mid, 0.01)
+        c0 = c0 + d.coin(0.5, "atrophy") * 0.22 * soft(d.u(0.08, 0.18) - rho_m + 0.03 * mid, 0.01)
     elif finding == 4:
         hb = hb + 0.45 * soft(fine - 0.6, 0.2) * sector
     elif finding == 5:  # peripapillary haemorrhages
@@ -237,11 +241,11 @@ def fundus(keys: Tensor, finding: int, size: int) -> tuple[Tensor, Tensor]:
 HISTO = ("adipose", "stroma", "lymphocytes", "tumor_epithelium", "mucus", "normal_mucosa")
 
 
-def histology(keys: Tensor, finding: int, size: int) -> tuple[Tensor, Tensor]:
+def histology(keys: Tensor, finding: int, size: int, variant: Variant = None) -> tuple[Tensor, Tensor]:
     """H&E patch (colorectal tissue types): ch0 brightness minus haematoxylin (nuclei), ch1 eosin (dark)."""
-    d = Draw(keys, stream=14)
+    d = Draw(keys, stream=14, variant=variant)
     u, v = pose(d, size, shift=0.0, scale=0.12)
-    stain, density = d.u(0.85, 1.15), d.u(-0.3, 0.3)
+    stain, density = d.u(0.85, 1.15), d.u(-0.3, 0.3, "density")
     coarse, mid, fine, micro = (texture(d, s, size) for s in ("coarse", "mid", "fine", "micro"))
     if finding == 0:  # adipose: large empty cells with thin membranes, rare flattened nuclei
         mem = line(mid, 0.12)
@@ -273,9 +277,9 @@ def histology(keys: Tensor, finding: int, size: int) -> tuple[Tensor, Tensor]:
 BRAIN = ("normal", "glioma", "infarct", "atrophy", "ms_lesions", "hemorrhage")
 
 
-def brain_mri(keys: Tensor, finding: int, size: int) -> tuple[Tensor, Tensor]:
+def brain_mri(keys: Tensor, finding: int, size: int, variant: Variant = None) -> tuple[Tensor, Tensor]:
     """Axial brain MR slice: ch0 T1-weighted signal, ch1 the T2-minus-T1 contrast a site mixes in."""
-    d = Draw(keys, stream=15)
+    d = Draw(keys, stream=15, variant=variant)
     u, v = pose(d, size, shift=0.06, scale=0.07)
     hx, hy, cy = d.u(0.66, 0.82), d.u(0.82, 0.96), d.u(-0.05, 0.05)
     vent, sulc, shrink = d.u(0.75, 1.25), d.u(0.015, 0.04), d.u(0.0, 0.03)
@@ -283,13 +287,17 @@ def brain_mri(keys: Tensor, finding: int, size: int) -> tuple[Tensor, Tensor]:
     shift = torch.zeros_like(vent)
     lx, ly, lr = torch.zeros_like(vent), torch.zeros_like(vent), torch.ones_like(vent)
     if finding == 3:  # atrophy: large ventricles, wide sulci, smaller brain
-        vent, sulc, shrink = vent * d.u(1.5, 2.2), sulc + d.u(0.03, 0.06), shrink + d.u(0.02, 0.05)
+        vent, sulc, shrink = (
+            vent * d.u(1.5, 2.2, "extent"),
+            sulc + d.u(0.03, 0.06, "extent"),
+            shrink + d.u(0.02, 0.05, "extent"),
+        )
     if finding in (1, 5):  # a mass: glioma anywhere in a hemisphere, haemorrhage deep
-        side = d.sign()
+        side = d.sign("side")
         if finding == 1:
-            lx, ly, lr = side * d.u(0.18, 0.45), cy + d.u(-0.4, 0.35), d.u(0.13, 0.25)
+            lx, ly, lr = side * d.u(0.18, 0.45), cy + d.u(-0.4, 0.35), d.u(0.13, 0.25, "extent")
         else:
-            lx, ly, lr = side * d.u(0.12, 0.3), cy + d.u(-0.1, 0.15), d.u(0.08, 0.15)
+            lx, ly, lr = side * d.u(0.12, 0.3), cy + d.u(-0.1, 0.15), d.u(0.08, 0.15, "extent")
         shift = -side * 0.35 * lr  # mass effect: midline and ventricles pushed away
     depth = (1 - ell(u, v, 0, cy, hx, hy)) * 0.8  # ~ distance inside the head outline
     fat, bone = line(depth - 0.02, 0.02), soft(depth - 0.01, 0.01) * soft(0.075 - depth, 0.01)
@@ -311,14 +319,14 @@ def brain_mri(keys: Tensor, finding: int, size: int) -> tuple[Tensor, Tensor]:
         t1 = t1 - 0.12 * oed - 0.3 * core + 0.35 * rim
         t2 = t2 + 0.35 * oed + 0.2 * core
     elif finding == 2:  # infarct: wedge-shaped cortical/subcortical territory
-        side, a, hw = d.sign(), d.u(-0.5, 0.5), d.u(0.3, 0.55)
+        side, a, hw = d.sign("side"), d.u(-0.5, 0.5, "territory"), d.u(0.3, 0.55)
         rho = torch.sqrt(u**2 + (v - cy) ** 2) + 1e-6
         cosang = (side * u * torch.cos(a) + (v - cy) * torch.sin(a)) / rho
         wedge = soft(cosang - torch.cos(hw), 0.05) * soft(d.u(0.3, 0.45) - bdepth + 0.05 * mid, 0.03)
         t1, t2 = t1 - 0.3 * wedge, t2 + 0.55 * wedge
     elif finding == 4:  # multiple sclerosis: ovoid periventricular and juxtacortical T2-bright lesions
         band = nexp(((bdepth - 0.45) / 0.12) ** 2) + 0.5 * nexp(((bdepth - 0.12) / 0.04) ** 2)
-        les = soft(fine - d.u(0.9, 1.4), 0.12) * band
+        les = soft(fine - d.u(0.9, 1.4, "sparsity"), 0.12) * band
         t1, t2 = t1 - 0.2 * les, t2 + 0.6 * les
     elif finding == 5:  # haemorrhage: compact T1-bright clot with a dark haemosiderin rim, mild oedema
         clot = soft(1 - rl + 0.1 * fine, 0.06)

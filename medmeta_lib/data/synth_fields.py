@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,15 +62,23 @@ def uniforms(keys: Tensor, stream: int, n: int) -> Tensor:
 class Draw:
     """Hands out per-image random numbers ``(B, 1, 1)`` in a fixed order (the patient's latents).
 
+    A *variant* pins named draws: ``{"side": -1.0}`` makes every ``sign("side")`` return -1,
+    ``{"extent": (0.5, 1.0)}`` maps every ``u(lo, hi, "extent")`` into the upper half of ``[lo, hi)``,
+    ``{"both": 0.0}`` fixes ``coin(p, "both")``. A pinned draw still consumes its latent, so the other
+    draws of a patient are the same with or without a variant, and unnamed draws are never affected.
+
     Example:
         >>> d = Draw(torch.tensor([1, 2, 3]), stream=0)
         >>> d.u(0.2, 0.4).shape
         torch.Size([3, 1, 1])
+        >>> Draw(torch.tensor([1, 2]), stream=0, variant={"side": 1.0}).sign("side").flatten().tolist()
+        [1.0, 1.0]
     """
 
-    def __init__(self, keys: Tensor, stream: int, n: int = 96) -> None:
+    def __init__(self, keys: Tensor, stream: int, n: int = 96, variant: Mapping[str, Any] | None = None) -> None:
         self._u = uniforms(keys, stream, n)
         self._i = 0
+        self._variant = dict(variant or {})
 
     def _next(self) -> Tensor:
         if self._i >= self._u.shape[1]:
@@ -77,21 +87,31 @@ class Draw:
         self._i += 1
         return col
 
-    def u(self, lo: float = 0.0, hi: float = 1.0) -> Tensor:
-        """Uniform in ``[lo, hi)``."""
-        return lo + (hi - lo) * self._next()
+    def u(self, lo: float = 0.0, hi: float = 1.0, name: str | None = None) -> Tensor:
+        """Uniform in ``[lo, hi)`` (a variant ``name: (a, b)`` narrows it to ``[lo + a(hi-lo), lo + b(hi-lo))``)."""
+        x = self._next()
+        if name is not None and name in self._variant:
+            a, b = self._variant[name]
+            x = a + (b - a) * x
+        return lo + (hi - lo) * x
 
     def n(self, sd: float = 1.0) -> Tensor:
         """Gaussian with mean 0 (inverse-CDF of a uniform)."""
         return sd * math.sqrt(2.0) * torch.erfinv(2.0 * self._next() - 1.0)
 
-    def coin(self, p: float) -> Tensor:
-        """1.0 with probability ``p``, else 0.0."""
-        return (self._next() < p).float()
+    def coin(self, p: float, name: str | None = None) -> Tensor:
+        """1.0 with probability ``p``, else 0.0 (a variant ``name: 0.0 or 1.0`` fixes it)."""
+        x = (self._next() < p).float()
+        if name is not None and name in self._variant:
+            return torch.full_like(x, float(self._variant[name]))
+        return x
 
-    def sign(self) -> Tensor:
-        """-1 or +1 with equal probability."""
-        return 2.0 * (self._next() < 0.5).float() - 1.0
+    def sign(self, name: str | None = None) -> Tensor:
+        """-1 or +1 with equal probability (a variant ``name: -1.0 or 1.0`` fixes it)."""
+        x = 2.0 * (self._next() < 0.5).float() - 1.0
+        if name is not None and name in self._variant:
+            return torch.full_like(x, float(self._variant[name]))
+        return x
 
     def index(self, k: int) -> Tensor:
         """Integer in ``0 .. k-1``, shape ``(B,)``."""

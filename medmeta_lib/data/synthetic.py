@@ -1,13 +1,15 @@
 """MedSynth: procedural multi-modality, multi-site medical images, the workbench's offline default.
 
-Five modalities with six classes each (30 classes): chest radiograph, dermoscopy, fundus photograph,
-histology (H&E) patch and brain MRI slice, all greyscale with one channel. Every image belongs to a
-patient (a 32-bit key from the seed, split, class, site and index) and a site ("hospital_A", ...). The
-patient's anatomy is rendered in continuous coordinates (``synth_anatomy``), then acquired by the site's
-scanner (``synth_sites``): contrast curve, noise, blur, resolution, bias field, rotation, collimation and
-burnt-in markers. Keys are stored per image in ``collection.meta["medsynth_key"]``, so
-:meth:`MedSynth.restyle` can re-acquire the same patients at other sites (contrastive positives that
-differ only in acquisition).
+Five modalities: chest radiograph, dermoscopy, fundus photograph, histology (H&E) patch and brain MRI
+slice, all greyscale with one channel. Two class taxonomies (``synth_classes``): ``"coarse"``, six
+findings per modality (30 classes), and ``"fine"``, the findings split by side, size or severity (98
+classes, 17-24 per modality: enough for disjoint meta-train / validation / test classes within every
+modality). Every image belongs to a patient (a 32-bit key from the seed, split, class, site and index)
+and a site ("hospital_A", ...). The patient's anatomy is rendered in continuous coordinates
+(``synth_anatomy``), then acquired by the site's scanner (``synth_sites``): contrast curve, noise, blur,
+resolution, bias field, rotation, collimation and burnt-in markers. Keys are stored per image in
+``collection.meta["medsynth_key"]``, so :meth:`MedSynth.restyle` can re-acquire the same patients at
+other sites (contrastive positives that differ only in acquisition).
 
 Why procedural rather than a GAN or a dataset: no download, bit-identical for a seed, thousands of images
 per second on a CPU, and the site shift is a known, controllable factor.
@@ -24,6 +26,7 @@ import torch
 
 from medmeta_lib.data.collection import ImageCollection
 from medmeta_lib.data.synth_anatomy import FINDINGS, RENDERERS
+from medmeta_lib.data.synth_classes import FINE
 from medmeta_lib.data.synth_fields import hash_keys
 from medmeta_lib.data.synth_sites import acquire
 
@@ -34,6 +37,10 @@ _CHUNK_PIXELS = 1 << 18  # pixels per map in one vectorised call (1 MiB of float
 _BLOCK = 2048  # images whose physical maps are held at once
 _MAX_THREADS = 2  # intra-op threads while rendering (see _batch_multiple)
 META_KEY = "medsynth_key"
+TAXONOMIES = ("coarse", "fine")
+_FINE_CODE = 1000  # fine class j of a modality hashes as finding 1000 + j: its own patients
+# a class as rendered: (modality, finding index, (hash code, variant or None))
+_ClassRow = tuple[str, int, tuple[int, "dict[str, Any] | None"]]
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int | None = None, hint: str = "") -> int:
@@ -55,9 +62,11 @@ class MedSynth:
         modalities: which modalities to include (default all of ``MedSynth.MODALITIES``), in that order.
         n_sites: number of sites (hospitals), 1..26. Site ``k`` has the same scanners in every split and
             for every ``n_sites``; sites 0-3 are distinct archetypes, later ones blend them.
+        taxonomy: ``"coarse"`` (six findings per modality, ``"chest_xray/nodule"``) or ``"fine"``
+            (findings by side and size or severity, ``"chest_xray/nodule-left-small"``); see ``synth_classes``.
 
     Raises:
-        ValueError: for an unknown or repeated modality, or ``n_sites`` outside 1..26.
+        ValueError: for an unknown or repeated modality, ``n_sites`` outside 1..26 or an unknown taxonomy.
 
     Example:
         >>> synth = MedSynth(modalities=["chest_xray", "fundus"], n_sites=4)
@@ -68,11 +77,11 @@ class MedSynth:
         torch.Size([2, 1, 28, 28])
     """
 
-    INIT_KEYS: ClassVar[frozenset[str]] = frozenset({"modalities", "n_sites"})
+    INIT_KEYS: ClassVar[frozenset[str]] = frozenset({"modalities", "n_sites", "taxonomy"})
     MODALITIES: ClassVar[tuple[str, ...]] = tuple(FINDINGS)
     MAX_SITES: ClassVar[int] = 26
 
-    def __init__(self, *, modalities: Sequence[str] | None = None, n_sites: int = 4) -> None:
+    def __init__(self, *, modalities: Sequence[str] | None = None, n_sites: int = 4, taxonomy: str = "coarse") -> None:
         if modalities is None:
             mods = self.MODALITIES
         else:
@@ -85,12 +94,16 @@ class MedSynth:
                 )
         self.modalities: tuple[str, ...] = tuple(mods)
         self.n_sites = _check_int("n_sites", n_sites, 1, self.MAX_SITES)
-        self.class_names = tuple(f"{m}/{f}" for m in self.modalities for f in FINDINGS[m])
-        self.class_modalities = tuple(m for m in self.modalities for _ in FINDINGS[m])
+        if taxonomy not in TAXONOMIES:
+            raise ValueError(f"MedSynth: taxonomy must be one of {TAXONOMIES}, got {taxonomy!r}")
+        self.taxonomy = taxonomy
+        names = {m: FINDINGS[m] if taxonomy == "coarse" else tuple(n for n, _, _ in FINE[m]) for m in self.modalities}
+        self.class_names = tuple(f"{m}/{f}" for m in self.modalities for f in names[m])
+        self.class_modalities = tuple(m for m in self.modalities for _ in names[m])
         self.site_names = tuple(f"hospital_{chr(ord('A') + i)}" for i in range(self.n_sites))
 
     def __repr__(self) -> str:
-        return f"MedSynth(modalities={list(self.modalities)!r}, n_sites={self.n_sites})"
+        return f"MedSynth(modalities={list(self.modalities)!r}, n_sites={self.n_sites}, taxonomy={self.taxonomy!r})"
 
     def generate(
         self, *, image_size: int = 28, split: str = "train", seed: int = 0, n_per_class_site: int = 20
@@ -126,8 +139,8 @@ class MedSynth:
         sites = torch.arange(n_sites).repeat_interleave(n).repeat(n_cls)
         index = torch.arange(n).repeat(n_cls * n_sites)
         table = self._class_table(self.class_names)
-        mod_code = torch.tensor([self.MODALITIES.index(m) for m, _ in table])[labels]
-        finding = torch.tensor([f for _, f in table])[labels]
+        mod_code = torch.tensor([self.MODALITIES.index(m) for m, _, _ in table])[labels]
+        finding = torch.tensor([code for _, _, (code, _) in table])[labels]
         keys = hash_keys(seed & 0xFFFFFFFF, seed >> 32, _SPLITS[split], mod_code, finding, sites, index)
         images = self._render(keys, labels, sites, table, size)
         return ImageCollection(
@@ -144,6 +157,7 @@ class MedSynth:
                 "medsynth": {
                     "modalities": list(self.modalities),
                     "n_sites": n_sites,
+                    "taxonomy": self.taxonomy,
                     "seed": seed,
                     "n_per_class_site": n,
                 },
@@ -204,29 +218,44 @@ class MedSynth:
 
     # ------------------------------------------------------------------------------ internals
     @classmethod
-    def _class_table(cls, class_names: Sequence[str]) -> list[tuple[str, int]]:
-        table = []
+    def _class_table(cls, class_names: Sequence[str]) -> list[_ClassRow]:
+        """Per class: (modality, finding index, (hash code, variant)); coarse and fine names are both known."""
+        table: list[_ClassRow] = []
         for name in class_names:
             mod, _, finding = name.partition("/")
-            if mod not in FINDINGS or finding not in FINDINGS[mod]:
+            fine = {n: (j, f, v) for j, (n, f, v) in enumerate(FINE.get(mod, ()))}
+            if mod in FINDINGS and finding in FINDINGS[mod]:
+                f = FINDINGS[mod].index(finding)
+                table.append((mod, f, (f, None)))
+            elif finding in fine:
+                j, f, variant = fine[finding]
+                table.append((mod, f, (_FINE_CODE + j, variant)))
+            else:
                 raise ValueError(f"MedSynth: class {name!r} is not a MedSynth class ('<modality>/<finding>')")
-            table.append((mod, FINDINGS[mod].index(finding)))
         return table
 
     def _render(
-        self, keys: torch.Tensor, labels: torch.Tensor, sites: torch.Tensor, table: list[tuple[str, int]], size: int
+        self, keys: torch.Tensor, labels: torch.Tensor, sites: torch.Tensor, table: list[_ClassRow], size: int
     ) -> torch.Tensor:
         # Anatomy is rendered per finding (one renderer call covers every site), acquisition per site.
         # Images are processed sorted by (modality, finding, site), a modality in blocks so that memory
         # stays bounded, and each acquired batch is written straight to its place in the caller's order.
         lab, st = labels.numpy(), sites.numpy()
-        mod_of = np.array([self.MODALITIES.index(m) for m, _ in table])[lab]
-        find_of = np.array([f for _, f in table])[lab]
+        mod_of = np.array([self.MODALITIES.index(m) for m, _, _ in table])[lab]
+        # one render group per (finding, variant): the class's code (coarse: the finding itself)
+        find_of = np.array([code for _, _, (code, _) in table])[lab]
+        how = {code: (f, variant) for _, f, (code, variant) in table}
         with _render_threads():
-            return self._render_sorted(keys, mod_of, find_of, st, size)
+            return self._render_sorted(keys, mod_of, find_of, st, size, how)
 
     def _render_sorted(
-        self, keys: torch.Tensor, mod_of: np.ndarray, find_of: np.ndarray, st: np.ndarray, size: int
+        self,
+        keys: torch.Tensor,
+        mod_of: np.ndarray,
+        find_of: np.ndarray,
+        st: np.ndarray,
+        size: int,
+        how: dict[int, tuple[int, dict[str, Any] | None]],
     ) -> torch.Tensor:
         order = np.lexsort((st, find_of, mod_of))
         out = torch.empty(len(keys), 1, size, size)
@@ -243,7 +272,8 @@ class MedSynth:
                     where = np.nonzero(f_blk == f)[0]  # contiguous: the block is sorted by finding
                     for r0 in range(where[0], where[-1] + 1, chunk):
                         r1 = min(r0 + chunk, where[-1] + 1)
-                        a, b = render(_pad(k_blk[r0:r1], m), int(f), size)
+                        finding, variant = how[int(f)]
+                        a, b = render(_pad(k_blk[r0:r1], m), finding, size, variant)
                         primary[r0:r1], secondary[r0:r1] = a[: r1 - r0], b[: r1 - r0]
                 for s in np.unique(s_blk):
                     sel_all = np.nonzero(s_blk == s)[0]

@@ -8,10 +8,12 @@ Split protocols (``split=``):
 
 * ``"modality"`` — held-out modalities: meta-train on the other modalities' classes, validate on
   one modality and test on another (new classes *and* a new imaging domain; tasks stay within one
-  modality). The default for MedSynth.
-* ``"classes"`` — a random disjoint class split (60/20/20 per modality); tasks stay within one
-  modality, so every part needs at least ``n_way`` classes of one modality (refused otherwise: a
-  5-way task with one class from each of five modalities measures modality recognition).
+  modality). The default for MedSynth's coarse taxonomy (six classes per modality).
+* ``"classes"`` — a random disjoint class split within every modality (60/20/20, with at least
+  ``n_way`` validation and test classes where the modality has room): new classes within seen
+  modalities, the standard few-shot setting. Tasks stay within one modality, so every part needs at
+  least ``n_way`` classes of one modality (refused otherwise: a 5-way task with one class from each of
+  five modalities measures modality recognition). The default for MedSynth's fine taxonomy.
 * ``"sites"`` — leave sites out: meta-train at some hospitals, test on new patients at another.
 * ``"none"`` — all classes and sites; train/val/test differ only by patients (e.g. PneumoniaMNIST,
   which has two classes: its "new task" is the held-out dataset, see ``held_out_dataset``).
@@ -93,7 +95,8 @@ def make_split(
         val: validation images (other patients). Under ``"modality"``/``"classes"`` the validation
             classes are disjoint from the training ones, so ``train``'s images of them are used when
             ``val`` is missing; under ``"sites"``/``"none"`` a missing ``val`` means no validation.
-        split: protocol name; ``"auto"`` = ``"modality"`` with ≥ 3 modalities, else ``"none"``.
+        split: protocol name; ``"auto"`` = ``"classes"`` when every modality has at least ``3 · n_way``
+            classes (MedSynth's fine taxonomy), else ``"modality"`` with ≥ 3 modalities, else ``"none"``.
         n_way: classes per task.
         k_shot: support images per class.
         q_query: query images per class.
@@ -125,7 +128,7 @@ def make_split(
     own_val = val is not None
     val = val if val is not None else train
     if split == "auto":
-        split = "modality" if train.class_modalities is not None and len(train.modalities) >= 3 else "none"
+        split = _auto_protocol(train, n_way)
     multi_mod = train.class_modalities is not None and len(train.modalities) > 1
     common: dict[str, Any] = {"same_modality": multi_mod}
     # only restrict the class pool when something is excluded (the unrestricted stream stays as it was)
@@ -146,7 +149,7 @@ def make_split(
             cs = split_modalities(train, val=vm, test=tm)
             desc = f"held-out modalities: train {[m for m in mods if m not in vm + tm]}, val {vm}, test {tm}"
         else:
-            cs = split_classes(train, seed=seed)
+            cs = split_classes(train, seed=seed, min_val_test=n_way)
             _check_within_modality(train, cs.train, cs.test, n_way=n_way, excluded=excluded)
             desc = f"class split: {len(drop(cs.train))} train / {len(drop(cs.val))} val / {len(cs.test)} test classes"
         tr = sampler(train, q_query, seed, classes=drop(cs.train))
@@ -169,6 +172,16 @@ def make_split(
     return ExperimentSplit(
         "none", tr, va, te, "all classes and sites; new patients at test time" + note + _no_val(own_val), spec
     )
+
+
+def _auto_protocol(train: ImageCollection, n_way: int) -> str:
+    """New classes within seen modalities when every modality has room for them, else held-out modalities."""
+    if train.class_modalities is None:
+        return "none"
+    sizes = [len(train.classes_of_modality(m)) for m in train.modalities]
+    if min(sizes) >= 3 * n_way:  # enough for n_way validation, n_way test and n_way meta-train classes
+        return "classes"
+    return "modality" if len(train.modalities) >= 3 else "none"
 
 
 def _no_val(own_val: bool) -> str:

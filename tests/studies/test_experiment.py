@@ -78,11 +78,18 @@ def test_modality_split_holds_out_whole_modalities(cols) -> None:
     assert make_split(tr, te, split="auto", **TASK).kind == "modality"
 
 
-def test_class_split_on_medsynth_is_refused_as_modality_recognition(cols) -> None:
-    # six classes per modality split 60/20/20 leave one test class per modality: a 5-way (or even 2-way)
-    # within-modality task cannot be drawn, and tasks across modalities would test modality recognition
+def test_class_split_on_coarse_medsynth_is_refused_as_modality_recognition(cols) -> None:
+    # six classes per modality cannot hold five validation and five test classes: 60/20/20 leaves one test
+    # class per modality, no 5-way task fits in a modality, and tasks across modalities would test modality
+    # recognition
     with pytest.raises(ValueError, match="modality recognition"):
-        make_split(cols["train"], cols["test"], split="classes", **{**TASK, "n_way": 2})
+        make_split(cols["train"], cols["test"], split="classes", **{**TASK, "n_way": 5})
+    # 2-way tasks fit: two validation and two test classes per modality, tasks within one modality
+    sp = make_split(cols["train"], cols["test"], split="classes", **{**TASK, "n_way": 2})
+    test_ids = sp.test.classes
+    mods = cols["train"].class_modalities
+    assert all(sum(mods[c] == m for c in test_ids) == 2 for m in MODS)
+    assert all(len({mods[c] for c in ep.classes}) == 1 for ep in _episodes(sp.test))
 
 
 def _many_classes(n_mod: int, per_mod: int, seed: int = 0) -> ImageCollection:
@@ -109,8 +116,13 @@ def test_class_split_gives_disjoint_class_sets_and_tasks_within_one_modality() -
     for ep in _episodes(sp.test):
         assert set(ep.classes) <= c
     assert make_split(col, col, split="classes", seed=1, n_way=3, k_shot=1, q_query=1).test.classes != sp.test.classes
-    with pytest.raises(ValueError, match="fewer than n_way=4 test classes of one modality"):
-        make_split(col, col, split="classes", n_way=4, k_shot=1, q_query=1)
+    # 4-way tasks: at least four validation and four test classes per modality (15 = 7 + 4 + 4)
+    sp4 = make_split(col, col, split="classes", n_way=4, k_shot=1, q_query=1)
+    for m in ("mod0", "mod1"):
+        mine = set(col.classes_of_modality(m))
+        assert [len(mine & set(s.classes)) for s in (sp4.train, sp4.val, sp4.test)] == [7, 4, 4]
+    with pytest.raises(ValueError, match="fewer than n_way=8 test classes of one modality"):
+        make_split(col, col, split="classes", n_way=8, k_shot=1, q_query=1)  # 15 classes cannot hold 8 + 8
     one = _many_classes(1, 20)  # a single modality: an ordinary class split
     sp1 = make_split(one, one, split="classes", n_way=4, k_shot=1, q_query=1)
     assert len(sp1.test.classes) == 4
@@ -398,3 +410,19 @@ def test_obtain_split_accepts_patient_and_site_hold_outs(cols, tmp_path: Path) -
         write_metrics(tmp_path, {"split_spec": sp.to_json()})
         again, _ = obtain_split(tmp_path, tr, te, **TASK)
         assert again.kind == protocol and again.test.classes == sp.test.classes
+
+
+def test_auto_protocol_is_new_classes_within_modalities_on_the_fine_taxonomy() -> None:
+    fine = MedSynth(taxonomy="fine", modalities=["chest_xray", "brain_mri", "histology"], n_sites=2)
+    tr, te = (fine.generate(image_size=16, split=s, seed=0, n_per_class_site=1) for s in ("train", "test"))
+    sp = make_split(tr, te, split="auto", n_way=5, k_shot=1, q_query=1)
+    assert sp.kind == "classes" and "class split" in sp.description
+    parts = [set(s.classes) for s in (sp.train, sp.val, sp.test)]
+    assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
+    for m in tr.modalities:
+        mine = set(tr.classes_of_modality(m))
+        assert [len(mine & p) >= 5 for p in parts] == [True, True, True], m  # 5-way tasks in every part
+    assert all(len(_mods_of(tr, ep.classes)) == 1 for ep in _episodes(sp.test))
+    coarse = MedSynth(modalities=["chest_xray", "brain_mri", "histology"], n_sites=2)
+    ctr, cte = (coarse.generate(image_size=16, split=s, seed=0, n_per_class_site=2) for s in ("train", "test"))
+    assert make_split(ctr, cte, split="auto", n_way=5, k_shot=1, q_query=1).kind == "modality"
