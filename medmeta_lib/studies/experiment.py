@@ -13,12 +13,19 @@ from pathlib import Path
 from typing import Any
 
 from medmeta_lib.data.collection import ImageCollection
-from medmeta_lib.evaluation.episodic import EvalResult, evaluate_learners
+from medmeta_lib.evaluation.episodic import EvalResult, evaluate_learners, paired_episode_difference
 from medmeta_lib.studies.experiment_split import ExperimentSplit
 from medmeta_lib.training.learner_io import build_learner
 from medmeta_lib.training.meta_training import MetaTrainConfig, MetaTrainResult, meta_train
 
-__all__ = ["evaluate_split", "learner_defaults", "obtain_learners", "train_learners"]
+__all__ = [
+    "best_vs_runner_up",
+    "evaluate_split",
+    "experiment_metrics",
+    "learner_defaults",
+    "obtain_learners",
+    "train_learners",
+]
 
 
 def learner_defaults(name: str, collection: ImageCollection) -> dict[str, Any]:
@@ -156,3 +163,69 @@ def obtain_learners(
     if built:
         parts.append(f"built here (no meta-training needed): {built}")
     return {n: learners[n] for n in names}, " ".join(parts)
+
+
+def best_vs_runner_up(evals: Mapping[str, EvalResult]) -> dict[str, Any] | None:
+    """The best learner against the runner-up (by mean accuracy) as a paired difference over the same episodes.
+
+    Returns ``None`` with fewer than two learners, else :func:`paired_episode_difference`'s fields plus
+    ``"best"`` and ``"runner_up"``: "A beats B" is backed by this interval, not by two overlapping ones.
+
+    Example:
+        >>> best_vs_runner_up(evaluate_split(learners, split))["mean"]  # doctest: +SKIP
+    """
+    ranked = sorted(evals.values(), key=lambda r: r.acc_mean, reverse=True)
+    if len(ranked) < 2:
+        return None
+    return {
+        **paired_episode_difference(ranked[0], ranked[1]),
+        "best": ranked[0].learner,
+        "runner_up": ranked[1].learner,
+    }
+
+
+def experiment_metrics(
+    evals: Mapping[str, EvalResult],
+    results: Mapping[str, MetaTrainResult],
+    split: ExperimentSplit,
+    *,
+    settings: Mapping[str, Any],
+    cross_site: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What notebook 03 records for the run report and for notebook 04 (which rebuilds the split from it).
+
+    Args:
+        evals: :func:`evaluate_split`'s results.
+        results: :func:`train_learners`'s results.
+        split: the split they were trained and tested on.
+        settings: the run's settings worth recording (``n_way``, ``k_shot``, ``transductive``, ...).
+        cross_site: :func:`~medmeta_lib.studies.sites.leave_one_site_out`'s result, if any.
+
+    Returns:
+        ``{"headline", "best_vs_runner_up", "split", "split_spec", "settings", "results", "training",
+        "cross_site"}``.
+
+    Example:
+        >>> m = experiment_metrics(evals, results, split, settings={"k_shot": 5})  # doctest: +SKIP
+    """
+    if not evals:
+        raise ValueError("experiment_metrics: no evaluated learner")
+    best = max(evals.values(), key=lambda r: r.acc_mean)
+    return {
+        "headline": {f"{n}_acc": r.acc_mean for n, r in evals.items()} | {"best_learner": best.learner},
+        "best_vs_runner_up": best_vs_runner_up(evals),
+        "split": split.description,
+        "split_spec": split.to_json(),
+        "settings": dict(settings),
+        "results": {n: r.to_dict() for n, r in evals.items()},
+        "training": {
+            n: {
+                "seconds": r.seconds,
+                "best_step": r.best_step,
+                "best_val_acc": r.best_val_acc,
+                "checkpoint": str(r.best_checkpoint or r.last_checkpoint or ""),
+            }
+            for n, r in results.items()
+        },
+        "cross_site": dict(cross_site or {}),
+    }

@@ -108,7 +108,7 @@ def test_the_chain_carries_the_data_channels_from_02_to_04(runs: dict[int, Run],
     enc = out / "02_contrastive_pretraining" / "encoder.safetensors"
     assert load_checkpoint(enc).metadata["backbone"]["kwargs"]["in_channels"] == channels
     m03 = json.loads((out / "03_meta_training" / "metrics.json").read_text())
-    assert set(m03["results"]) == set(LEARNERS) and m03["settings"]["encoder_checkpoint"] == str(enc)
+    assert set(m03["results"]) == set(LEARNERS) and m03["settings"]["encoder"] == str(enc)
     assert m03["split_spec"]["protocol"] == "classes"
     for name in LEARNERS:
         spec = load_checkpoint(m03["training"][name]["checkpoint"]).metadata["spec"]
