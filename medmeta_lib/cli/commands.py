@@ -81,10 +81,18 @@ def _cmd_data(a: argparse.Namespace) -> int:
     return 2
 
 
+def _synth_kwargs(a: argparse.Namespace) -> dict:
+    """MedSynth's size and taxonomy from the command line (nothing for other sources)."""
+    if a.data != "synthetic":
+        return {}
+    kw = {"n_per_class_site": a.n_per_class_site} if a.n_per_class_site else {}
+    return kw | ({"taxonomy": a.taxonomy} if a.taxonomy != "coarse" else {})
+
+
 def _load_pair(a: argparse.Namespace, test_split: str = "test") -> tuple:
     from medmeta_lib.data import load_collection
 
-    kw = {"n_per_class_site": a.n_per_class_site} if a.data == "synthetic" and a.n_per_class_site else {}
+    kw = _synth_kwargs(a)
     train = load_collection(a.data, image_size=a.image_size, split="train", seed=a.seed, **kw)
     test = load_collection(a.data, image_size=a.image_size, split=test_split, seed=a.seed, **kw)
     return train, test
@@ -192,7 +200,7 @@ def _pretrain(a: argparse.Namespace, rank: int) -> int:
     from medmeta_lib.ssl.simclr import pretrain_simclr
     from medmeta_lib.ssl.simclr_config import SimCLRConfig
 
-    kw = {"n_per_class_site": a.n_per_class_site} if a.data == "synthetic" and a.n_per_class_site else {}
+    kw = _synth_kwargs(a)
     col = load_collection(a.data, image_size=a.image_size, split="train", seed=a.seed, **kw)
     cfg = SimCLRConfig(
         epochs=a.epochs,
@@ -222,6 +230,9 @@ def _common_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backbone", default="conv4")
     p.add_argument("--n-per-class-site", type=int, default=0, help="MedSynth size (0 = its default)")
+    p.add_argument(
+        "--taxonomy", default="coarse", choices=["coarse", "fine"], help="MedSynth classes: 30 findings, or 98 (fine)"
+    )
 
 
 def _common_tasks(p: argparse.ArgumentParser) -> None:

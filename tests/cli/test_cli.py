@@ -242,3 +242,11 @@ def test_evaluate_full_test_split_reports_both_intervals_and_paired_differences(
     # a class too small for K: a clear error, exit 2
     rc = main(["evaluate", "--data", str(npz), "--full-test-split", "--k-shot", "9", "--learners", "protonet"])
     assert rc == 2 and "fewer than k_shot=9" in capsys.readouterr().err
+
+
+def test_the_fine_medsynth_taxonomy_from_the_command_line(tmp_path: Path) -> None:
+    """``--taxonomy fine``: 98 classes, and the automatic protocol tests new classes within seen modalities."""
+    js = tmp_path / "fine.json"
+    args = ["--taxonomy", "fine", "--n-per-class-site", "1", "--k-shot", "1", "--q-query", "1", "--episodes", "2"]
+    assert main(["evaluate", "--data", "synthetic", "--learners", "protonet", *args, "--json", str(js)]) == 0
+    assert json.loads(js.read_text())["settings"]["protocol"] == "class split: 48 train / 25 val / 25 test classes"
