@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# repository paths as the docs and docstrings write them: medmeta_lib/…/x.py, bench/x.py, docs/x.md, …
+# repository paths as the docs and docstrings write them (a package, bench, docs, tests, notebooks or data path)
 PATH = re.compile(
     r"(?<![\w/.-])((?:medmeta_lib|bench|docs|tests|notebooks|data)/[\w./-]*\w\.(?:py|md|ipynb|j2|csv|json))"
 )
