@@ -85,8 +85,7 @@ def leave_one_site_out(
             train, test, split="sites", held_out_sites=[s], n_way=n_way, k_shot=k_shot, q_query=q_query, seed=seed
         )
         res = train_learners([learner], sp, config=cfg, val_episodes=0, progress=False, **build)[learner]
-        kw: dict[str, Any] = {"n_way": n_way, "k_shot": k_shot, "q_query": q_query, "episodes": episodes}
-        kw["seed"] = seed + 7
+        kw: dict[str, Any] = dict(n_way=n_way, k_shot=k_shot, q_query=q_query, episodes=episodes, seed=seed + 7)
         others = [i for i in range(len(names)) if i != s]
         held = _site_eval(res.learner, test, [s], **kw)
         remote = _site_eval(res.learner, test, others, query_sites=[s], **kw)
@@ -142,8 +141,7 @@ def site_transfer_matrix(
             train, test, split="sites", held_out_sites=others, n_way=n_way, k_shot=k_shot, q_query=q_query, seed=seed
         )
         res = train_learners([learner], sp, config=cfg, val_episodes=0, progress=False, **build)[learner]
-        kw: dict[str, Any] = {"n_way": n_way, "k_shot": k_shot, "q_query": q_query, "episodes": episodes}
-        kw["seed"] = seed + 7
+        kw: dict[str, Any] = dict(n_way=n_way, k_shot=k_shot, q_query=q_query, episodes=episodes, seed=seed + 7)
         cells = [_site_eval(res.learner, test, [t], **kw) for t in range(len(names))]
         acc.append([c.acc_mean for c in cells])
         ci.append([c.acc_ci95 for c in cells])
