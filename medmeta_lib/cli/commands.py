@@ -231,7 +231,7 @@ def _common_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", default="conv4")
     p.add_argument("--n-per-class-site", type=int, default=0, help="MedSynth size (0 = its default)")
     p.add_argument(
-        "--taxonomy", default="coarse", choices=["coarse", "fine"], help="MedSynth classes: 30 findings, or 98 (fine)"
+        "--taxonomy", default="coarse", choices=["coarse", "fine"], help="MedSynth classes: 30 findings, or 96 (fine)"
     )
 
 

@@ -35,7 +35,7 @@ def load_collection(
         split: ``"train"``, ``"val"`` or ``"test"``.
         seed: generation seed for MedSynth (other sources are read as they are).
         **kw: passed to the source's loader (e.g. ``n_per_class_site``, ``modalities`` or ``taxonomy``
-            (``"coarse"``, 30 classes; ``"fine"``, 98) for MedSynth).
+            (``"coarse"``, 30 classes; ``"fine"``, 96) for MedSynth).
 
     Raises:
         ValueError: for an unknown source, a bad split or a size the source cannot give.

@@ -2,8 +2,8 @@
 
 Five modalities: chest radiograph, dermoscopy, fundus photograph, histology (H&E) patch and brain MRI
 slice, all greyscale with one channel. Two class taxonomies (``synth_classes``): ``"coarse"``, six
-findings per modality (30 classes), and ``"fine"``, the findings split by side, size or severity (98
-classes, 17-24 per modality: enough for disjoint meta-train / validation / test classes within every
+findings per modality (30 classes), and ``"fine"``, the findings split by side, size or severity (96
+classes, 16-24 per modality: enough for disjoint meta-train / validation / test classes within every
 modality). Every image belongs to a patient (a 32-bit key from the seed, split, class, site and index)
 and a site ("hospital_A", ...). The patient's anatomy is rendered in continuous coordinates
 (``synth_anatomy``), then acquired by the site's scanner (``synth_sites``): contrast curve, noise, blur,

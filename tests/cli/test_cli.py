@@ -245,7 +245,7 @@ def test_evaluate_full_test_split_reports_both_intervals_and_paired_differences(
 
 
 def test_the_fine_medsynth_taxonomy_from_the_command_line(tmp_path: Path) -> None:
-    """``--taxonomy fine``: 98 classes, and the automatic protocol tests new classes within seen modalities."""
+    """``--taxonomy fine``: 96 classes, and the automatic protocol tests new classes within seen modalities."""
     js = tmp_path / "fine.json"
     args = ["--taxonomy", "fine", "--n-per-class-site", "1", "--k-shot", "1", "--q-query", "1", "--episodes", "2"]
     assert main(["evaluate", "--data", "synthetic", "--learners", "protonet", *args, "--json", str(js)]) == 0

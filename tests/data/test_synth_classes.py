@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+from typing import Any
+
 import pytest
 import torch
 
@@ -20,7 +23,7 @@ def test_every_modality_has_enough_fine_classes_for_disjoint_5_way_splits() -> N
         assert len(names) >= 16 and len(set(names)) == len(names)  # >= 5 test + 5 val + 6 meta-train classes
         assert {f for _, f, _ in fine_classes(mod)} == set(range(len(FINDINGS[mod])))  # every finding is used
     synth = MedSynth(taxonomy="fine")
-    assert len(synth.class_names) == sum(len(v) for v in FINE.values()) == 98
+    assert len(synth.class_names) == sum(len(v) for v in FINE.values()) == 96
     assert synth.class_names[5] == "chest_xray/nodule-right-small" and synth.class_modalities[5] == "chest_xray"
     with pytest.raises(ValueError, match="taxonomy must be one of"):
         MedSynth(taxonomy="medium")
@@ -72,7 +75,7 @@ def test_large_findings_are_larger(modality: str, finding: int, small: str, larg
 def test_fine_collections_are_deterministic_restylable_and_come_through_load_collection() -> None:
     synth = MedSynth(taxonomy="fine", modalities=["fundus", "histology"])
     col = synth.generate(image_size=16, seed=2, n_per_class_site=1)
-    assert col.num_classes == 38 and col.meta["medsynth"]["taxonomy"] == "fine"
+    assert col.num_classes == 36 and col.meta["medsynth"]["taxonomy"] == "fine"
     via = load_collection(
         "synthetic", image_size=16, seed=2, n_per_class_site=1, modalities=["fundus", "histology"], taxonomy="fine"
     )
@@ -80,4 +83,37 @@ def test_fine_collections_are_deterministic_restylable_and_come_through_load_col
     idx = list(range(0, len(col), 5))
     assert torch.equal(synth.restyle(col, idx, col.sites[idx]), col.images[idx])
     coarse = MedSynth(modalities=["fundus", "histology"]).generate(image_size=16, seed=2, n_per_class_site=1)
-    assert not set(col.meta["medsynth_key"].tolist()) & set(coarse.meta["medsynth_key"].tolist())  # own patients
+    # own patients, except a fine class named like its coarse finding ("histology/adipose": no grades)
+    same = [c for c, n in enumerate(col.class_names) if n in coarse.class_names]
+    assert [col.class_names[c] for c in same] == ["histology/adipose"]
+    own = col.meta["medsynth_key"][~torch.isin(col.labels, torch.tensor(same))]
+    assert not set(own.tolist()) & set(coarse.meta["medsynth_key"].tolist())
+
+
+def test_grades_of_a_finding_are_apart_not_adjacent() -> None:
+    """Adjacent halves made "small" vs "large" a coin toss at the boundary; every pair of grades has a gap."""
+    for modality in FINE:
+        ranges: dict[tuple[int, str, tuple[tuple[str, Any], ...]], set[tuple[float, float]]] = {}
+        for _, finding, variant in fine_classes(modality):
+            fixed = tuple(sorted((k, v) for k, v in variant.items() if not isinstance(v, tuple)))
+            for name, value in variant.items():
+                if isinstance(value, tuple):
+                    ranges.setdefault((finding, name, fixed), set()).add(value)
+        for key, found in ranges.items():
+            ordered = sorted(found)
+            for (_, hi), (lo, _) in itertools.pairwise(ordered):
+                assert lo - hi >= 0.2, (modality, key, ordered)
+
+
+def test_histology_grades_mean_more_nuclei_on_the_same_patients() -> None:
+    """ "dense" means more nuclei in every graded tissue (the renderer's density draw points both ways)."""
+    render = RENDERERS["histology"]
+    graded: dict[int, dict[str, dict[str, Any]]] = {}
+    for name, finding, variant in fine_classes("histology"):
+        if "-" in name:
+            graded.setdefault(finding, {})[name.rsplit("-", 1)[1]] = variant
+    assert sorted(graded) == [1, 2, 3, 4, 5]
+    for finding, grades in graded.items():
+        # ch0 is brightness minus haematoxylin: more nuclei make a darker patch, for every patient
+        mean = {g: render(KEYS, finding, 32, grades[g])[0].mean((1, 2)) for g in ("sparse", "moderate", "dense")}
+        assert bool((mean["sparse"] > mean["moderate"]).all()) and bool((mean["moderate"] > mean["dense"]).all())
