@@ -169,7 +169,9 @@ def data_efficiency(
     factory: Callable[[int], EpisodeSampler]
     if isinstance(source, ImageCollection):
         col = source
-        multi_mod = col.class_modalities is not None and len(col.modalities) > 1 and classes is None
+        allowed = range(col.num_classes) if classes is None else classes
+        # tasks within one modality whenever the allowed classes span several (MedSynth's new-classes protocol)
+        multi_mod = col.class_modalities is not None and len({col.class_modalities[c] for c in allowed}) > 1
 
         def from_collection(k: int) -> EpisodeSampler:
             return EpisodeSampler(

@@ -92,6 +92,26 @@ def test_data_efficiency_same_episodes_and_skips_impossible_k(col):
         data_efficiency({"a": a}, col, shots=(0,), episodes=1)
 
 
+def test_data_efficiency_draws_new_classes_within_one_modality(monkeypatch):
+    """The meta-test classes of MedSynth's fine taxonomy span every modality; a task must not mix two."""
+    from medmeta_lib.data.synthetic import MedSynth
+    from medmeta_lib.studies import adaptation
+
+    col = MedSynth(modalities=["fundus", "histology"], taxonomy="fine").generate(image_size=16, n_per_class_site=1)
+    test_classes = [*col.classes_of_modality("fundus")[:4], *col.classes_of_modality("histology")[:4]]
+    seen: list[set[str]] = []
+
+    class Spy(EpisodeSampler):
+        def fixed(self, n_episodes, *, seed=None):
+            out = super().fixed(n_episodes, seed=seed)
+            seen.extend({col.class_modalities[c] for c in ep.classes} for ep in out)
+            return out
+
+    monkeypatch.setattr(adaptation, "EpisodeSampler", Spy)
+    data_efficiency({"p": learner("protonet")}, col, shots=(1,), episodes=6, n_way=3, q_query=1, classes=test_classes)
+    assert len(seen) == 6 and all(len(m) == 1 for m in seen)
+
+
 def test_embedding_trajectory_one_projection(sampler):
     ep = sampler.sample()
     maml = learner("maml")
