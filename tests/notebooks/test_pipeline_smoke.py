@@ -79,7 +79,7 @@ def test_executed_notebooks_have_no_errors(smoke_run):
 def test_notebook01_metrics(smoke_run):
     out, _ = smoke_run
     m = json.loads((out / "01_data_exploration" / "metrics.json").read_text())["headline"]
-    assert m["source"] == "synthetic" and m["classes"] >= 24 and m["sites"] >= 4 and m["modalities"] >= 4
+    assert m["source"] == "synthetic" and m["classes"] == 96 and m["sites"] >= 4 and m["modalities"] >= 4
     assert m["images"] == m["classes"] * m["sites"] * 6
     # the acquisition shift is real: sites are predictable from pixels well above chance
     assert m["site_predictability"] > m["site_chance"] + 0.1
@@ -105,6 +105,11 @@ def test_notebook03_metrics_cover_every_learner(smoke_run):
         assert r["settings"]["transductive"] is False  # inductive by default
     spec = m["split_spec"]  # what notebook 04 rebuilds and checks
     assert spec["protocol"] == "auto" and not set(spec["test_classes"]) & set(spec["train_classes"])
+    # the default experiment: MedSynth's fine taxonomy, new classes within seen modalities
+    assert m["settings"]["taxonomy"] == "fine" and spec["kind"] == "classes"
+    names = list(json.loads((out / "01_data_exploration" / "metrics.json").read_text())["summary"]["class_counts"])
+    for part in ("train_classes", "val_classes", "test_classes"):  # every modality has classes of its own there
+        assert {names[c].split("/")[0] for c in spec[part]} == {n.split("/")[0] for n in names}
     diff = m["best_vs_runner_up"]  # "best" is backed by a paired difference over the same episodes
     assert diff["episodes"] == 6 and diff["mean"] >= 0
     assert set(m["cross_site"]) == {"hospital_A", "hospital_B", "hospital_C", "hospital_D"}
