@@ -191,13 +191,13 @@ def test_changed_parameters_against_the_notebooks_defaults(tmp_path: Path) -> No
     (run / "params.yaml").write_text(yaml.safe_dump(params))
     rows = changed_parameters(run, STEMS)  # 03 has no executed copy here: the registered notebook's defaults
     assert rows == [
-        {"notebook": "01", "stem": STEMS[0], "name": "n_per_class_site", "value": "6", "default": "40"},
+        {"notebook": "01", "stem": STEMS[0], "name": "n_per_class_site", "value": "6", "default": "20"},
         {"notebook": "03", "stem": STEMS[2], "name": "learners", "value": '["maml"]', "default": rows[1]["default"]},
     ]
     assert rows[1]["default"].startswith('["protonet", "anil"')
     html = render_report(run, STEMS, {})
     params_rows = _rows(html, "parameters")
-    assert params_rows[0][0] == "01 Data exploration" and "n_per_class_site = 6 (default 40)" in params_rows[0][1]
+    assert params_rows[0][0] == "01 Data exploration" and "n_per_class_site = 6 (default 20)" in params_rows[0][1]
     assert "encoder.safetensors" not in "".join(map(str, params_rows))  # artifacts passed by the pipeline
 
 
