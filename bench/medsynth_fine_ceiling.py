@@ -23,7 +23,6 @@ import argparse
 import time
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,6 +30,7 @@ from torch import nn
 from medmeta_lib.data.collection import ImageCollection
 from medmeta_lib.data.episodes import EpisodeSet
 from medmeta_lib.data.sources import load_collection
+from medmeta_lib.evaluation.intervals import mean_ci
 from medmeta_lib.models import create_backbone
 from medmeta_lib.studies.experiment_split import make_split
 
@@ -74,9 +74,9 @@ def score(net: nn.Module, head: nn.Module | None, classes: Sequence[int], episod
         if head is not None:
             logits = head(fq)[:, [col_of[c] for c in ep.classes]]
             own.append(float((logits.argmax(1) == ep.query_y).float().mean()))
-    out = {"nc_acc": float(np.mean(nc)), "nc_ci95": float(1.96 * np.std(nc) / np.sqrt(len(nc)))}
+    out = dict(zip(("nc_acc", "nc_ci95"), mean_ci(nc), strict=True))
     if own:
-        out |= {"logits_acc": float(np.mean(own)), "logits_ci95": float(1.96 * np.std(own) / np.sqrt(len(own)))}
+        out |= dict(zip(("logits_acc", "logits_ci95"), mean_ci(own), strict=True))
     return out
 
 

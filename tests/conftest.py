@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import matplotlib
@@ -69,3 +70,14 @@ def write_medmnist_npz(
 @pytest.fixture
 def toy() -> ImageCollection:
     return make_collection()
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread (the machine's 2 cores are shared; results depend on the thread count)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)

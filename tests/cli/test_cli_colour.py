@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from medmeta_lib.cli import main
 from medmeta_lib.training.checkpoint import load_checkpoint
@@ -19,13 +18,7 @@ from tests.conftest import write_medmnist_npz
 TASK = ["--n-way", "2", "--k-shot", "1", "--q-query", "2"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine torch's default threads oversubscribe."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # on a shared 2-core machine torch's default threads oversubscribe
 
 
 def test_pretrain_meta_train_and_evaluate_on_rgb(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

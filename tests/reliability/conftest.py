@@ -7,7 +7,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
-import torch
 
 from tests.reliability.support import Server
 
@@ -56,14 +55,3 @@ def http_server() -> Iterator[Server]:
     yield Server(f"http://127.0.0.1:{httpd.server_address[1]}", PAYLOAD)
     httpd.shutdown()
     httpd.server_close()
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """Run torch on one thread (the machine's 2 cores are shared; results depend on the thread count)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)

@@ -7,26 +7,18 @@ it never saw, the notebooks would again be showing noise.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
 from medmeta_lib.data.sources import load_collection
-from medmeta_lib.evaluation.episodic import evaluate_learners
+from medmeta_lib.evaluation.episodic import evaluate_learners, paired_episode_difference
 from medmeta_lib.learners import create_learner
 from medmeta_lib.models import create_backbone
 from medmeta_lib.studies.experiment_split import make_split
 from medmeta_lib.training.meta_training import MetaTrainConfig, meta_train
 
-pytestmark = pytest.mark.slow  # about 35 s: scratch fine-tunes a network per task
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# about 35 s (scratch fine-tunes a network per task); one torch thread, as the other training tests
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 def test_short_meta_training_beats_untrained_encoder_and_scratch_on_new_classes():
@@ -48,5 +40,5 @@ def test_short_meta_training_beats_untrained_encoder_and_scratch_on_new_classes(
     episodes = split.test.fixed(30, seed=1)
     res = evaluate_learners({"trained": trained, "untrained": untrained, "scratch": scratch}, episodes)
     for floor in ("untrained", "scratch"):  # paired over the same tasks: the lower 95% bound is above 0
-        gain = np.array(res["trained"].per_episode_acc) - np.array(res[floor].per_episode_acc)
-        assert gain.mean() - 1.96 * gain.std() / np.sqrt(len(gain)) > 0, (floor, res)
+        gain = paired_episode_difference(res["trained"], res[floor])
+        assert gain["mean"] - gain["ci95"] > 0, (floor, gain, res)
