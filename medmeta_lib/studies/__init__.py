@@ -3,7 +3,8 @@
 * :mod:`~medmeta_lib.studies.experiment_split` — which classes, modalities or hospitals a run trains,
   validates and tests on (and a check that a checkpoint is never tested on its training classes);
 * :mod:`~medmeta_lib.studies.experiment` — train a set of learners on a split and score them;
-* :mod:`~medmeta_lib.studies.sites` — leave-one-site-out and site-transfer maps (a new hospital);
+* :mod:`~medmeta_lib.studies.sites` — leave-one-site-out, site-transfer maps and the site-invariant
+  pretraining remedy (a new hospital);
 * :mod:`~medmeta_lib.studies.adaptation` — adaptation curves, data efficiency, embedding trajectories;
 * :mod:`~medmeta_lib.studies.saliency` — saliency maps before and after adaptation;
 * :mod:`~medmeta_lib.studies.weights` — what a weight-generating learner's second network wrote;
@@ -31,7 +32,12 @@ from medmeta_lib.studies.experiment_split import (
 )
 from medmeta_lib.studies.fewshot import RECIPE, check_fewshot_data, fewshot_study
 from medmeta_lib.studies.saliency import SALIENCY_METHODS, gradient_x_input, occlusion_map, saliency_before_after
-from medmeta_lib.studies.sites import leave_one_site_out, site_transfer_matrix
+from medmeta_lib.studies.sites import (
+    leave_one_site_out,
+    site_invariance_remedy,
+    site_remedy_summary,
+    site_transfer_matrix,
+)
 from medmeta_lib.studies.weights import generated_head, writes_weights
 
 __all__ = [
@@ -55,6 +61,8 @@ __all__ = [
     "obtain_split",
     "occlusion_map",
     "saliency_before_after",
+    "site_invariance_remedy",
+    "site_remedy_summary",
     "site_transfer_matrix",
     "train_learners",
     "writes_weights",

@@ -1,4 +1,7 @@
-"""Training and results views: loss curves, meta-train/val curves, results with CIs, cross-site maps."""
+"""Training and results views: loss curves, meta-train/val curves, results with CIs, cross-site maps.
+
+Also the site-invariance remedy (plain against site-invariant pretraining at a new hospital).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ __all__ = [
     "results_bar_figure",
     "results_bar_matplotlib",
     "results_table_figure",
+    "site_remedy_figure",
     "smooth",
 ]
 
@@ -264,4 +268,49 @@ def results_bar_matplotlib(results: Mapping[str, Any], *, metric: str = "acc", t
     ax.set_title(title, fontsize=9)
     ax.tick_params(axis="x", rotation=45)
     fig.tight_layout()
+    return fig
+
+
+_REMEDY_PROTOCOLS = {
+    "training_sites": "training hospitals<br>(new patients)",
+    "held_out": "new hospital,<br>labels there",
+    "held_out_remote_labels": "new hospital, labels from<br>the training hospitals",
+}
+
+
+def site_remedy_figure(result: Mapping[str, Any], *, title: str | None = None) -> go.Figure:
+    """Plain against site-invariant pretraining under each deployment protocol (mean ± 95% CI).
+
+    ``result`` is :func:`~medmeta_lib.studies.sites.site_invariance_remedy`'s output; each group is
+    annotated with the paired difference (site-invariant − plain) over the same episodes.
+
+    Example:
+        >>> r = {"held_out_site": "D", "learner": "protonet", "difference": {},
+        ...      "encoders": {"plain": {"held_out": {"acc": 0.5, "ci95": 0.02}}}}
+        >>> len(site_remedy_figure(r).data)
+        1
+    """
+    fig = go.Figure()
+    protocols = [p for p in _REMEDY_PROTOCOLS if any(p in e for e in result["encoders"].values())]
+    x = [_REMEDY_PROTOCOLS[p] for p in protocols]
+    for variant, per in result["encoders"].items():
+        fig.add_bar(
+            x=x,
+            y=[per[p]["acc"] for p in protocols],
+            error_y={"type": "data", "array": [per[p]["ci95"] for p in protocols]},
+            name=variant.replace("_", "-") + " pretraining",
+        )
+    for p, label in zip(protocols, x, strict=True):
+        d = result.get("difference", {}).get(p)
+        if d:
+            fig.add_annotation(
+                x=label, y=1.0, yref="paper", showarrow=False, text=f"Δ {d['mean']:+.3f} ± {d['ci95']:.3f}"
+            )
+    site = result.get("held_out_site", "?")
+    fig.update_layout(
+        barmode="group",
+        title=title or f"{result.get('learner', '')}: plain vs site-invariant pretraining, new hospital {site}",
+        yaxis={"title": "accuracy (mean ± 95% CI)", "range": [0, 1.05]},
+        height=420,
+    )
     return fig
