@@ -11,78 +11,24 @@ from __future__ import annotations
 
 import ast
 import json
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from medmeta_lib.pipeline.report_format import as_map, fmt_acc, fmt_auc, fmt_diff, number
+from medmeta_lib.pipeline.report_sites import cross_site_part, site_remedy_part, site_transfer_part
+
 __all__ = [
     "build_summary",
     "changed_parameters",
-    "fmt_acc",
-    "fmt_auc",
-    "fmt_diff",
     "notebook_metrics",
-    "number",
 ]
 
 #: parameters the pipeline sets for every run (where a notebook writes): not a user's choice
 _PIPELINE_PARAMETERS = frozenset({"output_dir"})
 _MAX_CLASS_NAMES = 10
-
-
-def number(v: Any) -> float | None:
-    """``v`` as a finite float, or None (None, NaN, infinities, booleans, text).
-
-    Example:
-        >>> number(0.5), number(float("nan")), number(None), number("3")
-        (0.5, None, None, None)
-    """
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    f = float(v)
-    return f if math.isfinite(f) else None
-
-
-def fmt_acc(mean: Any, ci95: Any = None) -> str | None:
-    """An accuracy in percent with its 95% interval half-width, or None when there is no number.
-
-    Example:
-        >>> fmt_acc(0.6234, 0.041), fmt_acc(0.5), fmt_acc(None, 0.1)
-        ('62.3% ± 4.1', '50.0%', None)
-    """
-    m, h = number(mean), number(ci95)
-    if m is None:
-        return None
-    return f"{100 * m:.1f}%" if h is None else f"{100 * m:.1f}% ± {100 * h:.1f}"
-
-
-def fmt_auc(mean: Any, ci95: Any = None) -> str | None:
-    """An AUROC with its 95% interval half-width, or None.
-
-    Example:
-        >>> fmt_auc(0.8123, 0.031)
-        '0.812 ± 0.031'
-    """
-    m, h = number(mean), number(ci95)
-    if m is None:
-        return None
-    return f"{m:.3f}" if h is None else f"{m:.3f} ± {h:.3f}"
-
-
-def fmt_diff(mean: Any, ci95: Any = None) -> str | None:
-    """A difference of accuracies in percentage points, signed, with its interval, or None.
-
-    Example:
-        >>> fmt_diff(0.032, 0.051)
-        '+3.2 ± 5.1 pts'
-    """
-    m, h = number(mean), number(ci95)
-    if m is None:
-        return None
-    return f"{100 * m:+.1f} pts" if h is None else f"{100 * m:+.1f} ± {100 * h:.1f} pts"
 
 
 def notebook_metrics(metrics: Mapping[str, Any], key: str) -> dict[str, Any]:
@@ -96,10 +42,6 @@ def notebook_metrics(metrics: Mapping[str, Any], key: str) -> dict[str, Any]:
         if str(stem).startswith(f"{key}_") and isinstance(m, Mapping):
             return dict(m)
     return {}
-
-
-def _map(v: Any) -> Mapping[str, Any]:
-    return v if isinstance(v, Mapping) else {}
 
 
 def _count(v: Any) -> str | None:
@@ -116,7 +58,7 @@ def _mode(transductive: Any) -> str | None:
 # ---------------------------------------------------------------- parts
 def _data(metrics: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any] | None:
     m01 = notebook_metrics(metrics, "01")
-    head, summary = _map(m01.get("headline")), _map(m01.get("summary"))
+    head, summary = as_map(m01.get("headline")), as_map(m01.get("summary"))
     source = head.get("source") or summary.get("source")
     if source is None:  # notebook 01 did not run: the source the other notebooks were given, if any
         given = [p["data_source"] for p in params.values() if isinstance(p, Mapping) and "data_source" in p]
@@ -130,7 +72,7 @@ def _data(metrics: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, An
         if number(v) is not None:
             label = f"images ({split} split)" if name == "images" and split else name
             facts.append({"name": label, "value": f"{int(v):,}" if float(v).is_integer() else f"{v:.4g}"})
-    counts = _map(summary.get("class_counts"))
+    counts = as_map(summary.get("class_counts"))
     sizes = {number(v) for v in counts.values()}
     each = next(iter(sizes)) if len(sizes) == 1 else None  # balanced: say the size once
     names = [str(k) if each is not None or number(v) is None else f"{k} ({int(v)})" for k, v in counts.items()]
@@ -152,7 +94,7 @@ def _data(metrics: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, An
 
 
 def _learners(m03: Mapping[str, Any]) -> dict[str, Any] | None:
-    results = {str(k): _map(v) for k, v in _map(m03.get("results")).items()}
+    results = {str(k): as_map(v) for k, v in as_map(m03.get("results")).items()}
     rows: list[dict[str, Any]] = []
     for name, r in results.items():
         acc = fmt_acc(r.get("acc_mean"), r.get("acc_ci95"))
@@ -164,18 +106,18 @@ def _learners(m03: Mapping[str, Any]) -> dict[str, Any] | None:
                 "acc": acc,
                 "auc": fmt_auc(r.get("auc_mean"), r.get("auc_ci95")),
                 "episodes": _count(r.get("episodes")) or "",
-                "mode": _mode(_map(r.get("settings")).get("transductive")),
+                "mode": _mode(as_map(r.get("settings")).get("transductive")),
                 "sort": number(r.get("acc_mean")) or 0.0,
             }
         )
     if not rows:
         return None
     rows.sort(key=lambda r: -r["sort"])
-    named = _map(m03.get("headline")).get("best_learner")
+    named = as_map(m03.get("headline")).get("best_learner")
     best = named if isinstance(named, str) and named else str(rows[0]["learner"])
     for r in rows:
         r["best"] = r["learner"] == best
-    settings = _map(m03.get("settings"))
+    settings = as_map(m03.get("settings"))
     modes: set[str] = {r["mode"] for r in rows if r["mode"]}
     if not modes and (overall := _mode(settings.get("transductive"))):
         modes = {overall}
@@ -196,7 +138,7 @@ def _learners(m03: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def _best_vs_runner_up(m03: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], best: str) -> dict[str, Any] | None:
-    d = _map(m03.get("best_vs_runner_up"))
+    d = as_map(m03.get("best_vs_runner_up"))
     diff = fmt_diff(d.get("mean"), d.get("ci95"))
     others = [r["learner"] for r in rows if r["learner"] != best]
     if diff is None or not others:
@@ -242,61 +184,10 @@ def _label_efficiency(m02: Mapping[str, Any]) -> dict[str, Any] | None:
     return {"encoders": encoders, "rows": table}
 
 
-def _gap(r: Mapping[str, Any], a: str, b: str) -> str:
-    """``r[a] - r[b]`` with an interval that treats the two accuracies as independent, or ``""``."""
-    h1, h2 = number(r.get(f"{a}_ci95")), number(r.get(f"{b}_ci95"))
-    if number(r.get(f"{a}_acc")) is None or number(r.get(f"{b}_acc")) is None:
-        return ""
-    ci = math.hypot(h1, h2) if h1 is not None and h2 is not None else None
-    return fmt_diff(r[f"{a}_acc"] - r[f"{b}_acc"], ci) or ""
-
-
-def _cross_site(m03: Mapping[str, Any], learner: Any) -> dict[str, Any] | None:
-    rows = []
-    for site, r in _map(m03.get("cross_site")).items():
-        r = _map(r)
-        held = fmt_acc(r.get("held_out_acc"), r.get("held_out_ci95"))
-        seen = fmt_acc(r.get("training_sites_acc"), r.get("training_sites_ci95"))
-        remote = fmt_acc(r.get("held_out_remote_labels_acc"), r.get("held_out_remote_labels_ci95"))
-        if held is None and seen is None:
-            continue
-        rows.append(
-            {
-                "site": str(site),
-                "held_out": held or "",
-                "training": seen or "",
-                "gap": _gap(r, "held_out", "training_sites"),
-                "remote": remote or "",
-                "remote_gap": _gap(r, "held_out_remote_labels", "training_sites"),
-            }
-        )
-    if not rows:
-        return None
-    remote_any = any(r["remote"] for r in rows)
-    return {"learner": str(learner) if learner else None, "rows": rows, "remote": remote_any}
-
-
-def _site_transfer(m04: Mapping[str, Any]) -> dict[str, Any] | None:
-    t = _map(m04.get("site_transfer"))
-    lists: list[list[Any]] = [t[k] if isinstance(t.get(k), list) else [] for k in ("rows", "cols", "acc", "ci95")]
-    names_r, names_c, acc, ci = lists
-    if not names_r or not names_c or not acc:
-        return None
-    rows: list[dict[str, Any]] = []
-    for i, site in enumerate(names_r):
-        a = acc[i] if i < len(acc) and isinstance(acc[i], list) else []
-        h = ci[i] if i < len(ci) and isinstance(ci[i], list) else []
-        cells = [fmt_acc(a[j] if j < len(a) else None, h[j] if j < len(h) else None) or "" for j in range(len(names_c))]
-        rows.append({"site": str(site), "cells": cells, "diagonal": i if i < len(names_c) else -1})
-    if not any(c for r in rows for c in r["cells"]):
-        return None
-    return {"learner": t.get("learner"), "cols": [str(c) for c in names_c], "rows": rows}
-
-
 def _adaptation(m04: Mapping[str, Any]) -> dict[str, Any] | None:
     rows, steps = [], None
-    for name, c in _map(m04.get("adaptation_curves")).items():
-        c = _map(c)
+    for name, c in as_map(m04.get("adaptation_curves")).items():
+        c = as_map(c)
         means, cis = c.get("query_acc_mean") or [], c.get("query_acc_ci95") or []
         if not isinstance(means, list) or not means:
             continue
@@ -380,7 +271,7 @@ def build_summary(run_dir: Path, stems: Sequence[str], metrics: Mapping[str, Any
     """Everything the report's summary shows; a part is None when its metrics are absent.
 
     Keys: ``data``, ``parameters`` (list of rows), ``learners`` (rows, mode, best-vs-runner-up),
-    ``label_efficiency``, ``cross_site``, ``site_transfer``, ``adaptation`` and ``notes`` (parts that
+    ``label_efficiency``, ``cross_site``, ``site_transfer``, ``site_remedy``, ``adaptation`` and ``notes`` (parts that
     could not be summarised, with the reason; the raw metrics stay at the bottom of the report).
 
     Example:
@@ -400,8 +291,9 @@ def build_summary(run_dir: Path, stems: Sequence[str], metrics: Mapping[str, Any
         "parameters": lambda: changed_parameters(run_dir, stems),
         "learners": lambda: _learners(m03),
         "label_efficiency": lambda: _label_efficiency(m02),
-        "cross_site": lambda: _cross_site(m03, p03.get("cross_site_learner", "protonet")),
-        "site_transfer": lambda: _site_transfer(m04),
+        "cross_site": lambda: cross_site_part(m03, p03.get("cross_site_learner", "protonet")),
+        "site_transfer": lambda: site_transfer_part(m04),
+        "site_remedy": lambda: site_remedy_part(m04),
         "adaptation": lambda: _adaptation(m04),
     }
     out: dict[str, Any] = {"notes": []}

@@ -19,7 +19,8 @@ from PIL import Image
 
 from medmeta_lib.config import PROJECT_ROOT
 from medmeta_lib.pipeline.report import FIGURE_CAPTIONS, TEMPLATE_DIR, figure_caption, render_report, write_report
-from medmeta_lib.pipeline.report_summary import build_summary, changed_parameters, fmt_acc, fmt_diff
+from medmeta_lib.pipeline.report_format import fmt_acc, fmt_diff
+from medmeta_lib.pipeline.report_summary import build_summary, changed_parameters
 from tests.pipeline.test_html_export import CHROMIUM, needs_chromium
 
 STEMS = ["01_data_exploration", "02_contrastive_pretraining", "03_meta_training", "04_adaptation_visualisation"]
@@ -80,6 +81,14 @@ def _metrics() -> dict[str, Any]:
                 "cols": ["A", "B"],
                 "acc": [[0.7, 0.5], [0.4, 0.8]],
                 "ci95": [[0.1] * 2] * 2,
+            },
+            "site_remedy": {
+                "held_out_site": "hospital_D",
+                "encoders": {
+                    "plain": {"held_out_remote_labels": {"acc": 0.41, "ci95": 0.02}},
+                    "site_invariant": {"held_out_remote_labels": {"acc": 0.47, "ci95": 0.02}},
+                },
+                "difference": {"held_out_remote_labels": {"mean": 0.06, "ci95": 0.015, "episodes": 100}},
             },
         },
     }
@@ -162,6 +171,12 @@ def test_summary_tables_carry_every_number_with_its_interval(tmp_path: Path) -> 
     # hypot(3, 4) = 5
     assert site[1] == ["hospital_A", "60.0% ± 4.0", "50.0% ± 3.0", "-10.0 ± 5.0 pts", "45.0% ± 3.0", "-15.0 ± 5.0 pts"]
     assert site[3] == ["A", "70.0% ± 10.0", "50.0% ± 10.0"] and "diag" in html
+    # the remedy: only the measured deployment, its paired difference in bold (interval excludes 0)
+    assert site[-2:] == [
+        ["deployment", "plain", "site-invariant", "difference"],
+        ["new hospital, labels from the training hospitals", "41.0% ± 2.0", "47.0% ± 2.0", "+6.0 ± 1.5 pts"],
+    ]
+    assert '<td class="num diag">+6.0 ± 1.5 pts</td>' in html and "new hospital hospital_D" in html
     assert _rows(html, "adaptation")[1] == ["maml", "20.0% ± 0.0", "70.0% ± 4.0"]
     data = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html[html.index('id="data"') : html.index('id="learners"')]))
     assert "synthetic" in data and "720 images (train split)" in data and "4 sites" in data
@@ -194,7 +209,7 @@ def test_changed_parameters_against_the_notebooks_defaults(tmp_path: Path) -> No
         {"notebook": "01", "stem": STEMS[0], "name": "n_per_class_site", "value": "6", "default": "20"},
         {"notebook": "03", "stem": STEMS[2], "name": "learners", "value": '["maml"]', "default": rows[1]["default"]},
     ]
-    assert rows[1]["default"].startswith('["protonet", "anil"')
+    assert rows[1]["default"].startswith('["protonet", "maml"')
     html = render_report(run, STEMS, {})
     params_rows = _rows(html, "parameters")
     assert params_rows[0][0] == "01 Data exploration" and "n_per_class_site = 6 (default 20)" in params_rows[0][1]
@@ -297,6 +312,7 @@ def test_missing_or_broken_metrics_are_left_out_not_fatal(tmp_path: Path, damage
                 "label_efficiency": 3 if s == STEMS[1] else {"a": 1},
                 "cross_site": {"A": 5} if s == STEMS[2] else 3,
                 "site_transfer": {"rows": 5, "cols": "AB", "acc": "x"},
+                "site_remedy": {"encoders": {"plain": 3}, "difference": "x"},
                 "adaptation_curves": [1],
                 "transductive": "yes",
             }
@@ -311,7 +327,7 @@ def test_missing_or_broken_metrics_are_left_out_not_fatal(tmp_path: Path, damage
     assert "NaN" not in html.split("<details")[0] and "None" not in html.split("<details")[0]
     summary = build_summary(run, STEMS, m)
     assert summary["notes"] == []  # nothing raised: the damaged parts are simply absent
-    for part in ("learners", "label_efficiency", "cross_site", "site_transfer", "adaptation"):
+    for part in ("learners", "label_efficiency", "cross_site", "site_transfer", "site_remedy", "adaptation"):
         assert summary[part] is None, part
     assert 'id="learners"' not in html and html.count("<figure>") == 4
     if damage == "nan":
