@@ -147,8 +147,11 @@ NOTEBOOKS: list[NotebookSpec] = [
             "shots": [1, 2],
             "efficiency_episodes": 2,
             "fallback_steps": 2,
+            "cross_site_learner": "protonet",  # off by default (time); the smoke chain exercises it
             "cross_site_steps": 1,
             "cross_site_episodes": 2,
+            "remedy_epochs": 1,
+            "remedy_episodes": 2,
         },
         chain=_chain_04,
     ),
