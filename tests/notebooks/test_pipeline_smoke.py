@@ -168,6 +168,10 @@ def test_notebook04_uses_notebook03_checkpoints(smoke_run):
     for c in curves.values():
         assert len(c["query_acc_mean"]) == 3  # steps 0, 1, 2
     assert m["site_transfer"]["rows"] == ["hospital_A", "hospital_B", "hospital_C", "hospital_D"]
+    remedy = m["site_remedy"]  # the new hospital is the last one; both encoders, three deployments, paired
+    assert remedy["held_out_site"] == "hospital_D" and set(remedy["encoders"]) == {"plain", "site_invariant"}
+    assert set(remedy["difference"]) == {"training_sites", "held_out", "held_out_remote_labels"}
+    assert all(d["episodes"] == 2 for d in remedy["difference"].values())
     figs = {p.name for p in (out / "04_adaptation_visualisation" / "figures").glob("*.png")}
     assert {"decision_grid.png", "saliency.png"} <= figs
 
@@ -178,9 +182,10 @@ def test_notebook04_standalone_trains_its_own_models(tmp_path):
         only=["04"],
         smoke=True,
         progress=False,
-        overrides={"cross_site_learner": "", "learners": ["protonet", "fomaml"]},
+        overrides={"cross_site_learner": "", "remedy_epochs": 0, "learners": ["protonet", "fomaml"]},
     )
     m = json.loads((tmp_path / "04_adaptation_visualisation" / "metrics.json").read_text())
     assert res.executed == ["04_adaptation_visualisation"]
     assert "trained here" in m["source_of_learners"] and "loaded" not in m["source_of_learners"]
     assert set(m["adaptation_curves"]) == {"protonet", "fomaml"} and m["site_transfer"] is None
+    assert m["site_remedy"] is None  # remedy_epochs=0 skips it
