@@ -146,6 +146,7 @@ NOTEBOOKS: list[NotebookSpec] = [
             "curve_episodes": 3,
             "shots": [1, 2],
             "efficiency_episodes": 2,
+            "efficiency_skip": [],  # scratch too: the smoke chain exercises every path
             "fallback_steps": 2,
             "cross_site_learner": "protonet",  # off by default (time); the smoke chain exercises it
             "cross_site_steps": 1,

@@ -167,6 +167,7 @@ def test_notebook04_uses_notebook03_checkpoints(smoke_run):
     assert {"maml", "protonet", "baseline", "scratch", "contrastive init"} <= set(curves)
     for c in curves.values():
         assert len(c["query_acc_mean"]) == 3  # steps 0, 1, 2
+    assert {r["learner"] for r in m["data_efficiency"]} == {"maml", "protonet", "baseline", "scratch", "weightgen"}
     assert m["site_transfer"]["rows"] == ["hospital_A", "hospital_B", "hospital_C", "hospital_D"]
     remedy = m["site_remedy"]  # the new hospital is the last one; both encoders, three deployments, paired
     assert remedy["held_out_site"] == "hospital_D" and set(remedy["encoders"]) == {"plain", "site_invariant"}
@@ -189,3 +190,4 @@ def test_notebook04_standalone_trains_its_own_models(tmp_path):
     assert "trained here" in m["source_of_learners"] and "loaded" not in m["source_of_learners"]
     assert set(m["adaptation_curves"]) == {"protonet", "fomaml"} and m["site_transfer"] is None
     assert m["site_remedy"] is None  # remedy_epochs=0 skips it
+    assert {r["learner"] for r in m["data_efficiency"]} == {"protonet", "fomaml"}  # efficiency_skip: only scratch
