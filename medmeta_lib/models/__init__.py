@@ -1,4 +1,8 @@
-"""Backbones (feature extractors), classification heads and inductive batch normalisation (``task_norm``)."""
+"""The networks: backbones, heads, inductive batch normalisation and a fast 2×2 max-pooling.
+
+Backbones (feature extractors, one registry: ``create_backbone``), classification heads, inductive batch
+normalisation (``task_norm``) and 2×2 max-pooling with a fast prediction path (``pooling``).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from medmeta_lib.models.backbones import (
 )
 from medmeta_lib.models.heads import CosineHead, LinearHead
 from medmeta_lib.models.norm_layers import NORMS, make_norm, replace_norm
+from medmeta_lib.models.pooling import MaxPool2x2, max_pool_2x2
 from medmeta_lib.models.task_norm import (
     NormStats,
     TaskBatchNorm2d,
@@ -25,6 +30,7 @@ __all__ = [
     "NORMS",
     "CosineHead",
     "LinearHead",
+    "MaxPool2x2",
     "NormStats",
     "TaskBatchNorm2d",
     "context_forward",
@@ -34,6 +40,7 @@ __all__ = [
     "has_batch_stats",
     "list_backbones",
     "make_norm",
+    "max_pool_2x2",
     "record_norm_stats",
     "register_backbone",
     "replace_norm",

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from torch import Tensor, nn
 
 from medmeta_lib.models.norm_layers import check_norm, make_norm, replace_norm
+from medmeta_lib.models.pooling import MaxPool2x2
 
 __all__ = ["count_parameters", "create_backbone", "list_backbones", "register_backbone", "resolve_backbone_kwargs"]
 
@@ -166,7 +167,7 @@ class Conv4(nn.Module):
         blocks: list[nn.Module] = []
         c = in_channels
         for _ in range(4):
-            blocks += [nn.Conv2d(c, hidden, 3, padding=1), make_norm(norm, hidden), nn.ReLU(), nn.MaxPool2d(2)]
+            blocks += [nn.Conv2d(c, hidden, 3, padding=1), make_norm(norm, hidden), nn.ReLU(), MaxPool2x2()]
             c = hidden
         self.features = nn.Sequential(*blocks)
         self.pool = pool
@@ -241,7 +242,7 @@ class _ResBlock12(nn.Module):
         self.norm3 = make_norm(norm, cout)
         self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), make_norm(norm, cout))
         self.act = nn.LeakyReLU(0.1)
-        self.pool = nn.MaxPool2d(2)
+        self.pool = MaxPool2x2()
 
     def forward(self, x: Tensor) -> Tensor:
         """One residual stage; halves the spatial size."""

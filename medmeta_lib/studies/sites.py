@@ -239,7 +239,7 @@ def site_invariance_remedy(
     pool = train.subset(torch.nonzero(train.sites != s).flatten(), split=train.split)
     base = simclr or SimCLRConfig(seed=seed)
     kw: dict[str, Any] = dict(n_way=n_way, k_shot=k_shot, q_query=q_query, episodes=episodes, seed=seed + 7)
-    build = {"backbone": backbone, "backbone_kwargs": dict(backbone_kwargs or {})}
+    build: dict[str, Any] = {"backbone": backbone, "backbone_kwargs": dict(backbone_kwargs or {})}
     evals: dict[str, dict[str, EvalResult]] = {}
     with tempfile.TemporaryDirectory(prefix="medmeta-remedy-") as tmp:
         for variant, invariant in (("plain", False), ("site_invariant", True)):
