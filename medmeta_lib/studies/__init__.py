@@ -21,7 +21,12 @@ Example:
 
 from __future__ import annotations
 
-from medmeta_lib.studies.adaptation import adaptation_curves, data_efficiency, embedding_trajectory
+from medmeta_lib.studies.adaptation import (
+    adaptation_curves,
+    data_efficiency,
+    embedding_trajectory,
+    prototype_alignment,
+)
 from medmeta_lib.studies.experiment import evaluate_split, learner_defaults, obtain_learners, train_learners
 from medmeta_lib.studies.experiment_split import (
     SPLITS,
@@ -60,6 +65,7 @@ __all__ = [
     "obtain_learners",
     "obtain_split",
     "occlusion_map",
+    "prototype_alignment",
     "saliency_before_after",
     "site_invariance_remedy",
     "site_remedy_summary",

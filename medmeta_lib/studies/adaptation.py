@@ -13,6 +13,7 @@ Saliency maps before and after adaptation are computed by :mod:`medmeta_lib.stud
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -28,7 +29,7 @@ from medmeta_lib.evaluation.intervals import mean_ci
 from medmeta_lib.learners.base import Learner
 from medmeta_lib.learners.trace import AdaptationTrace
 
-__all__ = ["adaptation_curves", "data_efficiency", "embedding_trajectory"]
+__all__ = ["adaptation_curves", "data_efficiency", "embedding_trajectory", "prototype_alignment"]
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
@@ -117,6 +118,35 @@ def adaptation_curves(
     return out
 
 
+def _first_k_shots(ep: Episode, k: int) -> Episode:
+    """The same task with the first ``k`` support images of each class (queries unchanged)."""
+    keep = torch.cat([torch.nonzero(ep.support_y == c).flatten()[:k] for c in range(len(ep.classes))])
+    sites = torch.unique(torch.cat([ep.support_sites[keep], ep.query_sites]))
+    return dataclasses.replace(
+        ep,
+        support_x=ep.support_x[keep],
+        support_y=ep.support_y[keep],
+        support_sites=ep.support_sites[keep],
+        support_idx=ep.support_idx[keep],
+        site=int(sites[0]) if len(sites) == 1 else None,
+    )
+
+
+class _FirstKShots(Sequence[Episode]):
+    """Episodes cut to ``k`` shots, cut on access (a fixed episode set stays lazy: low memory)."""
+
+    def __init__(self, episodes: Sequence[Episode], k: int) -> None:
+        self.episodes, self.k = episodes, k
+
+    def __len__(self) -> int:
+        return len(self.episodes)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return _first_k_shots(self.episodes[i], self.k)
+
+
 def data_efficiency(
     learners: Mapping[str, Learner],
     source: ImageCollection | Callable[[int], EpisodeSampler],
@@ -133,8 +163,11 @@ def data_efficiency(
 ) -> list[dict[str, Any]]:
     """Accuracy against the number of labelled images per class, on the same episodes for every learner.
 
-    For each ``K`` in ``shots`` a fixed, seeded set of ``episodes`` tasks is drawn once and every
-    learner is scored on it. A ``K`` the data cannot supply (a class with fewer than ``K + q_query``
+    The tasks are **nested**: ``episodes`` tasks are drawn once at the largest ``K`` the data can supply,
+    and the task at a smaller ``K`` keeps the same classes and queries with the first ``K`` support images
+    of each class. So every point of the curve is scored on the same queries by every learner, and the
+    gain from more labels is a paired difference over the same tasks (``gain_mean`` / ``gain_ci95``
+    against the smallest ``K``). A ``K`` the data cannot supply (a class with fewer than ``K + q_query``
     images) is skipped with a warning.
 
     Args:
@@ -152,8 +185,9 @@ def data_efficiency(
         progress: show progress bars.
 
     Returns:
-        Rows ``{"learner", "k_shot", "acc_mean", "acc_ci95", "episodes"}`` (plus ``"auc_mean"``,
-        ``"auc_ci95"`` for 2-way tasks), ordered by learner then ``K``.
+        Rows ``{"learner", "k_shot", "acc_mean", "acc_ci95", "episodes", "gain_mean", "gain_ci95"}``
+        (plus ``"auc_mean"``, ``"auc_ci95"`` for 2-way tasks), ordered by learner then ``K``; the gain is
+        the paired accuracy difference to the smallest ``K`` on the same tasks (0 for that ``K``).
 
     Example:
         >>> rows = data_efficiency({"protonet": proto}, test_col, shots=(1, 5), episodes=50)  # doctest: +SKIP
@@ -183,21 +217,30 @@ def data_efficiency(
         factory = source
     else:
         raise ValueError("source must be an ImageCollection or a callable k_shot -> EpisodeSampler")
-    results: dict[str, list[dict[str, Any]]] = {name: [] for name in learners}
-    for k in shots:
+    largest: Sequence[Episode] | None = None
+    for k in sorted(shots, reverse=True):  # the largest K the data can supply; the others nest inside it
         try:
-            test_set = factory(k).fixed(episodes, seed=seed + 1000 * k)
+            largest = factory(k).fixed(episodes, seed=seed + 1000 * k)
+            break
         except ValueError as err:
             warnings.warn(f"data_efficiency: K={k} skipped: {err}", stacklevel=2)
-            continue
+            shots = [s for s in shots if s != k]
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in learners}
+    first: dict[str, np.ndarray] = {}
+    for k in shots if largest is not None else []:
+        test_set = _FirstKShots(largest or [], k)
         for name, learner in learners.items():
             res = evaluate_learner(learner, test_set, steps=steps, progress=progress)
+            accs = np.asarray(res.per_episode_acc)
+            gain = mean_ci(accs - first.setdefault(name, accs))
             row: dict[str, Any] = {
                 "learner": name,
                 "k_shot": k,
                 "acc_mean": res.acc_mean,
                 "acc_ci95": res.acc_ci95,
                 "episodes": res.episodes,
+                "gain_mean": gain[0],
+                "gain_ci95": gain[1],
             }
             if res.auc_mean is not None:
                 row["auc_mean"], row["auc_ci95"] = res.auc_mean, res.auc_ci95
@@ -291,3 +334,32 @@ def embedding_trajectory(
         probs = torch.stack(trace.query_probs[:n_steps]).numpy()
         out["query_pred"], out["query_conf"] = probs.argmax(-1), probs.max(-1)
     return out
+
+
+def prototype_alignment(trace: AdaptationTrace, support_y: Tensor, query_y: Tensor) -> dict[str, list[float]]:
+    """Do the queries move to their own class prototype while a learner adapts? Measured per step.
+
+    In the full embedding space (no projection): ``nearest_prototype_acc`` is the share of queries whose
+    nearest support-class mean is their own class, and ``distance_ratio`` the mean, over queries, of the
+    distance to the own prototype divided by the mean distance to the others (below 1: closer to their
+    own). A rising accuracy with flat values here means the head learnt to read features that did not
+    move (feature reuse, Raghu et al. 2020).
+
+    Example:
+        >>> prototype_alignment(trace, ep.support_y, ep.query_y)["nearest_prototype_acc"][:2]  # doctest: +SKIP
+        [0.44, 0.44]
+    """
+    if not trace.support_emb or not trace.query_emb:
+        raise ValueError("the trace has no query embeddings: adapt with query_x and record_embeddings=True")
+    sy, qy = torch.as_tensor(support_y).long().cpu(), torch.as_tensor(query_y).long().cpu()
+    n_way = int(sy.max()) + 1
+    acc: list[float] = []
+    ratio: list[float] = []
+    for s_emb, q_emb in zip(trace.support_emb, trace.query_emb, strict=True):
+        protos = torch.stack([s_emb[sy == c].float().mean(0) for c in range(n_way)])
+        d = torch.cdist(q_emb.float(), protos)
+        own = d[torch.arange(len(qy)), qy]
+        other = (d.sum(1) - own) / max(n_way - 1, 1)
+        acc.append(float((d.argmin(1) == qy).float().mean()))
+        ratio.append(float((own / other.clamp_min(1e-12)).mean()))
+    return {"steps": list(trace.steps[: len(acc)]), "nearest_prototype_acc": acc, "distance_ratio": ratio}

@@ -11,8 +11,14 @@ import torch
 
 from medmeta_lib.data.episodes import EpisodeSampler
 from medmeta_lib.learners import Predictor, create_learner
+from medmeta_lib.learners.trace import AdaptationTrace
 from medmeta_lib.models import create_backbone
-from medmeta_lib.studies.adaptation import adaptation_curves, data_efficiency, embedding_trajectory
+from medmeta_lib.studies.adaptation import (
+    adaptation_curves,
+    data_efficiency,
+    embedding_trajectory,
+    prototype_alignment,
+)
 from medmeta_lib.studies.saliency import _InContext, gradient_x_input, occlusion_map, saliency_before_after
 from tests.conftest import make_collection
 
@@ -92,6 +98,33 @@ def test_data_efficiency_same_episodes_and_skips_impossible_k(col):
         data_efficiency({"a": a}, col, shots=(0,), episodes=1)
 
 
+def test_data_efficiency_nests_the_tasks_so_the_gain_from_labels_is_paired(col, monkeypatch):
+    """Every K scores the same classes and queries; a smaller K keeps a prefix of each class's support."""
+    from medmeta_lib.studies import adaptation
+
+    seen: dict[int, list] = {}
+    real = adaptation.evaluate_learner
+
+    def spy(learner, episodes, **kw):
+        seen.setdefault(len(episodes[0].support_y) // 3, list(episodes))
+        return real(learner, episodes, **kw)
+
+    monkeypatch.setattr(adaptation, "evaluate_learner", spy)
+    rows = data_efficiency({"p": learner("protonet")}, col, shots=(1, 2, 4), episodes=4, n_way=3, q_query=3)
+    assert sorted(seen) == [1, 2, 4]
+    for e1, e2, e4 in zip(seen[1], seen[2], seen[4], strict=True):
+        assert e1.classes == e2.classes == e4.classes
+        assert torch.equal(e1.query_idx, e4.query_idx) and torch.equal(e2.query_x, e4.query_x)
+        for c in range(3):
+            full = e4.support_idx[e4.support_y == c]
+            assert torch.equal(e1.support_idx[e1.support_y == c], full[:1])
+            assert torch.equal(e2.support_idx[e2.support_y == c], full[:2])
+    first = rows[0]
+    assert first["gain_mean"] == 0.0 and first["gain_ci95"] == 0.0
+    for r in rows[1:]:  # paired over the same tasks: the mean gain is the difference of the means
+        assert r["gain_mean"] == pytest.approx(r["acc_mean"] - first["acc_mean"], abs=1e-9)
+
+
 def test_data_efficiency_draws_new_classes_within_one_modality(monkeypatch):
     """The meta-test classes of MedSynth's fine taxonomy span every modality; a task must not mix two."""
     from medmeta_lib.data.synthetic import MedSynth
@@ -133,6 +166,19 @@ def test_embedding_trajectory_one_projection(sampler):
         embedding_trajectory(no_emb, ep.support_y)
     with pytest.raises(ValueError, match="method"):
         embedding_trajectory(tr, ep.support_y, method="umap")
+
+
+def test_prototype_alignment_measures_queries_moving_to_their_own_prototype() -> None:
+    sy, qy = torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1])
+    support = torch.tensor([[0.0, 0.0], [0.0, 0.0], [10.0, 0.0], [10.0, 0.0]])
+    before = torch.tensor([[6.0, 0.0], [4.0, 0.0]])  # each query nearer the other class's prototype
+    after = torch.tensor([[1.0, 0.0], [9.0, 0.0]])  # each moved to its own
+    tr = AdaptationTrace(steps=[0, 1], support_emb=[support, support], query_emb=[before, after], learner="x")
+    out = prototype_alignment(tr, sy, qy)
+    assert out["steps"] == [0, 1] and out["nearest_prototype_acc"] == [0.0, 1.0]
+    assert out["distance_ratio"] == pytest.approx([1.5, 1 / 9])  # own / other: (6/4 + 6/4) / 2, then 1/9
+    with pytest.raises(ValueError, match="record_embeddings"):
+        prototype_alignment(AdaptationTrace(learner="x"), sy, qy)
 
 
 def region_predictor() -> Predictor:
