@@ -309,4 +309,12 @@ def site_remedy_summary(result: Mapping[str, Any]) -> str:
     else:
         verdict = "site-invariant pretraining makes no clear difference"
         advice = "a few labels at the new hospital remain the dependable remedy"
-    return f"With labels only from the training hospitals, at {site} {verdict} ({effect}): {advice}."
+    text = f"With labels only from the training hospitals, at {site} {verdict} ({effect}): {advice}"
+    enc = result.get("encoders", {})
+    local, remote = enc.get("plain", {}).get("held_out"), enc.get("site_invariant", {}).get("held_out_remote_labels")
+    if local and remote and local["acc"] - local["ci95"] > remote["acc"] + remote["ci95"]:
+        text += (
+            f"; yet a few labels taken at {site} are worth more ({local['acc']:.3f} with plain pretraining against "
+            f"{remote['acc']:.3f} with the remedy)"
+        )
+    return text + "."

@@ -96,3 +96,14 @@ def test_summary_sentence_follows_the_paired_interval(mean: float, ci: float, sa
     d = {"mean": mean, "ci95": ci, "episodes": 50}
     text = site_remedy_summary({"held_out_site": "hospital_D", "difference": {"held_out_remote_labels": d}})
     assert says in text and "hospital_D" in text and f"{mean:+.3f} ± {ci:.3f}" in text and "50 tasks" in text
+
+
+def test_summary_says_when_local_labels_beat_the_remedy() -> None:
+    d = {"mean": 0.02, "ci95": 0.01, "episodes": 100}
+    enc = {"plain": {"held_out": {"acc": 0.45, "ci95": 0.02}},
+           "site_invariant": {"held_out_remote_labels": {"acc": 0.38, "ci95": 0.02}}}  # fmt: skip
+    text = site_remedy_summary({"held_out_site": "D", "difference": {"held_out_remote_labels": d}, "encoders": enc})
+    assert "a few labels taken at D are worth more (0.450 with plain pretraining against 0.380" in text
+    enc["plain"]["held_out"]["acc"] = 0.40  # intervals overlap: no such claim
+    text = site_remedy_summary({"held_out_site": "D", "difference": {"held_out_remote_labels": d}, "encoders": enc})
+    assert "worth more" not in text and text.endswith(".")
