@@ -227,8 +227,9 @@ def data_efficiency(
             shots = [s for s in shots if s != k]
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in learners}
     first: dict[str, np.ndarray] = {}
-    for k in shots if largest is not None else []:
-        test_set = _FirstKShots(largest or [], k)
+    for k in shots:  # empty when no K could be sampled: every failed K was dropped above
+        assert largest is not None
+        test_set = _FirstKShots(largest, k)
         for name, learner in learners.items():
             res = evaluate_learner(learner, test_set, steps=steps, progress=progress)
             accs = np.asarray(res.per_episode_acc)

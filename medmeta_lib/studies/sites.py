@@ -25,6 +25,7 @@ import torch
 
 from medmeta_lib.data.collection import ImageCollection
 from medmeta_lib.data.episodes import EpisodeSampler
+from medmeta_lib.data.splits import split_sites
 from medmeta_lib.evaluation.episodic import EvalResult, evaluate_learners, paired_episode_difference
 from medmeta_lib.ssl.simclr import pretrain_simclr
 from medmeta_lib.ssl.simclr_config import SimCLRConfig
@@ -159,14 +160,11 @@ def site_transfer_matrix(
     return {"rows": names, "cols": names, "acc": acc, "ci95": ci, "learner": learner}
 
 
-_PROTOCOLS = ("training_sites", "held_out", "held_out_remote_labels")
-
-
 def site_invariance_remedy(
     train: ImageCollection,
     test: ImageCollection,
     *,
-    held_out_site: int | str = -1,
+    held_out_site: int | str | None = None,
     learner: str = "protonet",
     simclr: SimCLRConfig | None = None,
     meta_config: MetaTrainConfig | None = None,
@@ -193,7 +191,7 @@ def site_invariance_remedy(
         train: meta-training images (MedSynth: site-invariant positives re-render the patient, which
             reads its class; elsewhere a simulated scanner shift is used).
         test: new patients at every site.
-        held_out_site: the new hospital, a site name or index (default: the last site).
+        held_out_site: the new hospital, a site name or id (``None``: the last site).
         learner: learner built on each encoder.
         simclr: pretraining settings shared by both encoders (``site_invariance`` is overridden).
         meta_config: outer-loop settings for meta-training on the training hospitals (``None``: none).
@@ -224,39 +222,29 @@ def site_invariance_remedy(
             f"site_invariance_remedy needs at least 3 sites (two training hospitals and a new one); "
             f"{train.source!r} has {len(names)}"
         )
-    if isinstance(held_out_site, str):
-        if held_out_site not in names:
-            raise ValueError(f"held_out_site={held_out_site!r} is not a site of {train.source!r}: {names}")
-        s = names.index(held_out_site)
-    elif -len(names) <= held_out_site < len(names):
-        s = held_out_site % len(names)
-    else:
-        raise ValueError(f"held_out_site={held_out_site} is out of range for {len(names)} sites")
+    try:
+        others, (s,) = split_sites(train, [len(names) - 1 if held_out_site is None else held_out_site])
+    except ValueError as err:
+        raise ValueError(f"held_out_site={held_out_site!r}: {err}") from None
     if episodes < 2:
         raise ValueError(f"episodes must be >= 2 (intervals), got {episodes}")
     assert train.sites is not None
-    others = [i for i in range(len(names)) if i != s]
     pool = train.subset(torch.nonzero(train.sites != s).flatten(), split=train.split)
     base = simclr or SimCLRConfig(seed=seed)
     kw: dict[str, Any] = dict(n_way=n_way, k_shot=k_shot, q_query=q_query, episodes=episodes, seed=seed + 7)
     build: dict[str, Any] = {"backbone": backbone, "backbone_kwargs": dict(backbone_kwargs or {})}
     evals: dict[str, dict[str, EvalResult]] = {}
+    sp = None
+    if meta_config is not None:
+        sp = make_split(
+            train, test, split="sites", held_out_sites=[s], n_way=n_way, k_shot=k_shot, q_query=q_query, seed=seed
+        )
     with tempfile.TemporaryDirectory(prefix="medmeta-remedy-") as tmp:
         for variant, invariant in (("plain", False), ("site_invariant", True)):
             path = Path(tmp) / f"{variant}.safetensors"
             cfg = dataclasses.replace(base, site_invariance=invariant)
             pretrain_simclr(pool, config=cfg, out=path, resume=False, progress=False, **build)
-            if meta_config is not None:
-                sp = make_split(
-                    train,
-                    test,
-                    split="sites",
-                    held_out_sites=[s],
-                    n_way=n_way,
-                    k_shot=k_shot,
-                    q_query=q_query,
-                    seed=seed,
-                )
+            if sp is not None:
                 res = train_learners(
                     [learner], sp, config=meta_config, val_episodes=0, progress=False, encoder=path, **build
                 )
@@ -276,7 +264,7 @@ def site_invariance_remedy(
         "encoders": {
             v: {p: {"acc": r.acc_mean, "ci95": r.acc_ci95} for p, r in per.items()} for v, per in evals.items()
         },
-        "difference": {p: paired_episode_difference(evals["site_invariant"][p], evals["plain"][p]) for p in _PROTOCOLS},
+        "difference": {p: paired_episode_difference(r, evals["plain"][p]) for p, r in evals["site_invariant"].items()},
         "settings": {
             "simclr_epochs": base.epochs,
             "meta_steps": meta_config.steps if meta_config is not None else 0,
