@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ALL = ["maml", "fomaml", "metasgd", "anil", "protonet", "baseline", "baseline++", "scratch"]
+ALL = ["maml", "fomaml", "metasgd", "anil", "protonet", "weightgen", "baseline", "baseline++", "scratch"]
 WITH_REFERENCE = ["maml", "fomaml"]
 
 

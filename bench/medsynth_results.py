@@ -38,14 +38,14 @@ import torch
 from result_file import ResultFile
 
 from medmeta_lib.data import load_collection
-from medmeta_lib.evaluation.episodic import evaluate_learner
+from medmeta_lib.evaluation.episodic import evaluate_learner, paired_episode_difference
 from medmeta_lib.studies.experiment import evaluate_split, learner_defaults
 from medmeta_lib.studies.experiment_split import make_split
 from medmeta_lib.studies.sites import leave_one_site_out
 from medmeta_lib.training.learner_io import build_learner
 from medmeta_lib.training.meta_training import MetaTrainConfig, meta_train
 
-ALL = "protonet,anil,fomaml,maml,metasgd,baseline,baseline++,scratch"
+ALL = "protonet,anil,fomaml,maml,metasgd,weightgen,baseline,baseline++,scratch"
 INNER = ("maml", "fomaml", "metasgd", "anil")
 
 
@@ -150,7 +150,8 @@ def main() -> None:
             rows = {}
             for n in names:
                 t, e = trained[n], evals[n]
-                rows[n] = {**{k2: v for k2, v in t.items() if k2 != "learner"}, "test": e.to_dict()}
+                test = e.to_dict(per_episode=True)  # per-episode: paired differences, also across runs
+                rows[n] = {**{k2: v for k2, v in t.items() if k2 != "learner"}, "test": test}
                 print(
                     f"5-way {k}-shot {n:10s} test {e.acc_mean:.3f} ± {e.acc_ci95:.3f}"
                     f" | val final {t['final_val_acc']:.3f} | train {t['train_seconds'] / 60:.1f} min,"
@@ -158,7 +159,12 @@ def main() -> None:
                     f"  [{time.time() - t0:.0f} s]",
                     flush=True,
                 )
+            best = max(names, key=lambda n: evals[n].acc_mean)
+            paired = {n: paired_episode_difference(evals[best], evals[n]) for n in names if n != best}
+            for n, d in paired.items():
+                print(f"5-way {k}-shot {best} - {n}: {d['mean']:+.3f} ± {d['ci95']:.3f} (paired)", flush=True)
             out["results"][f"5w{k}s"] = rows
+            out.setdefault("paired_vs_best", {})[f"5w{k}s"] = {"best": best, **paired}
             rf.save()
     if a.site_learners:
         cfg = MetaTrainConfig(steps=a.site_steps, meta_batch=4, val_every=0, seed=a.seed)

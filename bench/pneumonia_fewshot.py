@@ -15,6 +15,9 @@ Run (the figures in BENCHMARKS.md came from these commands; the encoder is bench
     OMP_NUM_THREADS=1 .venv/bin/python bench/pneumonia_fewshot.py --out bench/out/pneumonia_fewshot.json
     OMP_NUM_THREADS=1 .venv/bin/python bench/pneumonia_fewshot.py --encoder runs/bench/pneumonia_simclr.safetensors \
         --hidden 64 --meta-steps 0 --out bench/out/pneumonia_fewshot_ssl.json
+    OMP_NUM_THREADS=1 .venv/bin/python bench/pneumonia_fewshot.py --encoder runs/bench/pneumonia_simclr.safetensors \
+        --hidden 64 --learners weightgen,protonet,fomaml,baseline --weightgen-frozen --episodes 300 \
+        --out bench/out/pneumonia_fewshot_ssl_meta.json  # SimCLR-initialised meta-learners (issue 15)
     .venv/bin/python bench/pneumonia_fewshot.py --learners protonet,scratch --shots 1,5 --episodes 10 --draws 2 \
         --meta-steps 5 --n-per-class-site 10 --out /tmp/pneumonia_fewshot_smoke.json  # smoke
 """
@@ -55,6 +58,11 @@ def main() -> None:
         help="MedSynth modalities left out of meta-training, e.g. chest_xray (the target held out at the task level)",
     )
     p.add_argument("--transductive", action="store_true", help="per-batch statistics (the old default), for comparison")
+    p.add_argument(
+        "--weightgen-frozen",
+        action="store_true",
+        help="also meta-train 'weightgen_frozen': WeightGen with the encoder frozen (only the generator learns)",
+    )
     p.add_argument("--out", default="bench/out/pneumonia_fewshot.json")
     a = p.parse_args()
     if not a.npz:
@@ -84,6 +92,18 @@ def main() -> None:
             progress=False,
         )
         learners = {n: r.learner for n, r in trained.items()}
+        if a.weightgen_frozen:
+            frozen = train_learners(
+                ["weightgen"],
+                split,
+                backbone_kwargs={"hidden": a.hidden},
+                encoder=a.encoder or None,
+                learner_kwargs={"weightgen": {"freeze_backbone": True}},
+                config=cfg,
+                val_episodes=0,
+                progress=False,
+            )
+            learners["weightgen_frozen"] = frozen["weightgen"].learner
     else:  # no meta-training: every learner starts from the encoder (or its random initialisation)
         learners = {
             n: build_learner(
