@@ -6,6 +6,7 @@ are the reliable figures on a noisy machine).
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -21,16 +22,24 @@ SCRIPTS = [
     "bench_distributed.py",
     "ssl_site_invariance.py",
     "medsynth_results.py",
+    "medsynth_fine_ceiling.py",
     "pneumonia_ssl_probe.py",
     "pneumonia_fewshot.py",
     "bench_pipeline.py",
 ]
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", nargs="+", choices=SCRIPTS, metavar="SCRIPT", help=f"run only these of: {SCRIPTS}")
+    p.add_argument("--list", action="store_true", help="print the scripts in order and exit")
+    a = p.parse_args(argv)
+    if a.list:
+        print("\n".join(SCRIPTS))
+        return 0
     here = Path(__file__).resolve().parent
     failed = []
-    for name in SCRIPTS:
+    for name in a.only or SCRIPTS:
         path = here / name
         if not path.exists():
             print(f"## {name}: not present, skipped")
