@@ -48,6 +48,7 @@ def split_classes(
         seed: shuffling seed.
 
     Example:
+        >>> import torch
         >>> from medmeta_lib.data.collection import ImageCollection
         >>> c = ImageCollection(images=torch.rand(10, 1, 4, 4), labels=torch.arange(10),
         ...                     class_names=[str(i) for i in range(10)])
@@ -95,6 +96,7 @@ def split_sites(collection: ImageCollection, held_out: Sequence[int | str]) -> t
     """Return ``(train_sites, held_out_sites)`` for a leave-sites-out experiment.
 
     ``held_out`` holds site ids or names. Example:
+        >>> import torch
         >>> from medmeta_lib.data.collection import ImageCollection
         >>> c = ImageCollection(images=torch.rand(4, 1, 4, 4), labels=torch.tensor([0, 1, 0, 1]),
         ...                     class_names=("a", "b"), sites=torch.tensor([0, 0, 1, 1]), site_names=("A", "B"))
@@ -133,6 +135,7 @@ def split_modalities(
     seen in meta-training.
 
     Example:
+        >>> import torch
         >>> from medmeta_lib.data.collection import ImageCollection
         >>> c = ImageCollection(images=torch.rand(6, 1, 4, 4), labels=torch.arange(6), class_names=list("abcdef"),
         ...                     class_modalities=("x", "x", "y", "y", "z", "z"))
