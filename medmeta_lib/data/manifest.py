@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from medmeta_lib.data.collection import ImageCollection
-from medmeta_lib.data.folder import _MAX_LISTED, _check_args, _collection, _read_all, _warn_no_split
+from medmeta_lib.data.file_collection import MAX_LISTED, build_collection, check_file_args, read_all, warn_no_split
 from medmeta_lib.data.image_files import detect_channels
 
 __all__ = ["load_csv_manifest"]
@@ -101,7 +101,7 @@ def load_csv_manifest(
         >>> col.site_names  # doctest: +SKIP
         ('hospital_a', 'hospital_b')
     """
-    _check_args(image_size, channels, on_error, split)
+    check_file_args(image_size, channels, on_error, split)
     csv_path = Path(path).expanduser()
     if not csv_path.is_file():
         raise FileNotFoundError(f"{csv_path}: no such CSV manifest")
@@ -125,16 +125,16 @@ def load_csv_manifest(
         if not rows:
             raise ValueError(f"{csv_path}: no rows with split '{split}' (the 'split' column holds {splits})")
     elif split != "train":
-        _warn_no_split(str(csv_path), split, "no 'split' column")
+        warn_no_split(str(csv_path), split, "no 'split' column")
     missing = [r for r in rows if not r["path"].is_file()]
     if missing:
-        listed = "\n".join(f"  row {r['line']}, column 'path': {r['path']}" for r in missing[:_MAX_LISTED])
-        more = f"\n  ... and {len(missing) - _MAX_LISTED} more" if len(missing) > _MAX_LISTED else ""
+        listed = "\n".join(f"  row {r['line']}, column 'path': {r['path']}" for r in missing[:MAX_LISTED])
+        more = f"\n  ... and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else ""
         raise ValueError(
             f"{csv_path}: {len(missing)} image file(s) do not exist (relative paths resolve against {base}):\n"
             f"{listed}{more}\nFix the paths, pass root=..., or remove the rows"
         )
-    images, ok = _read_all(
+    images, ok = read_all(
         [r["path"] for r in rows],
         image_size=image_size,
         channels=int(channels),
@@ -143,7 +143,7 @@ def load_csv_manifest(
         describe=lambda i: f"row {rows[i]['line']} ({rows[i]['path']})",
     )
     kept = [rows[i] for i in ok]
-    return _collection(
+    return build_collection(
         images,
         [label_of[r["label"]] for r in kept],
         [site_of[r["site"]] if has_site else 0 for r in kept],

@@ -12,6 +12,7 @@ A *learner* owns a backbone (the feature extractor, ``θ``) and knows how to
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -23,7 +24,7 @@ from medmeta_lib.data.episodes import Episode
 from medmeta_lib.learners.trace import AdaptationTrace, accuracy
 from medmeta_lib.models.task_norm import TaskBatchNorm2d, context_forward, frozen_forward
 
-__all__ = ["Learner", "Predictor"]
+__all__ = ["Learner", "Predictor", "check_int", "check_positive"]
 
 
 class Predictor:
@@ -76,8 +77,13 @@ class Predictor:
 
 
 def check_int(name: str, value: Any, minimum: int) -> int:
-    """Return ``value`` as int if it is an integer ``>= minimum``, else raise ``ValueError``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    """Return ``value`` as int if it is an integer ``>= minimum`` (numpy integers too), else raise ``ValueError``.
+
+    Example:
+        >>> check_int("steps", 3, 0)
+        3
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 

@@ -26,21 +26,10 @@ from medmeta_lib.data.collection import ImageCollection
 from medmeta_lib.data.episodes import Episode, EpisodeSampler
 from medmeta_lib.evaluation.episodic import evaluate_learner
 from medmeta_lib.evaluation.intervals import mean_ci
-from medmeta_lib.learners.base import Learner
+from medmeta_lib.learners.base import Learner, check_int
 from medmeta_lib.learners.trace import AdaptationTrace
 
 __all__ = ["adaptation_curves", "data_efficiency", "embedding_trajectory", "prototype_alignment"]
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _fit_n_way(learner: Learner, n_way: int) -> None:
-    if learner.n_way != n_way:
-        learner.set_n_way(n_way)  # ValueError with advice for learners tied to one n_way
 
 
 def _ci(values: np.ndarray) -> tuple[list[float], list[float]]:
@@ -77,7 +66,7 @@ def adaptation_curves(
     """
     from tqdm.auto import tqdm
 
-    steps = _check_int("steps", steps, 0)
+    steps = check_int("steps", steps, 0)
     if not learners:
         raise ValueError("learners is empty: pass a mapping name -> Learner")
     if len(episodes) == 0:
@@ -88,7 +77,7 @@ def adaptation_curves(
         native = 0
         n_way = 0
         for ep in tqdm(episodes, desc=f"adapt {name}", disable=not progress, leave=False):
-            _fit_n_way(learner, ep.n_way)
+            learner.set_n_way(ep.n_way)  # ValueError with advice for learners tied to one n_way
             n_way = ep.n_way
             _, tr = learner.adapt(ep.support_x, ep.support_y, steps=steps, query_x=ep.query_x, query_y=ep.query_y)
             native = max(native, len(tr.steps) - 1)
@@ -194,8 +183,8 @@ def data_efficiency(
         >>> [(r["k_shot"], round(r["acc_mean"], 2)) for r in rows]  # doctest: +SKIP
         [(1, 0.45), (5, 0.62)]
     """
-    episodes = _check_int("episodes", episodes, 1)
-    shots = sorted({_check_int("shots", k, 1) for k in shots})
+    episodes = check_int("episodes", episodes, 1)
+    shots = sorted({check_int("shots", k, 1) for k in shots})
     if not shots:
         raise ValueError("shots is empty: give the K values, e.g. shots=(1, 5, 10)")
     if not learners:

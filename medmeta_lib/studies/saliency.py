@@ -25,8 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medmeta_lib.data.episodes import Episode
-from medmeta_lib.learners.base import Learner, Predictor
-from medmeta_lib.studies.adaptation import _check_int, _fit_n_way
+from medmeta_lib.learners.base import Learner, Predictor, check_int
 
 __all__ = ["SALIENCY_METHODS", "gradient_x_input", "occlusion_map", "saliency_before_after"]
 
@@ -93,7 +92,7 @@ def gradient_x_input(
         >>> gradient_x_input(pred, ep.query_x, target=ep.query_y).shape  # doctest: +SKIP
         torch.Size([75, 1, 28, 28])
     """
-    samples = _check_int("samples", samples, 0)
+    samples = check_int("samples", samples, 0)
     if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise >= 0:
         raise ValueError(f"noise must be a number >= 0 (a fraction of the intensity range), got {noise!r}")
     base = images.detach()
@@ -181,7 +180,7 @@ def occlusion_map(
     if mode not in ("gaussian", "mean_img", "mean_patch"):
         raise ValueError(f"mode must be 'gaussian', 'mean_img' or 'mean_patch', got {mode!r}")
     side = min(images.shape[-2:])
-    mask = max(3, side // 4) if mask_size is None else _check_int("mask_size", mask_size, 1)
+    mask = max(3, side // 4) if mask_size is None else check_int("mask_size", mask_size, 1)
     if mask > side:
         raise ValueError(f"mask_size={mask} is larger than the image side {side}; choose a smaller window")
     x = images.detach()
@@ -246,9 +245,9 @@ def saliency_before_after(
     """
     if method not in SALIENCY_METHODS:
         raise ValueError(f"method must be one of {SALIENCY_METHODS}, got {method!r}")
-    max_images = _check_int("max_images", max_images, 1)
-    steps_before = _check_int("steps_before", steps_before, 0)
-    _fit_n_way(learner, episode.n_way)
+    max_images = check_int("max_images", max_images, 1)
+    steps_before = check_int("steps_before", steps_before, 0)
+    learner.set_n_way(episode.n_way)
     q, n = episode.q_query, episode.n_way
     sel = sorted([c * q + j for j in range(q) for c in range(n)][:max_images])  # round-robin over classes
     qx, qy = episode.query_x, episode.query_y
