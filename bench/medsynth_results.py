@@ -35,10 +35,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from paired_results import paired_vs_best
 from result_file import ResultFile
 
 from medmeta_lib.data import load_collection
-from medmeta_lib.evaluation.episodic import evaluate_learner, paired_episode_difference
+from medmeta_lib.evaluation.episodic import evaluate_learner
 from medmeta_lib.studies.experiment import evaluate_split, learner_defaults
 from medmeta_lib.studies.experiment_split import make_split
 from medmeta_lib.studies.sites import leave_one_site_out
@@ -159,8 +160,7 @@ def main() -> None:
                     f"  [{time.time() - t0:.0f} s]",
                     flush=True,
                 )
-            best = max(names, key=lambda n: evals[n].acc_mean)
-            paired = {n: paired_episode_difference(evals[best], evals[n]) for n in names if n != best}
+            best, paired = paired_vs_best(evals)
             for n, d in paired.items():
                 print(f"5-way {k}-shot {best} - {n}: {d['mean']:+.3f} ± {d['ci95']:.3f} (paired)", flush=True)
             out["results"][f"5w{k}s"] = rows

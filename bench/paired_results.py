@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from medmeta_lib.evaluation.episodic import EvalResult, paired_episode_difference
 
@@ -38,17 +40,21 @@ def load_results(paths: list[Path]) -> dict[str, dict[str, EvalResult]]:
     return merged
 
 
+def paired_vs_best(evals: Mapping[str, EvalResult]) -> tuple[str, dict[str, dict[str, Any]]]:
+    """The best learner by mean accuracy and its paired difference against every other, best first."""
+    ranked = sorted(evals, key=lambda n: evals[n].acc_mean, reverse=True)
+    return ranked[0], {n: paired_episode_difference(evals[ranked[0]], evals[n]) for n in ranked[1:]}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("files", nargs="+", type=Path)
     a = p.parse_args()
     for setting, evals in load_results(a.files).items():
-        best = max(evals, key=lambda n: evals[n].acc_mean)
+        best, paired = paired_vs_best(evals)
         print(f"{setting}: best {best} {evals[best].acc_mean:.3f} ± {evals[best].acc_ci95:.3f}")
-        for name, ev in sorted(evals.items(), key=lambda kv: -kv[1].acc_mean):
-            if name != best:
-                d = paired_episode_difference(evals[best], ev)
-                print(f"  {best} - {name:10s} ({ev.acc_mean:.3f}): {d['mean']:+.3f} ± {d['ci95']:.3f}")
+        for name, d in paired.items():
+            print(f"  {best} - {name:10s} ({evals[name].acc_mean:.3f}): {d['mean']:+.3f} ± {d['ci95']:.3f}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import pytest
 from tests.reliability.support import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
-from paired_results import load_results
+from paired_results import load_results, paired_vs_best
 
 from medmeta_lib.evaluation.episodic import paired_episode_difference
 
@@ -45,6 +45,8 @@ def test_learners_from_two_files_are_paired_episode_by_episode(tmp_path: Path) -
     assert sorted(merged["5w1s"]) == ["protonet", "scratch"]
     diff = paired_episode_difference(merged["5w1s"]["protonet"], merged["5w1s"]["scratch"])
     assert diff["mean"] == pytest.approx(0.1) and diff["episodes"] == 3
+    best, paired = paired_vs_best(merged["5w1s"])
+    assert best == "protonet" and list(paired) == ["scratch"] and paired["scratch"] == diff
 
 
 def test_other_episodes_or_missing_records_are_refused_with_the_file_named(tmp_path: Path) -> None:
