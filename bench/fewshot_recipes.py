@@ -1,0 +1,219 @@
+"""Few-shot recipes on PneumoniaMNIST, side by side: encoders × heads, chosen on the validation split (issue 14).
+
+Two steps, so that the encoders can be pretrained once (on a GPU where one is lent) and scored anywhere:
+
+    # 1. SimCLR encoders on the unlabelled train images (VARIANTS below; each writes ENC_DIR/<name>.safetensors)
+    OMP_NUM_THREADS=1 .venv/bin/python bench/fewshot_recipes.py pretrain --encoders runs/bench/encoders \
+        --variants c4w64_e30 c4w64_e100
+    # 2. every encoder × head on the validation split (selection), then the chosen recipes on test
+    OMP_NUM_THREADS=1 .venv/bin/python bench/fewshot_recipes.py evaluate --encoders runs/bench/encoders \
+        --split val --draws 100 --out runs/bench/recipes.val.json
+
+A recipe is an encoder (or an ensemble of encoders), a feature transform and a head:
+
+- ``probe``: features standardised with the unlabelled pool's mean and sd, logistic regression C = 0.1
+  (the current ``medmeta fewshot`` head);
+- ``cl2_probe``: SimpleShot's centring + L2 normalisation, then logistic regression C = 10;
+- ``cl2_ncm``: centring + L2, cosine nearest centroid (SimpleShot);
+- a ``+tta`` suffix: every feature (support and query) averaged over 8 augmented views of its image.
+
+The selection rule is fixed before any test figure is read: the recipe with the highest validation
+balanced accuracy averaged over K = 1, 5, 10, 20 (ties: mean AUC). Balanced accuracy and AUC, not
+accuracy, because the validation split's class balance (74 % pneumonia) differs from test's (62.5 %).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from result_file import ResultFile
+from torch import nn
+
+from medmeta_lib.config import PROJECT_ROOT, set_threads, shared_data_file
+from medmeta_lib.data.sources import load_collection
+from medmeta_lib.evaluation.full_test_split import score_full_test_split
+from medmeta_lib.evaluation.intervals import paired_difference
+from medmeta_lib.models.backbones import create_backbone
+from medmeta_lib.ssl.features import CONV4_BLOCKS_2_4, PooledLayers
+from medmeta_lib.ssl.heads import centred_l2, ensemble_predictor, nearest_centroid_predictor, tta_features
+from medmeta_lib.ssl.probe import probe_predictor
+from medmeta_lib.ssl.simclr import pretrain_simclr
+from medmeta_lib.ssl.simclr_config import SimCLRConfig
+from medmeta_lib.training.checkpoint import load_backbone, save_backbone
+
+#: SimCLR variants: backbone, its arguments, epochs, seed (batch 256, τ = 0.2, AdamW 2e-3, chest-X-ray views)
+VARIANTS: dict[str, dict[str, Any]] = {
+    "c4w64_e30": {"backbone": "conv4", "kwargs": {"hidden": 64, "norm": "group"}, "epochs": 30, "seed": 0},
+    "c4w64_e100": {"backbone": "conv4", "kwargs": {"hidden": 64, "norm": "group"}, "epochs": 100, "seed": 0},
+    "c4w64_e300": {"backbone": "conv4", "kwargs": {"hidden": 64, "norm": "group"}, "epochs": 300, "seed": 0},
+    "c4w128_e100": {"backbone": "conv4", "kwargs": {"hidden": 128, "norm": "group"}, "epochs": 100, "seed": 0},
+    "r12_e100": {"backbone": "resnet12", "kwargs": {"norm": "group"}, "epochs": 100, "seed": 0},
+    "c4w64_e100_s1": {"backbone": "conv4", "kwargs": {"hidden": 64, "norm": "group"}, "epochs": 100, "seed": 1},
+    "c4w64_e100_s2": {"backbone": "conv4", "kwargs": {"hidden": 64, "norm": "group"}, "epochs": 100, "seed": 2},
+    "r12_e300": {"backbone": "resnet12", "kwargs": {"norm": "group"}, "epochs": 300, "seed": 0},
+    "c4w128_e300": {"backbone": "conv4", "kwargs": {"hidden": 128, "norm": "group"}, "epochs": 300, "seed": 0},
+}
+#: the layers a head reads, per backbone: the pooled outputs of the last three stages
+LAYERS = {"conv4": CONV4_BLOCKS_2_4, "resnet12": ("stages.1", "stages.2", "stages.3")}
+HEADS = ("probe", "cl2_probe", "cl2_ncm", "probe+tta", "cl2_probe+tta", "cl2_ncm+tta")
+
+
+def pretrain(a: argparse.Namespace) -> None:
+    enc_dir = Path(a.encoders)
+    enc_dir.mkdir(parents=True, exist_ok=True)
+    train = load_collection(a.data, split="train")
+    log = ResultFile(enc_dir / "pretrain.json", {"device": a.device, "threads": torch.get_num_threads()})
+    if log.path.exists():
+        log.data.update(json.loads(log.path.read_text()))
+    for name in a.variants:
+        v = VARIANTS[name]
+        target = enc_dir / f"{name}.safetensors"
+        if target.exists():
+            print(f"{name}: {target} exists, skipped")
+            continue
+        cfg = SimCLRConfig(
+            epochs=v["epochs"], batch_size=256, lr=2e-3, temperature=0.2, seed=v["seed"], max_steps=a.max_steps
+        )
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        res = pretrain_simclr(
+            train,
+            backbone=v["backbone"],
+            backbone_kwargs=v["kwargs"],
+            config=cfg,
+            out=Path(a.work) / f"{name}.ckpt.safetensors",
+            device=a.device,
+            progress=False,
+        )
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        losses = [h["loss"] for h in res.history if "loss" in h]
+        save_backbone(target, res.encoder.cpu(), metadata={"variant": name, "epochs": v["epochs"]})
+        log.data[name] = {**v, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "final_loss": losses[-1]}
+        log.save()
+        print(f"{name}: {len(losses)} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}, {wall:.0f} s", flush=True)
+    log.finish()
+
+
+def _features(a: argparse.Namespace, name: str, train: Any, test: Any) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Plain and TTA features of the pool and the scored split for one encoder file (or raw pixels)."""
+    if name == "raw_pixels":
+        pooled: nn.Module = nn.Flatten()
+    else:
+        if name == "random_c4w64":  # the floor: the same architecture, untrained, seeded like the SSL start
+            torch.manual_seed(a.seed)
+            enc = create_backbone("conv4", in_channels=train.channels, hidden=64, norm="group")
+        else:
+            enc = load_backbone(Path(a.encoders) / f"{name}.safetensors")
+        pooled = PooledLayers(enc, LAYERS[enc.spec["name"]])  # type: ignore[index]
+    out = {}
+    for tta in (False, True):
+        views = a.tta_views if tta else 0
+        ftr = tta_features(pooled, train.images, views=views, preset="chest_xray", seed=a.seed)
+        fte = tta_features(pooled, test.images, views=views, preset="chest_xray", seed=a.seed + 1)
+        out["+tta" if tta else ""] = (ftr.numpy(), fte.numpy())
+    return out
+
+
+def _head(head: str, feats: dict[str, tuple[np.ndarray, np.ndarray]], labels: np.ndarray) -> Any:
+    base, _, tta = head.partition("+")
+    ftr, fte = feats["+tta" if tta else ""]
+    if base == "probe":
+        return probe_predictor(ftr, fte, labels, C=0.1)
+    ztr, zte = centred_l2(ftr, fte)
+    if base == "cl2_probe":
+        return probe_predictor(ztr, zte, labels, C=10.0)
+    return nearest_centroid_predictor(ztr, zte, labels)
+
+
+def _summary(r: dict[str, Any]) -> dict[str, Any]:
+    keep = ("acc", "bal_acc", "auc")
+    out = {k: v for k, v in r.items() if k.split("_")[0] in keep or k.startswith("bal_acc")}
+    out = {k: v for k, v in out.items() if not isinstance(v, (list, np.ndarray))}
+    out.update(seconds=r["seconds"], majority_rate=r["majority_rate"])
+    return out
+
+
+def evaluate(a: argparse.Namespace) -> None:
+    train = load_collection(a.data, split="train")
+    test = load_collection(a.data, split=a.split)
+    labels = train.labels.numpy()
+    names = a.names or sorted(p.stem for p in Path(a.encoders).glob("*.safetensors") if ".ckpt" not in p.name)
+    names = [*names, *a.baselines]
+    rf = ResultFile(Path(a.out), {"split": a.split, "draws": a.draws, "encoders": names, "results": {}})
+    print(f"{train!r}\n{test!r}\nload average {os.getloadavg()[0]:.1f}; encoders {names}", flush=True)
+    feats = {}
+    for name in names:
+        t0 = time.process_time()
+        feats[name] = _features(a, name, train, test)
+        rf.data.setdefault("feature_cpu_s", {})[name] = round(time.process_time() - t0, 1)
+    recipes: dict[str, Any] = {f"{n}/{h}": (lambda n=n, h=h: _head(h, feats[n], labels)) for n in names for h in HEADS}
+    for ens in a.ensembles:
+        members = ens.split("+")
+        for h in a.ensemble_heads:
+            recipes[f"{ens}/{h}"] = lambda m=members, h=h: ensemble_predictor([_head(h, feats[x], labels) for x in m])
+    for k in a.shots:
+        kept: dict[str, Any] = {}
+        for rname, make in recipes.items():
+            r = score_full_test_split(
+                rname, make(), train, test, k_shot=k, draws=a.draws, seed=a.seed, keep_predictions=True
+            )
+            kept[rname] = {"correct": r["correct"], "score": r["score"]}
+            rf.data["results"].setdefault(rname, {})[str(k)] = _summary(r)
+            rf.save()
+            print(
+                f"K={k:2d} {rname:32s} acc {r['acc_mean']:.3f} bal {r['bal_acc_mean']:.3f} auc {r['auc_mean']:.3f}",
+                flush=True,
+            )
+        if a.reference in kept:  # reference − every other recipe, paired over the same draws and images
+            ty = test.labels.numpy()
+            rf.data.setdefault("paired_vs_reference", {})[str(k)] = {
+                n: paired_difference(kept[a.reference], c, ty, seed=a.seed) for n, c in kept.items() if n != a.reference
+            }
+            rf.save()
+    res = rf.data["results"]
+    score = {
+        n: (np.mean([v["bal_acc_mean"] for v in ks.values()]), np.mean([v["auc_mean"] for v in ks.values()]))
+        for n, ks in res.items()
+    }
+    rf.data["ranking"] = sorted(score, key=lambda n: score[n], reverse=True)
+    print("ranking (mean balanced accuracy over K, then AUC):", rf.data["ranking"][:5])
+    rf.finish()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    default_data = shared_data_file("pneumoniamnist.npz")
+    p.add_argument("step", choices=["pretrain", "evaluate"])
+    p.add_argument("--data", default=str(default_data) if default_data else None, help="PneumoniaMNIST .npz")
+    p.add_argument("--encoders", default=str(PROJECT_ROOT / "runs" / "bench" / "encoders"))
+    p.add_argument("--work", default="/tmp", help="pretrain: where the resumable SimCLR checkpoints go")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--max-steps", type=int, default=None, help="pretrain: stop early (smoke runs)")
+    p.add_argument("--names", nargs="*", default=None, help="evaluate: encoder names (default: every file)")
+    p.add_argument("--ensembles", nargs="*", default=[], help="evaluate: e.g. c4w64_e100+c4w64_e100_s1")
+    p.add_argument("--ensemble-heads", nargs="*", default=["probe"])
+    p.add_argument("--baselines", nargs="*", default=["raw_pixels", "random_c4w64"], help="evaluate: floors")
+    p.add_argument("--reference", default="", help="evaluate: recipe paired against every other (e.g. the chosen one)")
+    p.add_argument("--split", default="val", choices=["val", "test"])
+    p.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10, 20])
+    p.add_argument("--draws", type=int, default=100)
+    p.add_argument("--tta-views", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", default=str(PROJECT_ROOT / "runs" / "bench" / "recipes.json"))
+    a = p.parse_args()
+    if a.data is None:
+        raise SystemExit("no PneumoniaMNIST file: pass --data path/to/pneumoniamnist.npz")
+    set_threads(a.threads)
+    pretrain(a) if a.step == "pretrain" else evaluate(a)
+
+
+if __name__ == "__main__":
+    main()
