@@ -27,6 +27,13 @@ def add_fewshot_parser(sub: Any) -> None:
     fs.add_argument(
         "--augment", default="generic", help="SimCLR view preset: generic, chest_xray, dermoscopy, fundus, histology..."
     )
+    fs.add_argument(
+        "--head",
+        default="cl2_probe",
+        choices=["cl2_probe", "probe"],
+        help="cl2_probe: centred + L2-normalised features, logistic regression (default); probe: standardised features",
+    )
+    fs.add_argument("--device", default="cpu", help="where SimCLR trains: cpu, cuda or auto")
     fs.add_argument("--no-scratch", action="store_true", help="leave out the scratch baseline (the slowest one)")
     fs.add_argument("--seed", type=int, default=0)
     fs.set_defaults(func=fewshot_command)
@@ -95,6 +102,8 @@ def fewshot_command(a: argparse.Namespace) -> int:
         seed=a.seed,
         epochs=a.epochs,
         augment=a.augment,
+        head=a.head,
+        device=a.device,
         scratch=not a.no_scratch,
         encoder_out=out_dir / "encoder.safetensors",
     )
@@ -102,7 +111,8 @@ def fewshot_command(a: argparse.Namespace) -> int:
     result["seconds_total"] = round(time.perf_counter() - t0, 1)
     result["command"] = (
         f"medmeta fewshot --data {a.data} --k-shot {a.k_shot} --draws {a.draws} --epochs {a.epochs} "
-        f"--augment {a.augment} --seed {a.seed}" + (" --no-scratch" if a.no_scratch else "")
+        f"--augment {a.augment} --head {a.head} --device {a.device} --seed {a.seed}"
+        + (" --no-scratch" if a.no_scratch else "")
     )
     write_metrics(out_dir, result, name="results.json")
     save_figure(fewshot_summary_figure(result), out_dir, "summary", close=True)

@@ -5,7 +5,9 @@
 * :mod:`~medmeta_lib.ssl.views` — positive pairs: two augmentations, or the same patient at another
   hospital (site-invariant positives);
 * :mod:`~medmeta_lib.ssl.features` — inductive frozen features (population statistics);
-* :mod:`~medmeta_lib.ssl.probe` — cosine kNN, linear probe and label-efficiency curves over label draws.
+* :mod:`~medmeta_lib.ssl.probe` — cosine kNN, linear probe and label-efficiency curves over label draws;
+* :mod:`~medmeta_lib.ssl.heads` — few-shot heads on frozen features: SimpleShot's centring + L2 transform,
+  cosine nearest centroid, ensembles, test-time-augmented features.
 
 Example:
     >>> from medmeta_lib.ssl import SimCLRConfig
@@ -16,6 +18,7 @@ Example:
 from __future__ import annotations
 
 from medmeta_lib.ssl.features import CONV4_BLOCKS_2_4, PooledLayers, extract_features, with_population_stats
+from medmeta_lib.ssl.heads import centred_l2, ensemble_predictor, nearest_centroid_predictor, tta_features
 from medmeta_lib.ssl.ntxent import nt_xent_loss
 from medmeta_lib.ssl.probe import knn_accuracy, label_efficiency, linear_probe, probe_predictor
 from medmeta_lib.ssl.simclr import PretrainResult, pretrain_simclr, projection_head
@@ -28,13 +31,17 @@ __all__ = [
     "PooledLayers",
     "PretrainResult",
     "SimCLRConfig",
+    "centred_l2",
+    "ensemble_predictor",
     "extract_features",
     "knn_accuracy",
     "label_efficiency",
     "linear_probe",
+    "nearest_centroid_predictor",
     "nt_xent_loss",
     "pretrain_simclr",
     "probe_predictor",
     "projection_head",
+    "tta_features",
     "with_population_stats",
 ]

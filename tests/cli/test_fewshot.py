@@ -38,6 +38,7 @@ def test_results_json_and_summary_for_grey_and_colour(tmp_path: Path, capsys, ch
         assert ("auc_mean" in r) == (n_classes == 2) and r["draws"] == 3
     assert res["majority_rate"] == pytest.approx(1 / n_classes)  # balanced tiny test split
     assert res["command"].startswith("medmeta fewshot --data") and (out / "figures" / "summary.png").stat().st_size
+    assert "--head cl2_probe" in res["command"] and res["settings"]["head"] == "cl2_probe"
     assert (out / "encoder.safetensors").is_file()
     printed = capsys.readouterr().out
     assert "| simclr_probe" in printed and "majority class" in printed and "wrote" in printed
@@ -60,3 +61,12 @@ def test_a_dataset_without_a_test_split_or_with_too_few_images_is_refused(tmp_pa
     assert main(["fewshot", "--data", str(npz), "--k-shot", "5", "--out", str(tmp_path / "o2"), *FAST]) == 2
     assert "fewer than k_shot=5 train images; lower --k-shot" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()  # refused before anything was written
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
+def test_asking_for_a_gpu_without_one_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    npz = write_medmnist_npz(tmp_path / "d.npz", per_class=4, n_classes=2)
+    argv = ["fewshot", "--data", str(npz), "--k-shot", "1", "--out", str(tmp_path / "o"), "--device", "cuda", *FAST]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "CUDA is not available" in err and "Traceback" not in err

@@ -8,7 +8,7 @@ import torch
 
 import medmeta_lib.studies.fewshot as fewshot_mod
 from medmeta_lib.data import load_collection
-from medmeta_lib.studies.fewshot import RECIPE, check_fewshot_data, fewshot_study
+from medmeta_lib.studies.fewshot import HEADS, RECIPE, check_fewshot_data, fewshot_study
 from tests.conftest import write_medmnist_npz
 
 TINY = {"epochs": 1, "draws": 3, "batch_size": 16, "hidden": 8, "progress": False, "log": lambda s: None}
@@ -69,3 +69,26 @@ def test_data_the_protocol_cannot_score_is_refused(pair, tmp_path: Path) -> None
     npz3 = write_medmnist_npz(tmp_path / "three.npz", n_classes=3, per_class=4)
     with pytest.raises(ValueError, match="both splits must have the same classes"):
         check_fewshot_data(load_collection(str(npz3), split="train"), test, 1)
+
+
+def test_the_head_is_selectable_and_recorded(pair, monkeypatch) -> None:
+    train, test = pair
+    probs: list[np.ndarray] = []
+
+    def spy(methods, train_, test_, **kw):
+        idx = np.concatenate([np.nonzero(train_.labels.numpy() == c)[0][:2] for c in range(2)])
+        probs.append(methods["raw_pixels_probe"](idx))
+        return real(methods, train_, test_, **kw)
+
+    real = fewshot_mod.compare_full_test_split
+    monkeypatch.setattr(fewshot_mod, "compare_full_test_split", spy)
+    cl2 = fewshot_study(train, test, k_shot=2, scratch=False, **TINY)
+    std = fewshot_study(train, test, k_shot=2, scratch=False, head="probe", **TINY)
+    assert (cl2["settings"]["head"], cl2["settings"]["C"]) == ("cl2_probe", HEADS["cl2_probe"])
+    assert (std["settings"]["head"], std["settings"]["C"]) == ("probe", HEADS["probe"])
+    # the same pixels and support set, another head: other probabilities
+    assert probs[0].shape == probs[1].shape == (len(test), 2) and not np.allclose(probs[0], probs[1])
+    with pytest.raises(ValueError, match="head must be one of"):
+        fewshot_study(train, test, k_shot=2, head="knn", **TINY)
+    with pytest.raises(ValueError, match="C must be a number > 0"):
+        fewshot_study(train, test, k_shot=2, C=0.0, **TINY)
