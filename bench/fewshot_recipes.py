@@ -15,7 +15,9 @@ A recipe is an encoder (or an ensemble of encoders), a feature transform and a h
   (the current ``medmeta fewshot`` head);
 - ``cl2_probe``: SimpleShot's centring + L2 normalisation, then logistic regression C = 10;
 - ``cl2_ncm``: centring + L2, cosine nearest centroid (SimpleShot);
-- a ``+tta`` suffix: every feature (support and query) averaged over 8 augmented views of its image.
+- a ``+tta`` suffix: every feature (support and query) averaged over 8 augmented views of its image;
+- ``cl2_ft<steps>@<lr>`` (``--finetune ENCODER:STEPS:LR``): the centred + L2 probe, then encoder and head
+  fine-tuned on augmented views of each support set (LP-FT; ``medmeta_lib.ssl.finetune``).
 
 The selection rule is fixed before any test figure is read: the recipe with the highest validation
 balanced accuracy averaged over K = 1, 5, 10, 20 (ties: mean AUC). Balanced accuracy and AUC, not
@@ -42,6 +44,7 @@ from medmeta_lib.evaluation.full_test_split import score_full_test_split
 from medmeta_lib.evaluation.intervals import paired_difference
 from medmeta_lib.models.backbones import create_backbone
 from medmeta_lib.ssl.features import CONV4_BLOCKS_2_4, PooledLayers
+from medmeta_lib.ssl.finetune import finetune_predictor
 from medmeta_lib.ssl.heads import centred_l2, ensemble_predictor, nearest_centroid_predictor, tta_features
 from medmeta_lib.ssl.probe import probe_predictor
 from medmeta_lib.ssl.simclr import pretrain_simclr
@@ -153,6 +156,15 @@ def evaluate(a: argparse.Namespace) -> None:
         feats[name] = _features(a, name, train, test)
         rf.data.setdefault("feature_cpu_s", {})[name] = round(time.process_time() - t0, 1)
     recipes: dict[str, Any] = {f"{n}/{h}": (lambda n=n, h=h: _head(h, feats[n], labels)) for n in names for h in HEADS}
+    for spec in a.finetune:  # LP-FT on every support set: ENCODER:STEPS:LR
+        enc_name, steps, lr = spec.split(":")
+        enc = load_backbone(Path(a.encoders) / f"{enc_name}.safetensors")
+        layers = LAYERS[enc.spec["name"]]  # type: ignore[index]
+        recipes[f"{enc_name}/cl2_ft{steps}@{lr}"] = lambda e=enc, ly=layers, s=int(steps), r=float(lr): (
+            finetune_predictor(e, ly, train.images, test.images, train.labels, steps=s, lr=r, preset="chest_xray")
+        )
+    if a.only:
+        recipes = {n: m for n, m in recipes.items() if n in a.only or "/cl2_ft" in n}
     for ens in a.ensembles:
         members = ens.split("+")
         for h in a.ensemble_heads:
@@ -201,6 +213,8 @@ def main() -> None:
     p.add_argument("--ensemble-heads", nargs="*", default=["probe"])
     p.add_argument("--baselines", nargs="*", default=["raw_pixels", "random_c4w64"], help="evaluate: floors")
     p.add_argument("--reference", default="", help="evaluate: recipe paired against every other (e.g. the chosen one)")
+    p.add_argument("--finetune", nargs="*", default=[], help="evaluate: LP-FT recipes ENCODER:STEPS:LR")
+    p.add_argument("--only", nargs="*", default=[], help="evaluate: score only these recipes (and the LP-FT ones)")
     p.add_argument("--split", default="val", choices=["val", "test"])
     p.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10, 20])
     p.add_argument("--draws", type=int, default=100)
