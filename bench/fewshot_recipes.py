@@ -1,19 +1,24 @@
 """Few-shot recipes on PneumoniaMNIST, side by side: encoders × heads, chosen on the validation split (issue 14).
 
-Two steps, so that the encoders can be pretrained once (on a GPU where one is lent) and scored anywhere:
+Three steps, so that the encoders can be pretrained once (on a GPU where one is lent) and scored anywhere:
 
-    # 1. SimCLR encoders on the unlabelled train images (VARIANTS below; each writes ENC_DIR/<name>.safetensors)
-    OMP_NUM_THREADS=1 .venv/bin/python bench/fewshot_recipes.py pretrain --encoders runs/bench/encoders \
-        --variants c4w64_e30 c4w64_e100
-    # 2. every encoder × head on the validation split (selection), then the chosen recipes on test
-    OMP_NUM_THREADS=1 .venv/bin/python bench/fewshot_recipes.py evaluate --encoders runs/bench/encoders \
-        --split val --draws 100 --out runs/bench/recipes.val.json
+    # 1. SimCLR encoders on the unlabelled train images (VARIANTS below; each writes ENC_DIR/<name>.safetensors;
+    #    BENCHMARKS.md section 10 ran this step with --device cuda on one H200)
+    .venv/bin/python bench/fewshot_recipes.py pretrain --encoders runs/bench/encoders --variants c4w64_e300
+    # 2. every encoder × head on the validation split (selection), then on test, paired against the chosen one
+    .venv/bin/python bench/fewshot_recipes.py evaluate --encoders runs/bench/encoders --split val \
+        --ensembles c4w64_e100+c4w64_e100_s1+c4w64_e100_s2 --out runs/bench/recipes.val.json
+    .venv/bin/python bench/fewshot_recipes.py evaluate --encoders runs/bench/encoders --split test \
+        --reference c4w64_e300/cl2_probe --out runs/bench/recipes.test.json
+    # 3. the tables
+    .venv/bin/python bench/fewshot_recipes.py table --val-json runs/bench/recipes.val.json \
+        --out runs/bench/recipes.test.json --rows c4w64_e300/cl2_probe c4w64_e300/probe
 
 A recipe is an encoder (or an ensemble of encoders), a feature transform and a head:
 
 - ``probe``: features standardised with the unlabelled pool's mean and sd, logistic regression C = 0.1
-  (the current ``medmeta fewshot`` head);
-- ``cl2_probe``: SimpleShot's centring + L2 normalisation, then logistic regression C = 10;
+  (the first ``medmeta fewshot`` head);
+- ``cl2_probe``: SimpleShot's centring + L2 normalisation, then logistic regression C = 10 (its head now);
 - ``cl2_ncm``: centring + L2, cosine nearest centroid (SimpleShot);
 - a ``+tta`` suffix: every feature (support and query) averaged over 8 augmented views of its image;
 - ``cl2_ft<steps>@<lr>`` (``--finetune ENCODER:STEPS:LR``): the centred + L2 probe, then encoder and head
@@ -198,10 +203,46 @@ def evaluate(a: argparse.Namespace) -> None:
     rf.finish()
 
 
+def _cell(r: dict[str, Any]) -> str:
+    return f"{r['acc_mean']:.3f} / {r['bal_acc_mean']:.3f} / {r['auc_mean']:.3f}"
+
+
+def table(a: argparse.Namespace) -> None:
+    """Markdown tables from the evaluate step's JSON: the validation ranking, then the named recipes on test."""
+    val = json.loads(Path(a.val_json).read_text())["results"]
+    test = json.loads(Path(a.out).read_text())
+    ranking = sorted(val, key=lambda n: np.mean([v["bal_acc_mean"] for v in val[n].values()]), reverse=True)
+    print("| recipe (validation split) | mean bal. ACC over K | K = 1 | K = 10 |\n|---|---|---|---|")
+    for n in ranking[: a.top]:
+        m = np.mean([v["bal_acc_mean"] for v in val[n].values()])
+        print(f"| {n} | {m:.3f} | {_cell(val[n]['1'])} | {_cell(val[n]['10'])} |")
+    shots = sorted(test["results"][a.rows[0]], key=int)
+    print("\n| recipe (test split) | " + " | ".join(f"K = {k}" for k in shots) + " |")
+    print("|---" * (len(shots) + 1) + "|")
+    for n in a.rows:
+        print(f"| {n} | " + " | ".join(_cell(test["results"][n][k]) for k in shots) + " |")
+    ref = a.rows[0]
+    print(f"\n{ref} on test, mean [95% interval over draws and test images] (± over draws):")
+    for k in shots:
+        r = test["results"][ref][k]
+        parts = [
+            f"{m} {r[m + '_mean']:.3f} [{r[m + '_lo95']:.3f}, {r[m + '_hi95']:.3f}] (±{r[m + '_ci95']:.3f})"
+            for m in ("acc", "bal_acc", "auc")
+        ]
+        print(f"K = {k}: " + ", ".join(parts) + f"; majority-class rate {r['majority_rate']:.3f}")
+    for k, pairs in test.get("paired_vs_reference", {}).items():
+        for n in a.rows[1:]:
+            d = pairs[n]
+            print(
+                f"K = {k}: {ref} − {n}: "
+                + ", ".join(f"{m} {d[m]['mean']:+.3f} [{d[m]['lo95']:+.3f}, {d[m]['hi95']:+.3f}]" for m in d)
+            )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     default_data = shared_data_file("pneumoniamnist.npz")
-    p.add_argument("step", choices=["pretrain", "evaluate"])
+    p.add_argument("step", choices=["pretrain", "evaluate", "table"])
     p.add_argument("--data", default=str(default_data) if default_data else None, help="PneumoniaMNIST .npz")
     p.add_argument("--encoders", default=str(PROJECT_ROOT / "runs" / "bench" / "encoders"))
     p.add_argument("--work", default="/tmp", help="pretrain: where the resumable SimCLR checkpoints go")
@@ -222,11 +263,14 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default=str(PROJECT_ROOT / "runs" / "bench" / "recipes.json"))
+    p.add_argument("--val-json", default="", help="table: the validation run's JSON (--out is the test run's)")
+    p.add_argument("--rows", nargs="*", default=[], help="table: test rows, the chosen recipe first")
+    p.add_argument("--top", type=int, default=8, help="table: validation rows")
     a = p.parse_args()
     if a.data is None:
         raise SystemExit("no PneumoniaMNIST file: pass --data path/to/pneumoniamnist.npz")
     set_threads(a.threads)
-    pretrain(a) if a.step == "pretrain" else evaluate(a)
+    {"pretrain": pretrain, "evaluate": evaluate, "table": table}[a.step](a)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@
 * :mod:`~medmeta_lib.ssl.features` — inductive frozen features (population statistics);
 * :mod:`~medmeta_lib.ssl.probe` — cosine kNN, linear probe and label-efficiency curves over label draws;
 * :mod:`~medmeta_lib.ssl.heads` — few-shot heads on frozen features: SimpleShot's centring + L2 transform,
-  cosine nearest centroid, ensembles, test-time-augmented features.
+  cosine nearest centroid, ensembles, test-time-augmented features;
+* :mod:`~medmeta_lib.ssl.finetune` — LP-FT: the probe, then the encoder fine-tuned on each support set.
 
 Example:
     >>> from medmeta_lib.ssl import SimCLRConfig
@@ -18,6 +19,7 @@ Example:
 from __future__ import annotations
 
 from medmeta_lib.ssl.features import CONV4_BLOCKS_2_4, PooledLayers, extract_features, with_population_stats
+from medmeta_lib.ssl.finetune import finetune_predictor
 from medmeta_lib.ssl.heads import centred_l2, ensemble_predictor, nearest_centroid_predictor, tta_features
 from medmeta_lib.ssl.ntxent import nt_xent_loss
 from medmeta_lib.ssl.probe import knn_accuracy, label_efficiency, linear_probe, probe_predictor
@@ -34,6 +36,7 @@ __all__ = [
     "centred_l2",
     "ensemble_predictor",
     "extract_features",
+    "finetune_predictor",
     "knn_accuracy",
     "label_efficiency",
     "linear_probe",
