@@ -63,6 +63,7 @@ def main() -> None:
         action="store_true",
         help="also meta-train 'weightgen_frozen': WeightGen with the encoder frozen (only the generator learns)",
     )
+    p.add_argument("--eval-split", default="test", choices=["test", "val"], help="val: for choosing a recipe")
     p.add_argument("--out", default="bench/out/pneumonia_fewshot.json")
     a = p.parse_args()
     if not a.npz:
@@ -126,7 +127,7 @@ def main() -> None:
         )
     print(f"meta-training done in {time.time() - t0:.0f} s", flush=True)
     train = load_collection(a.npz, split="train")
-    test = load_collection(a.npz, split="test")
+    test = load_collection(a.npz, split=a.eval_split)
     results: dict[str, dict] = rf.data["results"]
     mode = True if a.transductive else None
     for learner in learners.values():
