@@ -22,7 +22,9 @@ A recipe is an encoder (or an ensemble of encoders), a feature transform and a h
 - ``cl2_ncm``: centring + L2, cosine nearest centroid (SimpleShot);
 - a ``+tta`` suffix: every feature (support and query) averaged over 8 augmented views of its image;
 - ``cl2_ft<steps>@<lr>`` (``--finetune ENCODER:STEPS:LR``): the centred + L2 probe, then encoder and head
-  fine-tuned on augmented views of each support set (LP-FT; ``medmeta_lib.ssl.finetune``).
+  fine-tuned on augmented views of each support set (LP-FT; ``medmeta_lib.ssl.finetune``);
+- ``<learner><steps>`` (``--meta ENCODER:protonet:300``): pretrain → meta-train, the learner meta-trained on
+  MedSynth (5-way 5-shot tasks, all modalities) starting from the encoder, then adapted to each support set.
 
 The selection rule is fixed before any test figure is read: the recipe with the highest validation
 balanced accuracy averaged over K = 1, 5, 10, 20 (ties: mean AUC). Balanced accuracy and AUC, not
@@ -45,7 +47,7 @@ from torch import nn
 
 from medmeta_lib.config import PROJECT_ROOT, set_threads, shared_data_file
 from medmeta_lib.data.sources import load_collection
-from medmeta_lib.evaluation.full_test_split import score_full_test_split
+from medmeta_lib.evaluation.full_test_split import evaluate_full_test_split, score_full_test_split
 from medmeta_lib.evaluation.intervals import paired_difference
 from medmeta_lib.models.backbones import create_backbone
 from medmeta_lib.ssl.features import CONV4_BLOCKS_2_4, PooledLayers
@@ -54,7 +56,10 @@ from medmeta_lib.ssl.heads import centred_l2, ensemble_predictor, nearest_centro
 from medmeta_lib.ssl.probe import probe_predictor
 from medmeta_lib.ssl.simclr import pretrain_simclr
 from medmeta_lib.ssl.simclr_config import SimCLRConfig
+from medmeta_lib.studies.experiment import train_learners
+from medmeta_lib.studies.experiment_split import make_split
 from medmeta_lib.training.checkpoint import load_backbone, save_backbone
+from medmeta_lib.training.meta_training import MetaTrainConfig
 
 #: SimCLR variants: backbone, its arguments, epochs, seed (batch 256, τ = 0.2, AdamW 2e-3, chest-X-ray views)
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -139,6 +144,37 @@ def _head(head: str, feats: dict[str, tuple[np.ndarray, np.ndarray]], labels: np
     return nearest_centroid_predictor(ztr, zte, labels)
 
 
+def _meta_learners(a: argparse.Namespace) -> dict[str, Any]:
+    """``--meta ENCODER:LEARNER:STEPS``: the learner meta-trained on MedSynth (5-way 5-shot, all modalities,
+    as bench/pneumonia_fewshot.py) starting from the encoder, then set to 2 ways."""
+    out: dict[str, Any] = {}
+    if not a.meta:
+        return out
+    synth = load_collection("synthetic", split="train", n_per_class_site=40, seed=a.seed)
+    synth_val = load_collection("synthetic", split="val", n_per_class_site=40, seed=a.seed)
+    split = make_split(synth, synth_val, split="none", n_way=5, k_shot=5, q_query=15, seed=a.seed)
+    for spec in a.meta:
+        enc_name, learner, steps = spec.split(":")
+        path = Path(a.encoders) / f"{enc_name}.safetensors"
+        hidden = int(load_backbone(path).spec["kwargs"].get("hidden", 64))  # type: ignore[index]
+        t0 = time.process_time()
+        cfg = MetaTrainConfig(steps=int(steps), meta_batch=4, val_every=0, seed=a.seed)
+        res = train_learners(
+            [learner],
+            split,
+            backbone_kwargs={"hidden": hidden},
+            encoder=path,
+            config=cfg,
+            val_episodes=0,
+            progress=False,
+        )
+        lr = res[learner].learner
+        lr.set_n_way(2)
+        out[f"{enc_name}/{learner}{steps}"] = lr
+        print(f"{enc_name}/{learner}{steps}: meta-trained in {time.process_time() - t0:.0f} CPU s", flush=True)
+    return out
+
+
 def _summary(r: dict[str, Any]) -> dict[str, Any]:
     keep = ("acc", "bal_acc", "auc")
     out = {k: v for k, v in r.items() if k.split("_")[0] in keep or k.startswith("bal_acc")}
@@ -168,6 +204,7 @@ def evaluate(a: argparse.Namespace) -> None:
         recipes[f"{enc_name}/cl2_ft{steps}@{lr}"] = lambda e=enc, ly=layers, s=int(steps), r=float(lr): (
             finetune_predictor(e, ly, train.images, test.images, train.labels, steps=s, lr=r, preset="chest_xray")
         )
+    learners = _meta_learners(a)  # pretrain → meta-train: learners meta-trained on MedSynth from an encoder
     if a.only:
         recipes = {n: m for n, m in recipes.items() if n in a.only or "/cl2_ft" in n}
     for ens in a.ensembles:
@@ -176,10 +213,15 @@ def evaluate(a: argparse.Namespace) -> None:
             recipes[f"{ens}/{h}"] = lambda m=members, h=h: ensemble_predictor([_head(h, feats[x], labels) for x in m])
     for k in a.shots:
         kept: dict[str, Any] = {}
-        for rname, make in recipes.items():
-            r = score_full_test_split(
-                rname, make(), train, test, k_shot=k, draws=a.draws, seed=a.seed, keep_predictions=True
-            )
+        for rname, make in [*recipes.items(), *learners.items()]:
+            if hasattr(make, "adapt"):  # a meta-trained learner: the same draws (seed) as the heads
+                r = evaluate_full_test_split(
+                    make, train, test, k_shot=k, draws=a.draws, seed=a.seed, keep_predictions=True
+                )
+            else:
+                r = score_full_test_split(
+                    rname, make(), train, test, k_shot=k, draws=a.draws, seed=a.seed, keep_predictions=True
+                )
             kept[rname] = {"correct": r["correct"], "score": r["score"]}
             rf.data["results"].setdefault(rname, {})[str(k)] = _summary(r)
             rf.save()
@@ -255,6 +297,7 @@ def main() -> None:
     p.add_argument("--baselines", nargs="*", default=["raw_pixels", "random_c4w64"], help="evaluate: floors")
     p.add_argument("--reference", default="", help="evaluate: recipe paired against every other (e.g. the chosen one)")
     p.add_argument("--finetune", nargs="*", default=[], help="evaluate: LP-FT recipes ENCODER:STEPS:LR")
+    p.add_argument("--meta", nargs="*", default=[], help="evaluate: ENCODER:LEARNER:STEPS meta-trained on MedSynth")
     p.add_argument("--only", nargs="*", default=[], help="evaluate: score only these recipes (and the LP-FT ones)")
     p.add_argument("--split", default="val", choices=["val", "test"])
     p.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10, 20])
