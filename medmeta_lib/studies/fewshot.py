@@ -6,7 +6,9 @@ validation split): SimCLR on the *unlabelled* train images (Conv-4-64 with Group
 labelled train images per class. The head (``head="cl2_probe"``, the default) centres the features on the
 unlabelled train images' mean and L2-normalises them (SimpleShot's CL2N) before a logistic regression with
 C = 10; ``head="probe"`` standardises them and uses C = 0.1 (the recipe's first version). More SimCLR epochs
-help (300 beat 30 on validation at every K ≥ 5) but cost CPU time: 30 fits the 15-minute budget on 2 cores.
+helped on validation (300 beat 30 at every K ≥ 5) but not on PneumoniaMNIST's test split, and cost CPU time:
+30 fit the 15-minute budget on 2 cores. Validation's overall choice, SimCLR then ProtoNet meta-trained on
+MedSynth, is not part of this study yet (BENCHMARKS.md section 10: it tied the first recipe on test).
 
 It is scored with the full-test-split protocol (:mod:`medmeta_lib.evaluation.full_test_split`): the same
 label draws for every method, every test image predicted on its own, accuracy / balanced accuracy / AUC
