@@ -1,4 +1,4 @@
-"""``medmeta fewshot``: the best few-shot recipe on a user's own dataset, beside the baselines it should beat."""
+"""``medmeta fewshot``: the CPU-budget few-shot recipe on a user's own dataset, beside the baselines it should beat."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Few-shot on a user's own dataset: the workbench's best recipe, end to end, beside the baselines it should beat.
+"""Few-shot on a user's own dataset: a SimCLR recipe that fits a CPU budget, end to end, beside its baselines.
 
 The recipe (measured on PneumoniaMNIST, BENCHMARKS.md sections 3 and 10; every choice fixed on the
 validation split): SimCLR on the *unlabelled* train images (Conv-4-64 with GroupNorm, NT-Xent τ = 0.2, batch
