@@ -52,8 +52,7 @@ from medmeta_lib.evaluation.intervals import paired_difference
 from medmeta_lib.models.backbones import create_backbone
 from medmeta_lib.ssl.features import CONV4_BLOCKS_2_4, PooledLayers
 from medmeta_lib.ssl.finetune import finetune_predictor
-from medmeta_lib.ssl.heads import centred_l2, ensemble_predictor, nearest_centroid_predictor, tta_features
-from medmeta_lib.ssl.probe import probe_predictor
+from medmeta_lib.ssl.heads import ensemble_predictor, head_predictor, tta_features
 from medmeta_lib.ssl.simclr import pretrain_simclr
 from medmeta_lib.ssl.simclr_config import SimCLRConfig
 from medmeta_lib.studies.experiment import train_learners
@@ -125,23 +124,19 @@ def _features(a: argparse.Namespace, name: str, train: Any, test: Any) -> dict[s
             enc = load_backbone(Path(a.encoders) / f"{name}.safetensors")
         pooled = PooledLayers(enc, LAYERS[enc.spec["name"]])  # type: ignore[index]
     out = {}
-    for tta in (False, True):
-        views = a.tta_views if tta else 0
+    for key, views in (("", 0), ("+tta", a.tta_views)):
+        if key and not views:  # no views: the "+tta" features are the plain ones
+            out[key] = out[""]
+            continue
         ftr = tta_features(pooled, train.images, views=views, preset="chest_xray", seed=a.seed)
         fte = tta_features(pooled, test.images, views=views, preset="chest_xray", seed=a.seed + 1)
-        out["+tta" if tta else ""] = (ftr.numpy(), fte.numpy())
+        out[key] = (ftr.numpy(), fte.numpy())
     return out
 
 
 def _head(head: str, feats: dict[str, tuple[np.ndarray, np.ndarray]], labels: np.ndarray) -> Any:
     base, _, tta = head.partition("+")
-    ftr, fte = feats["+tta" if tta else ""]
-    if base == "probe":
-        return probe_predictor(ftr, fte, labels, C=0.1)
-    ztr, zte = centred_l2(ftr, fte)
-    if base == "cl2_probe":
-        return probe_predictor(ztr, zte, labels, C=10.0)
-    return nearest_centroid_predictor(ztr, zte, labels)
+    return head_predictor(base, *feats["+tta" if tta else ""], labels)
 
 
 def _meta_learners(a: argparse.Namespace) -> dict[str, Any]:
@@ -173,6 +168,11 @@ def _meta_learners(a: argparse.Namespace) -> dict[str, Any]:
         out[f"{enc_name}/{learner}{steps}"] = lr
         print(f"{enc_name}/{learner}{steps}: meta-trained in {time.process_time() - t0:.0f} CPU s", flush=True)
     return out
+
+
+def _mean_over_k(ks: dict[str, dict[str, Any]], metric: str = "bal_acc") -> float:
+    """A recipe's mean of ``metric`` over its K values (the selection rule uses balanced accuracy)."""
+    return float(np.mean([v[f"{metric}_mean"] for v in ks.values()]))
 
 
 def _summary(r: dict[str, Any]) -> dict[str, Any]:
@@ -236,10 +236,7 @@ def evaluate(a: argparse.Namespace) -> None:
             }
             rf.save()
     res = rf.data["results"]
-    score = {
-        n: (np.mean([v["bal_acc_mean"] for v in ks.values()]), np.mean([v["auc_mean"] for v in ks.values()]))
-        for n, ks in res.items()
-    }
+    score = {n: (_mean_over_k(ks), _mean_over_k(ks, "auc")) for n, ks in res.items()}
     rf.data["ranking"] = sorted(score, key=lambda n: score[n], reverse=True)
     print("ranking (mean balanced accuracy over K, then AUC):", rf.data["ranking"][:5])
     rf.finish()
@@ -253,11 +250,10 @@ def table(a: argparse.Namespace) -> None:
     """Markdown tables from the evaluate step's JSON: the validation ranking, then the named recipes on test."""
     val = json.loads(Path(a.val_json).read_text())["results"]
     test = json.loads(Path(a.out).read_text())
-    ranking = sorted(val, key=lambda n: np.mean([v["bal_acc_mean"] for v in val[n].values()]), reverse=True)
+    ranking = sorted(val, key=lambda n: _mean_over_k(val[n]), reverse=True)
     print("| recipe (validation split) | mean bal. ACC over K | K = 1 | K = 10 |\n|---|---|---|---|")
     for n in ranking[: a.top]:
-        m = np.mean([v["bal_acc_mean"] for v in val[n].values()])
-        print(f"| {n} | {m:.3f} | {_cell(val[n]['1'])} | {_cell(val[n]['10'])} |")
+        print(f"| {n} | {_mean_over_k(val[n]):.3f} | {_cell(val[n]['1'])} | {_cell(val[n]['10'])} |")
     shots = sorted(test["results"][a.rows[0]], key=int)
     print("\n| recipe (test split) | " + " | ".join(f"K = {k}" for k in shots) + " |")
     print("|---" * (len(shots) + 1) + "|")

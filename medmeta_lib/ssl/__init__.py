@@ -7,7 +7,7 @@
 * :mod:`~medmeta_lib.ssl.features` — inductive frozen features (population statistics);
 * :mod:`~medmeta_lib.ssl.probe` — cosine kNN, linear probe and label-efficiency curves over label draws;
 * :mod:`~medmeta_lib.ssl.heads` — few-shot heads on frozen features: SimpleShot's centring + L2 transform,
-  cosine nearest centroid, ensembles, test-time-augmented features;
+  cosine nearest centroid, ensembles, test-time-augmented features, a head by name;
 * :mod:`~medmeta_lib.ssl.finetune` — LP-FT: the probe, then the encoder fine-tuned on each support set.
 
 Example:
@@ -20,7 +20,15 @@ from __future__ import annotations
 
 from medmeta_lib.ssl.features import CONV4_BLOCKS_2_4, PooledLayers, extract_features, with_population_stats
 from medmeta_lib.ssl.finetune import finetune_predictor
-from medmeta_lib.ssl.heads import centred_l2, ensemble_predictor, nearest_centroid_predictor, tta_features
+from medmeta_lib.ssl.heads import (
+    HEAD_C,
+    HEAD_NAMES,
+    centred_l2,
+    ensemble_predictor,
+    head_predictor,
+    nearest_centroid_predictor,
+    tta_features,
+)
 from medmeta_lib.ssl.ntxent import nt_xent_loss
 from medmeta_lib.ssl.probe import knn_accuracy, label_efficiency, linear_probe, probe_predictor
 from medmeta_lib.ssl.simclr import PretrainResult, pretrain_simclr, projection_head
@@ -29,6 +37,8 @@ from medmeta_lib.ssl.views import ContrastiveViews
 
 __all__ = [
     "CONV4_BLOCKS_2_4",
+    "HEAD_C",
+    "HEAD_NAMES",
     "ContrastiveViews",
     "PooledLayers",
     "PretrainResult",
@@ -37,6 +47,7 @@ __all__ = [
     "ensemble_predictor",
     "extract_features",
     "finetune_predictor",
+    "head_predictor",
     "knn_accuracy",
     "label_efficiency",
     "linear_probe",

@@ -15,6 +15,7 @@ from the *unlabelled* pool (feature mean and sd, or the centring mean).
 - :func:`ensemble_predictor`: the mean of several heads' probabilities.
 - :func:`tta_features`: a feature averaged over augmented views of its image (test-time augmentation,
   per image).
+- :func:`head_predictor`: any of the named heads (``probe``, ``cl2_probe``, ``cl2_ncm``) by name.
 """
 
 from __future__ import annotations
@@ -28,10 +29,23 @@ from torch import nn
 
 from medmeta_lib.data.augment import ViewAugment
 from medmeta_lib.ssl.features import extract_features
+from medmeta_lib.ssl.probe import probe_predictor
 
-__all__ = ["centred_l2", "ensemble_predictor", "nearest_centroid_predictor", "tta_features"]
+__all__ = [
+    "HEAD_C",
+    "HEAD_NAMES",
+    "centred_l2",
+    "ensemble_predictor",
+    "head_predictor",
+    "nearest_centroid_predictor",
+    "tta_features",
+]
 
 Predictor = Callable[[np.ndarray], np.ndarray]
+#: the logistic-regression C of the probe heads (both chosen on PneumoniaMNIST's validation split)
+HEAD_C = {"cl2_probe": 10.0, "probe": 0.1}
+#: every named head of :func:`head_predictor`
+HEAD_NAMES = ("cl2_probe", "probe", "cl2_ncm")
 
 
 def _as_2d(x: ArrayLike, what: str) -> np.ndarray:
@@ -184,3 +198,39 @@ def tta_features(
     for _ in range(views):
         total = total + extract_features(encoder, aug(images), batch_size=batch_size, reference=reference)
     return total / (views + 1)
+
+
+def head_predictor(
+    head: str,
+    train_features: np.ndarray | torch.Tensor,
+    test_features: np.ndarray | torch.Tensor,
+    train_labels: np.ndarray | torch.Tensor,
+    *,
+    C: float | None = None,
+) -> Predictor:
+    """A named few-shot head on frozen features, as a support-set predictor.
+
+    ``probe``: features standardised with the pool's mean and sd, logistic regression;
+    ``cl2_probe``: :func:`centred_l2`, then logistic regression; ``cl2_ncm``: :func:`centred_l2`, then
+    :func:`nearest_centroid_predictor`.
+
+    Args:
+        head: one of ``HEAD_NAMES``.
+        train_features: ``(N, D)`` features of the labelled pool (also the unlabelled statistics).
+        test_features: ``(M, D)`` features of the images to classify.
+        train_labels: ``(N,)`` labels of the pool.
+        C: inverse L2 strength of a probe head (``None``: ``HEAD_C[head]``); unused by ``cl2_ncm``.
+
+    Example:
+        >>> f = np.array([[0.0, 1.0], [0.1, 1.0], [1.0, 0.0], [1.1, 0.1]])
+        >>> head_predictor("cl2_ncm", f, f, [0, 0, 1, 1])(np.array([0, 2])).argmax(1).tolist()
+        [0, 0, 1, 1]
+    """
+    if head not in HEAD_NAMES:
+        raise ValueError(f"head must be one of {sorted(HEAD_NAMES)}, got {head!r}")
+    if head == "probe":
+        return probe_predictor(train_features, test_features, train_labels, C=HEAD_C[head] if C is None else C)
+    ztr, zte = centred_l2(train_features, test_features)
+    if head == "cl2_probe":
+        return probe_predictor(ztr, zte, train_labels, C=HEAD_C[head] if C is None else C)
+    return nearest_centroid_predictor(ztr, zte, train_labels)

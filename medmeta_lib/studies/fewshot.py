@@ -34,8 +34,7 @@ from medmeta_lib.data.collection import ImageCollection
 from medmeta_lib.evaluation.full_test_split import compare_full_test_split
 from medmeta_lib.models.backbones import create_backbone
 from medmeta_lib.ssl.features import CONV4_BLOCKS_2_4, PooledLayers, extract_features
-from medmeta_lib.ssl.heads import centred_l2
-from medmeta_lib.ssl.probe import probe_predictor
+from medmeta_lib.ssl.heads import HEAD_C, head_predictor
 from medmeta_lib.ssl.simclr import pretrain_simclr
 from medmeta_lib.ssl.simclr_config import SimCLRConfig
 from medmeta_lib.training.learner_io import build_learner
@@ -45,16 +44,8 @@ __all__ = ["HEADS", "RECIPE", "check_fewshot_data", "fewshot_study"]
 #: the recipe's name in the results, and the baselines' names
 RECIPE = "simclr_probe"
 _BASELINES = ("random_init_probe", "raw_pixels_probe", "scratch")
-#: the heads on frozen features and their logistic-regression C (both chosen on PneumoniaMNIST's validation split)
-HEADS = {"cl2_probe": 10.0, "probe": 0.1}
-
-
-def _head(train_features: torch.Tensor, test_features: torch.Tensor, labels: torch.Tensor, head: str, C: float) -> Any:
-    """A support-set predictor: ``cl2_probe`` centres + L2-normalises the features first (SimpleShot)."""
-    if head == "cl2_probe":
-        ztr, zte = centred_l2(train_features, test_features)
-        return probe_predictor(ztr, zte, labels, C=C)
-    return probe_predictor(train_features, test_features, labels, C=C)
+#: the heads the study offers and their logistic-regression C (``ssl.heads.HEAD_C``)
+HEADS = HEAD_C
 
 
 def check_fewshot_data(train: ImageCollection, test: ImageCollection, k_shot: int) -> None:
@@ -174,7 +165,7 @@ def fewshot_study(
     for name, enc in encoders.items():  # features of every image, each computed on its own statistics
         ftr = extract_features(enc, train.images, reference=train.images)
         fte = extract_features(enc, test.images, reference=train.images)
-        methods[name] = _head(ftr, fte, train.labels, head, C)
+        methods[name] = head_predictor(head, ftr, fte, train.labels, C=C)
     if scratch:
         methods["scratch"] = build_learner(
             "scratch", backbone_kwargs={"hidden": 32}, n_way=train.num_classes, in_channels=train.channels, seed=seed

@@ -8,7 +8,15 @@ import torch
 from torch import nn
 
 from medmeta_lib.models.backbones import create_backbone
-from medmeta_lib.ssl.heads import centred_l2, ensemble_predictor, nearest_centroid_predictor, tta_features
+from medmeta_lib.ssl.heads import (
+    HEAD_C,
+    centred_l2,
+    ensemble_predictor,
+    head_predictor,
+    nearest_centroid_predictor,
+    tta_features,
+)
+from medmeta_lib.ssl.probe import probe_predictor
 
 
 def _blobs(n: int = 40, d: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -71,3 +79,19 @@ def test_tta_features_are_per_image_and_seeded() -> None:
     assert not torch.allclose(plain, a)
     with pytest.raises(ValueError, match="views"):
         tta_features(nn.Flatten(), x, views=-1)
+
+
+def test_head_predictor_is_the_named_composition() -> None:
+    f, y = _blobs()
+    idx = np.array([0, 1, 2, 20, 21, 22])
+    ztr, zte = centred_l2(f, f)
+    np.testing.assert_allclose(head_predictor("probe", f, f, y)(idx), probe_predictor(f, f, y, C=HEAD_C["probe"])(idx))
+    np.testing.assert_allclose(
+        head_predictor("cl2_probe", f, f, y)(idx), probe_predictor(ztr, zte, y, C=HEAD_C["cl2_probe"])(idx)
+    )
+    np.testing.assert_allclose(
+        head_predictor("cl2_probe", f, f, y, C=0.5)(idx), probe_predictor(ztr, zte, y, C=0.5)(idx)
+    )
+    np.testing.assert_allclose(head_predictor("cl2_ncm", f, f, y)(idx), nearest_centroid_predictor(ztr, zte, y)(idx))
+    with pytest.raises(ValueError, match="head must be one of"):
+        head_predictor("knn", f, f, y)
