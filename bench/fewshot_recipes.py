@@ -55,10 +55,8 @@ from medmeta_lib.ssl.finetune import finetune_predictor
 from medmeta_lib.ssl.heads import ensemble_predictor, head_predictor, tta_features
 from medmeta_lib.ssl.simclr import pretrain_simclr
 from medmeta_lib.ssl.simclr_config import SimCLRConfig
-from medmeta_lib.studies.experiment import train_learners
-from medmeta_lib.studies.experiment_split import make_split
+from medmeta_lib.studies.medsynth_metatrain import metatrain_on_medsynth
 from medmeta_lib.training.checkpoint import load_backbone, save_backbone
-from medmeta_lib.training.meta_training import MetaTrainConfig
 
 #: SimCLR variants: backbone, its arguments, epochs, seed (batch 256, τ = 0.2, AdamW 2e-3, chest-X-ray views)
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -140,32 +138,16 @@ def _head(head: str, feats: dict[str, tuple[np.ndarray, np.ndarray]], labels: np
 
 
 def _meta_learners(a: argparse.Namespace) -> dict[str, Any]:
-    """``--meta ENCODER:LEARNER:STEPS``: the learner meta-trained on MedSynth (5-way 5-shot, all modalities,
-    as bench/pneumonia_fewshot.py) starting from the encoder, then set to 2 ways."""
+    """``--meta ENCODER:LEARNER:STEPS``: the learner meta-trained on MedSynth (5-way 5-shot, all modalities;
+    ``medmeta_lib.studies.medsynth_metatrain``) starting from the encoder, then set to 2 ways."""
     out: dict[str, Any] = {}
-    if not a.meta:
-        return out
-    synth = load_collection("synthetic", split="train", n_per_class_site=40, seed=a.seed)
-    synth_val = load_collection("synthetic", split="val", n_per_class_site=40, seed=a.seed)
-    split = make_split(synth, synth_val, split="none", n_way=5, k_shot=5, q_query=15, seed=a.seed)
     for spec in a.meta:
         enc_name, learner, steps = spec.split(":")
-        path = Path(a.encoders) / f"{enc_name}.safetensors"
-        hidden = int(load_backbone(path).spec["kwargs"].get("hidden", 64))  # type: ignore[index]
         t0 = time.process_time()
-        cfg = MetaTrainConfig(steps=int(steps), meta_batch=4, val_every=0, seed=a.seed)
-        res = train_learners(
-            [learner],
-            split,
-            backbone_kwargs={"hidden": hidden},
-            encoder=path,
-            config=cfg,
-            val_episodes=0,
-            progress=False,
+        path = Path(a.encoders) / f"{enc_name}.safetensors"
+        out[f"{enc_name}/{learner}{steps}"], _ = metatrain_on_medsynth(
+            path, n_way=2, learner=learner, steps=int(steps), seed=a.seed
         )
-        lr = res[learner].learner
-        lr.set_n_way(2)
-        out[f"{enc_name}/{learner}{steps}"] = lr
         print(f"{enc_name}/{learner}{steps}: meta-trained in {time.process_time() - t0:.0f} CPU s", flush=True)
     return out
 

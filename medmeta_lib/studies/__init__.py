@@ -8,6 +8,8 @@
 * :mod:`~medmeta_lib.studies.adaptation` — adaptation curves, data efficiency, embedding trajectories;
 * :mod:`~medmeta_lib.studies.saliency` — saliency maps before and after adaptation;
 * :mod:`~medmeta_lib.studies.weights` — what a weight-generating learner's second network wrote;
+* :mod:`~medmeta_lib.studies.medsynth_metatrain` — a learner meta-trained on MedSynth tasks from a
+  pretrained encoder (the meta-train stage of pretrain → meta-train);
 * :mod:`~medmeta_lib.studies.fewshot` — the best few-shot recipe on a user's dataset, beside its baselines
   (``medmeta fewshot``).
 
@@ -35,7 +37,8 @@ from medmeta_lib.studies.experiment_split import (
     make_split,
     obtain_split,
 )
-from medmeta_lib.studies.fewshot import RECIPE, check_fewshot_data, fewshot_study
+from medmeta_lib.studies.fewshot import PROBE_RECIPE, RECIPE, check_fewshot_data, fewshot_study
+from medmeta_lib.studies.medsynth_metatrain import MEDSYNTH_TASKS, metatrain_on_medsynth
 from medmeta_lib.studies.saliency import SALIENCY_METHODS, gradient_x_input, occlusion_map, saliency_before_after
 from medmeta_lib.studies.sites import (
     leave_one_site_out,
@@ -46,6 +49,8 @@ from medmeta_lib.studies.sites import (
 from medmeta_lib.studies.weights import generated_head, writes_weights
 
 __all__ = [
+    "MEDSYNTH_TASKS",
+    "PROBE_RECIPE",
     "RECIPE",
     "SALIENCY_METHODS",
     "SPLITS",
@@ -62,6 +67,7 @@ __all__ = [
     "learner_defaults",
     "leave_one_site_out",
     "make_split",
+    "metatrain_on_medsynth",
     "obtain_learners",
     "obtain_split",
     "occlusion_map",

@@ -47,10 +47,13 @@ def fewshot_summary_figure(result: Mapping[str, Any], *, title: str | None = Non
     ax.set_xticks(np.arange(len(metrics)), [label for _, label in metrics])
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    head = result.get("settings", {}).get("head")
     ax.set_title(
         title
         or f"K = {result['k_shot']} labelled images per class, {result['draws']} label draws, "
-        f"{result['test_images']} test images (95% intervals over draws and test images)",
+        f"{result['test_images']} test images (95% intervals over draws and test images)\n"
+        f"recipe: {result.get('recipe', '?')}"
+        + (f"; *_probe rows: the {head} head" if head else ""),
         fontsize=8,
     )
     fig.tight_layout()

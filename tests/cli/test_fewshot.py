@@ -14,7 +14,7 @@ from PIL import Image
 from medmeta_lib.cli import main
 from tests.conftest import write_medmnist_npz
 
-FAST = ["--draws", "3", "--epochs", "1"]
+FAST = ["--draws", "3", "--epochs", "1", "--meta-steps", "2"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -32,16 +32,20 @@ def test_results_json_and_summary_for_grey_and_colour(tmp_path: Path, capsys, ch
     assert main(["fewshot", "--data", str(npz), "--k-shot", "2", "--out", str(out), *FAST]) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["channels"] == channels and len(res["classes"]) == n_classes and res["k_shot"] == 2
-    assert set(res["results"]) == {"simclr_probe", "random_init_probe", "raw_pixels_probe", "scratch"}
+    methods = {"simclr_protonet", "simclr_probe", "random_init_probe", "raw_pixels_probe", "scratch"}
+    assert set(res["results"]) == methods
+    assert res["recipe"] == "simclr_protonet" and res["meta_train"]["steps"] == 2
     for r in res["results"].values():
         assert {"acc_mean", "acc_ci95", "acc_lo95", "acc_hi95", "bal_acc_mean", "bal_acc_lo95"} <= set(r)
         assert ("auc_mean" in r) == (n_classes == 2) and r["draws"] == 3
     assert res["majority_rate"] == pytest.approx(1 / n_classes)  # balanced tiny test split
     assert res["command"].startswith("medmeta fewshot --data") and (out / "figures" / "summary.png").stat().st_size
     assert "--head cl2_probe" in res["command"] and res["settings"]["head"] == "cl2_probe"
+    assert "--meta-steps 2" in res["command"]
     assert (out / "encoder.safetensors").is_file()
     printed = capsys.readouterr().out
-    assert "| simclr_probe" in printed and "majority class" in printed and "wrote" in printed
+    assert "| simclr_protonet" in printed and "| simclr_probe" in printed
+    assert "majority class" in printed and "wrote" in printed
 
 
 def test_a_dataset_without_a_test_split_or_with_too_few_images_is_refused(tmp_path: Path, capsys) -> None:

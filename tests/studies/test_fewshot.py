@@ -8,10 +8,12 @@ import torch
 
 import medmeta_lib.studies.fewshot as fewshot_mod
 from medmeta_lib.data import load_collection
-from medmeta_lib.studies.fewshot import HEADS, RECIPE, check_fewshot_data, fewshot_study
+from medmeta_lib.studies.fewshot import HEADS, PROBE_RECIPE, RECIPE, check_fewshot_data, fewshot_study
 from tests.conftest import write_medmnist_npz
 
 TINY = {"epochs": 1, "draws": 3, "batch_size": 16, "hidden": 8, "progress": False, "log": lambda s: None}
+NO_META = {**TINY, "meta_steps": 0}
+ALL = {RECIPE, PROBE_RECIPE, "random_init_probe", "raw_pixels_probe"}
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +24,10 @@ def pair(tmp_path_factory) -> tuple:
 
 def test_the_recipe_and_its_baselines_on_the_same_draws(pair) -> None:
     train, test = pair
-    out = fewshot_study(train, test, k_shot=2, scratch=False, **TINY)
-    assert out["recipe"] == RECIPE and set(out["results"]) == {RECIPE, "random_init_probe", "raw_pixels_probe"}
+    out = fewshot_study(train, test, k_shot=2, scratch=False, meta_steps=2, **TINY)
+    assert out["recipe"] == RECIPE and set(out["results"]) == ALL
+    assert out["meta_train"]["steps"] == 2 and out["meta_train"]["learner"] == "protonet"
+    assert out["meta_train"]["final_loss"] > 0 and out["settings"]["meta_steps"] == 2
     labels = test.labels.numpy()
     assert out["majority_rate"] == pytest.approx(np.bincount(labels).max() / len(labels))
     for r in out["results"].values():
@@ -37,22 +41,29 @@ def test_the_recipe_and_its_baselines_on_the_same_draws(pair) -> None:
 
 
 def test_no_test_label_is_read_before_scoring(pair, monkeypatch) -> None:
-    """Pretraining, features and probes give the same predictions whatever the test labels say."""
+    """Pretraining, meta-training, features and probes give the same predictions whatever the test labels say."""
     train, test = pair
     seen: list[dict[str, np.ndarray]] = []
 
+    def predictions(m, idx: np.ndarray, train_, test_) -> np.ndarray:
+        if not hasattr(m, "adapt"):  # a support predictor: support indices in, test probabilities out
+            return m(idx)
+        pred, _ = m.adapt(train_.images[idx], train_.labels[idx])  # a learner: adapted to the same support set
+        with torch.no_grad():
+            return pred(test_.images).numpy()
+
     def spy(methods, train_, test_, *, k_shot, draws, seed, **kw):
         idx = np.concatenate([np.nonzero(train_.labels.numpy() == c)[0][:k_shot] for c in range(2)])
-        seen.append({n: m(idx) for n, m in methods.items() if callable(m) and not hasattr(m, "adapt")})
+        seen.append({n: predictions(m, idx, train_, test_) for n, m in methods.items()})
         return real(methods, train_, test_, k_shot=k_shot, draws=draws, seed=seed, **kw)
 
     real = fewshot_mod.compare_full_test_split
     monkeypatch.setattr(fewshot_mod, "compare_full_test_split", spy)
     scrambled = test.subset(torch.arange(len(test)))
     scrambled.labels = 1 - test.labels  # every test label wrong
-    a = fewshot_study(train, test, k_shot=2, scratch=False, **TINY)
-    b = fewshot_study(train, scrambled, k_shot=2, scratch=False, **TINY)
-    assert set(seen[0]) == {RECIPE, "random_init_probe", "raw_pixels_probe"}
+    a = fewshot_study(train, test, k_shot=2, scratch=False, meta_steps=2, **TINY)
+    b = fewshot_study(train, scrambled, k_shot=2, scratch=False, meta_steps=2, **TINY)
+    assert set(seen[0]) == ALL
     for name in seen[0]:
         np.testing.assert_array_equal(seen[0][name], seen[1][name])
         assert a["results"][name]["acc_mean"] == pytest.approx(1 - b["results"][name]["acc_mean"])
@@ -82,8 +93,8 @@ def test_the_head_is_selectable_and_recorded(pair, monkeypatch) -> None:
 
     real = fewshot_mod.compare_full_test_split
     monkeypatch.setattr(fewshot_mod, "compare_full_test_split", spy)
-    cl2 = fewshot_study(train, test, k_shot=2, scratch=False, **TINY)
-    std = fewshot_study(train, test, k_shot=2, scratch=False, head="probe", **TINY)
+    cl2 = fewshot_study(train, test, k_shot=2, scratch=False, **NO_META)
+    std = fewshot_study(train, test, k_shot=2, scratch=False, head="probe", **NO_META)
     assert (cl2["settings"]["head"], cl2["settings"]["C"]) == ("cl2_probe", HEADS["cl2_probe"])
     assert (std["settings"]["head"], std["settings"]["C"]) == ("probe", HEADS["probe"])
     # the same pixels and support set, another head: other probabilities
@@ -92,3 +103,11 @@ def test_the_head_is_selectable_and_recorded(pair, monkeypatch) -> None:
         fewshot_study(train, test, k_shot=2, head="knn", **TINY)
     with pytest.raises(ValueError, match="C must be a number > 0"):
         fewshot_study(train, test, k_shot=2, C=0.0, **TINY)
+
+
+def test_without_meta_training_the_probe_is_the_recipe(pair) -> None:
+    train, test = pair
+    out = fewshot_study(train, test, k_shot=2, scratch=False, **NO_META)
+    assert out["recipe"] == PROBE_RECIPE and set(out["results"]) == ALL - {RECIPE} and out["meta_train"] is None
+    with pytest.raises(ValueError, match="meta_steps must be an int >= 0"):
+        fewshot_study(train, test, k_shot=2, meta_steps=-1, **TINY)

@@ -1,0 +1,101 @@
+"""The meta-training stage of pretrain → meta-train: a learner meta-trained on MedSynth from a pretrained encoder.
+
+A SimCLR encoder learns features from a dataset's unlabelled images; it has never been asked to compare a
+query with a handful of labelled examples. Meta-training it as a ProtoNet on many small synthetic tasks
+(MedSynth, 5-way 5-shot, 15 queries per class, every modality, tasks drawn within one modality) teaches
+it exactly that, with no label of the target dataset: ``L(θ) = (1/T) Σ_i L_i(θ)`` over ``T = 4`` MedSynth
+tasks per step. The learner is then set to the target's number of classes and adapted to each support
+set (for ProtoNet: one prototype per class, every query image classified on its own).
+
+On PneumoniaMNIST's validation split this stage was chosen over every probe head (BENCHMARKS.md
+section 10); MedSynth is greyscale, so for an RGB target its images are repeated over three channels
+(the encoder's first layer sees grey images during meta-training).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from medmeta_lib.data.episodes import EpisodeSampler
+from medmeta_lib.data.sources import load_collection
+from medmeta_lib.training.learner_io import build_learner
+from medmeta_lib.training.meta_training import MetaTrainConfig, meta_train
+
+__all__ = ["MEDSYNTH_TASKS", "metatrain_on_medsynth"]
+
+#: the meta-training tasks: classes per task, support and query images per class
+MEDSYNTH_TASKS = {"n_way": 5, "k_shot": 5, "q_query": 15}
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+
+
+def metatrain_on_medsynth(
+    encoder: str | Path,
+    *,
+    n_way: int,
+    channels: int = 1,
+    image_size: int = 28,
+    learner: str = "protonet",
+    steps: int = 300,
+    n_per_class_site: int = 40,
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[Any, dict[str, Any]]:
+    """Meta-train ``learner`` on MedSynth tasks starting from ``encoder``, then set it to ``n_way`` classes.
+
+    Args:
+        encoder: an encoder checkpoint (``save_backbone`` or a SimCLR checkpoint); it fixes the architecture.
+        n_way: classes of the target task the returned learner predicts.
+        channels: the target's channels (1 or 3); MedSynth's greyscale images are repeated to match.
+        image_size: the target's image side; MedSynth is generated at that size.
+        learner: a learner name (``create_learner``); ProtoNet is the measured choice.
+        steps: outer steps (4 tasks each).
+        n_per_class_site: MedSynth images per class and site (30 classes, 4 sites).
+        seed: seed of MedSynth, the episode stream and the learner.
+        progress: show the meta-training progress bar.
+
+    Returns:
+        ``(learner, info)``; ``info`` records the data, tasks, steps, seconds and the first and last loss.
+
+    Raises:
+        ValueError: for a bad ``n_way``, ``channels``, ``steps`` or ``n_per_class_site``.
+
+    Example:
+        >>> lr, info = metatrain_on_medsynth("runs/fewshot/encoder.safetensors", n_way=2)  # doctest: +SKIP
+        >>> lr.adapt(support_x, support_y)[0](test_images).argmax(-1)  # doctest: +SKIP
+    """
+    _check_int("n_way", n_way, 2)
+    _check_int("steps", steps, 1)
+    _check_int("n_per_class_site", n_per_class_site, 1)
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (greyscale) or 3 (RGB), got {channels!r}")
+    t0 = time.perf_counter()
+    synth = load_collection(
+        "synthetic", split="train", image_size=image_size, n_per_class_site=n_per_class_site, seed=seed
+    )
+    if channels == 3:
+        synth = replace(synth, images=synth.images.expand(-1, 3, -1, -1).contiguous())
+    t = MEDSYNTH_TASKS
+    sampler = EpisodeSampler(synth, t["n_way"], t["k_shot"], t["q_query"], seed=seed, same_modality=True)
+    lr = build_learner(learner, n_way=t["n_way"], in_channels=channels, encoder=encoder, seed=seed)
+    cfg = MetaTrainConfig(steps=steps, meta_batch=4, val_every=0, seed=seed)
+    res = meta_train(lr, sampler, config=cfg, progress=progress, metadata={"data_source": synth.source})
+    res.learner.set_n_way(n_way)
+    losses = [h["loss"] for h in res.history if "loss" in h]
+    info = {
+        "learner": learner,
+        "data": f"MedSynth train, {len(synth)} images, {synth.num_classes} classes, {synth.num_sites} sites",
+        "tasks": dict(MEDSYNTH_TASKS),
+        "steps": steps,
+        "meta_batch": cfg.meta_batch,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "first_loss": losses[0] if losses else None,
+        "final_loss": losses[-1] if losses else None,
+    }
+    return res.learner, info
