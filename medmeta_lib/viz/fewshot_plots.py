@@ -14,7 +14,8 @@ def fewshot_summary_figure(result: Mapping[str, Any], *, title: str | None = Non
     """Grouped bars (one group per metric, one bar per method) with the draw-and-test-image 95% intervals.
 
     The majority-class rate is drawn as a dashed line on the accuracy group: an accuracy below it is no
-    better than always predicting the most frequent class.
+    better than always predicting the most frequent class. Dotted lines mark chance on balanced accuracy
+    (1 / classes) and AUC (0.5).
 
     Args:
         result: :func:`~medmeta_lib.studies.fewshot.fewshot_study`'s output.
@@ -44,6 +45,11 @@ def fewshot_summary_figure(result: Mapping[str, Any], *, title: str | None = Non
     rate = result.get("majority_rate")
     if rate is not None:
         ax.hlines(rate, -0.45, 0.45, colors="grey", linestyles="dashed", label=f"majority class {rate:.3f}")
+    n_classes = len(result.get("classes", ()))
+    chance = {"auc": 0.5, **({"bal_acc": 1 / n_classes} if n_classes else {})}  # what guessing scores
+    floors = [(i, chance[m]) for i, (m, _) in enumerate(metrics) if m in chance]
+    for j, (i, y) in enumerate(floors):
+        ax.hlines(y, i - 0.45, i + 0.45, colors="grey", linestyles="dotted", label="_nolegend_" if j else "chance")
     ax.set_xticks(np.arange(len(metrics)), [label for _, label in metrics])
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)

@@ -111,3 +111,14 @@ def test_without_meta_training_the_probe_is_the_recipe(pair) -> None:
     assert out["recipe"] == PROBE_RECIPE and set(out["results"]) == ALL - {RECIPE} and out["meta_train"] is None
     with pytest.raises(ValueError, match="meta_steps must be an int >= 0"):
         fewshot_study(train, test, k_shot=2, meta_steps=-1, **TINY)
+
+
+def test_eleven_classes_in_colour(tmp_path: Path) -> None:
+    """Many classes and RGB: every method predicts all 11 classes; accuracy without AUC (not two classes)."""
+    npz = write_medmnist_npz(tmp_path / "rgb11.npz", n_classes=11, per_class=3, channels=3)
+    train, test = load_collection(str(npz), split="train"), load_collection(str(npz), split="test")
+    out = fewshot_study(train, test, k_shot=1, scratch=False, meta_steps=1, **TINY)
+    assert out["channels"] == 3 and len(out["classes"]) == 11 and set(out["results"]) == ALL
+    for r in out["results"].values():
+        assert 0.0 <= r["acc_mean"] <= 1.0 and "auc_mean" not in r
+    assert out["majority_rate"] == pytest.approx(1 / 11)

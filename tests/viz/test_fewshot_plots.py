@@ -1,0 +1,42 @@
+"""The ``medmeta fewshot`` summary figure: one bar per method and metric, the floors it is read against."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pytest
+
+from medmeta_lib.viz.fewshot_plots import fewshot_summary_figure
+
+
+def _result(two_classes: bool) -> dict:
+    def r(v: float) -> dict:
+        out = {"acc_mean": v, "acc_lo95": v - 0.02, "acc_hi95": v + 0.02, "bal_acc_mean": v - 0.01}
+        return {**out, **({"auc_mean": v + 0.05} if two_classes else {})}
+
+    return {
+        "results": {"simclr_protonet": r(0.84), "raw_pixels_probe": r(0.80)},
+        "best": "simclr_protonet",
+        "recipe": "simclr_protonet",
+        "majority_rate": 0.625,
+        "classes": ["normal", "pneumonia"] if two_classes else ["a", "b", "c"],
+        "k_shot": 10,
+        "draws": 100,
+        "test_images": 624,
+        "settings": {"head": "cl2_probe"},
+    }
+
+
+@pytest.mark.parametrize("two_classes", [True, False])
+def test_bars_floors_and_title(two_classes: bool) -> None:
+    fig = fewshot_summary_figure(_result(two_classes))
+    ax = fig.axes[0]
+    n_metrics = 3 if two_classes else 2  # no AUC beyond two classes
+    assert len(ax.patches) == 2 * n_metrics
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["accuracy", "balanced accuracy", "AUC"][:n_metrics]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "simclr_protonet (best)" in labels and "majority class 0.625" in labels and labels.count("chance") == 1
+    chance_y = sorted(float(c.get_segments()[0][0][1]) for c in ax.collections if c.get_linestyle()[0][1])
+    # majority class on accuracy; chance on balanced accuracy (1 / classes) and on AUC (0.5, two classes only)
+    assert chance_y == pytest.approx([0.5, 0.5, 0.625] if two_classes else [1 / 3, 0.625])
+    assert "recipe: simclr_protonet" in ax.get_title() and "cl2_probe" in ax.get_title()
+    plt.close(fig)
