@@ -24,7 +24,9 @@ A recipe is an encoder (or an ensemble of encoders), a feature transform and a h
 - ``cl2_ft<steps>@<lr>`` (``--finetune ENCODER:STEPS:LR``): the centred + L2 probe, then encoder and head
   fine-tuned on augmented views of each support set (LP-FT; ``medmeta_lib.ssl.finetune``);
 - ``<learner><steps>`` (``--meta ENCODER:protonet:300``): pretrain → meta-train, the learner meta-trained on
-  MedSynth (5-way 5-shot tasks, all modalities) starting from the encoder, then adapted to each support set.
+  MedSynth (5-way 5-shot tasks, all modalities) starting from the encoder, then adapted to each support set;
+  ``--meta ENCODER:protonet:300:metric=cosine`` passes learner arguments (``protonet300_cosine``:
+  Meta-Baseline's scaled-cosine prototypes).
 
 The selection rule is fixed before any test figure is read: the recipe with the highest validation
 balanced accuracy averaged over K = 1, 5, 10, 20 (ties: mean AUC). Balanced accuracy and AUC, not
@@ -141,14 +143,16 @@ def _meta_learners(a: argparse.Namespace) -> dict[str, Any]:
     """``--meta ENCODER:LEARNER:STEPS``: the learner meta-trained on MedSynth (5-way 5-shot, all modalities;
     ``medmeta_lib.studies.medsynth_metatrain``) starting from the encoder, then set to 2 ways."""
     out: dict[str, Any] = {}
-    for spec in a.meta:
-        enc_name, learner, steps = spec.split(":")
+    for spec in a.meta:  # ENCODER:LEARNER:STEPS[:key=value,...], e.g. c4w64_e300:protonet:300:metric=cosine
+        enc_name, learner, steps, *extra = spec.split(":")
+        kw = dict(item.split("=", 1) for item in extra[0].split(",")) if extra else {}
+        name = f"{enc_name}/{learner}{steps}" + "".join(f"_{v}" for v in kw.values())
         t0 = time.process_time()
         path = Path(a.encoders) / f"{enc_name}.safetensors"
-        out[f"{enc_name}/{learner}{steps}"], _ = metatrain_on_medsynth(
-            path, n_way=2, learner=learner, steps=int(steps), seed=a.seed
+        out[name], _ = metatrain_on_medsynth(
+            path, n_way=2, learner=learner, learner_kwargs=kw, steps=int(steps), seed=a.seed
         )
-        print(f"{enc_name}/{learner}{steps}: meta-trained in {time.process_time() - t0:.0f} CPU s", flush=True)
+        print(f"{name}: meta-trained in {time.process_time() - t0:.0f} CPU s", flush=True)
     return out
 
 
@@ -275,7 +279,9 @@ def main() -> None:
     p.add_argument("--baselines", nargs="*", default=["raw_pixels", "random_c4w64"], help="evaluate: floors")
     p.add_argument("--reference", default="", help="evaluate: recipe paired against every other (e.g. the chosen one)")
     p.add_argument("--finetune", nargs="*", default=[], help="evaluate: LP-FT recipes ENCODER:STEPS:LR")
-    p.add_argument("--meta", nargs="*", default=[], help="evaluate: ENCODER:LEARNER:STEPS meta-trained on MedSynth")
+    p.add_argument(
+        "--meta", nargs="*", default=[], help="evaluate: ENCODER:LEARNER:STEPS[:key=value,...] meta-trained on MedSynth"
+    )
     p.add_argument("--only", nargs="*", default=[], help="evaluate: score only these recipes (and the LP-FT ones)")
     p.add_argument("--split", default="val", choices=["val", "test"])
     p.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10, 20])

@@ -5,6 +5,9 @@ support's statistics unless the learner is transductive); the prototypes are the
 support embeddings and the logits are ``-‖f(x) - c_k‖²``. "Adaptation"
 is computing the prototypes: the trace has two steps, step 0 with every prototype at the origin
 (all distances equal, a uniform prediction) and step 1 with the class means.
+
+``metric="cosine"`` is Meta-Baseline's classifier (Chen et al. 2021): the logits are ``τ · cos(f(x), c_k)``
+with a learnt scale ``τ`` (initialised to 10), so only the direction of an embedding counts.
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ from medmeta_lib.learners.base import Learner, Predictor, check_int
 from medmeta_lib.learners.registry import register_learner
 from medmeta_lib.learners.trace import AdaptationTrace, TraceRecorder
 
-__all__ = ["ProtoNet", "prototype_logits", "prototypes"]
+__all__ = ["METRICS", "ProtoNet", "cosine_logits", "prototype_logits", "prototypes"]
+
+#: the distances a ProtoNet can classify by
+METRICS = ("euclidean", "cosine")
 
 
 def prototypes(emb: Tensor, y: Tensor, n_way: int) -> Tensor:
@@ -48,6 +54,16 @@ def prototype_logits(emb: Tensor, protos: Tensor) -> Tensor:
     return -d2
 
 
+def cosine_logits(emb: Tensor, protos: Tensor, scale: Tensor | float) -> Tensor:
+    """``scale ·`` cosine similarities ``(B, n_way)`` of ``emb (B, D)`` and ``protos`` (a zero vector gives 0).
+
+    Example:
+        >>> cosine_logits(torch.tensor([[1.0, 0.0]]), torch.tensor([[2.0, 0.0], [0.0, 3.0]]), 10.0)
+        tensor([[10.,  0.]])
+    """
+    return scale * F.normalize(emb, dim=1) @ F.normalize(protos, dim=1).T
+
+
 @register_learner("protonet")
 class ProtoNet(Learner):
     """Prototypical network learner.
@@ -58,6 +74,8 @@ class ProtoNet(Learner):
             :meth:`~medmeta_lib.learners.base.Learner.set_n_way`).
         eval_steps: ``1`` (compute the prototypes) by default; ``0`` gives the un-adapted,
             uniform prediction. Any value ``>= 1`` is the same as ``1``.
+        metric: ``"euclidean"`` (negative squared distance, Snell et al.) or ``"cosine"`` (scaled cosine
+            similarity with a learnt scale, Meta-Baseline).
 
     Example:
         >>> net = ProtoNet(create_backbone("conv4"), n_way=5)  # doctest: +SKIP
@@ -67,15 +85,26 @@ class ProtoNet(Learner):
 
     name = "protonet"
 
-    def __init__(self, backbone: nn.Module, *, n_way: int, eval_steps: int = 1) -> None:
+    def __init__(self, backbone: nn.Module, *, n_way: int, eval_steps: int = 1, metric: str = "euclidean") -> None:
         super().__init__(backbone, n_way=n_way)
         self.eval_steps = check_int("eval_steps", eval_steps, 0)
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        self.metric = metric
+        # Meta-Baseline's temperature: a parameter only for the cosine metric (Euclidean checkpoints are unchanged)
+        self.scale = nn.Parameter(torch.tensor(10.0)) if metric == "cosine" else None
+
+    def logits(self, emb: Tensor, protos: Tensor) -> Tensor:
+        """Class scores ``(B, n_way)`` of embeddings ``emb`` against ``protos`` under the learner's metric."""
+        if self.scale is None:
+            return prototype_logits(emb, protos)
+        return cosine_logits(emb, protos, self.scale)
 
     def task_loss(self, episode: Episode) -> tuple[Tensor, Tensor]:
         """Query cross-entropy over prototype logits (features computed once per set)."""
         support, query = self.embed_pair(self.backbone, episode.support_x, episode.query_x)
         protos = prototypes(support, episode.support_y, self.n_way)
-        logits = prototype_logits(query, protos)
+        logits = self.logits(query, protos)
         loss = F.cross_entropy(logits, episode.query_y)
         return loss, (logits.detach().argmax(-1) == episode.query_y).float().mean()
 
@@ -109,14 +138,14 @@ class ProtoNet(Learner):
                     protos = prototypes(emb, support_y, self.n_way)
                 rec.add(
                     step,
-                    prototype_logits(emb, protos),
+                    self.logits(emb, protos),
                     support_y,
-                    query_logits=None if qemb is None else prototype_logits(qemb, protos),
+                    query_logits=None if qemb is None else self.logits(qemb, protos),
                     params={"prototypes": protos},
                     support_emb=emb,
                     query_emb=qemb,
                 )
         final = protos
         return Predictor(
-            embed, lambda h: prototype_logits(h, final), n_way=self.n_way, params={"prototypes": final}
+            embed, lambda h: self.logits(h, final), n_way=self.n_way, params={"prototypes": final}
         ), rec.trace

@@ -15,6 +15,7 @@ section 10); MedSynth is greyscale, so for an RGB target its images are repeated
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ def metatrain_on_medsynth(
     channels: int = 1,
     image_size: int = 28,
     learner: str = "protonet",
+    learner_kwargs: Mapping[str, Any] | None = None,
     steps: int = 300,
     n_per_class_site: int = 40,
     seed: int = 0,
@@ -55,6 +57,7 @@ def metatrain_on_medsynth(
         channels: the target's channels (1 or 3); MedSynth's greyscale images are repeated to match.
         image_size: the target's image side; MedSynth is generated at that size.
         learner: a learner name (``create_learner``); ProtoNet is the measured choice.
+        learner_kwargs: its keyword arguments (e.g. ``{"metric": "cosine"}`` for Meta-Baseline's ProtoNet).
         steps: outer steps (4 tasks each).
         n_per_class_site: MedSynth images per class and site (30 classes, 4 sites).
         seed: seed of MedSynth, the episode stream and the learner.
@@ -83,13 +86,16 @@ def metatrain_on_medsynth(
         synth = replace(synth, images=synth.images.expand(-1, 3, -1, -1).contiguous())
     t = MEDSYNTH_TASKS
     sampler = EpisodeSampler(synth, t["n_way"], t["k_shot"], t["q_query"], seed=seed, same_modality=True)
-    lr = build_learner(learner, n_way=t["n_way"], in_channels=channels, encoder=encoder, seed=seed)
+    lr = build_learner(
+        learner, n_way=t["n_way"], in_channels=channels, encoder=encoder, learner_kwargs=learner_kwargs, seed=seed
+    )
     cfg = MetaTrainConfig(steps=steps, meta_batch=4, val_every=0, seed=seed)
     res = meta_train(lr, sampler, config=cfg, progress=progress, metadata={"data_source": synth.source})
     res.learner.set_n_way(n_way)
     losses = [h["loss"] for h in res.history if "loss" in h]
     info = {
         "learner": learner,
+        "learner_kwargs": dict(learner_kwargs or {}),
         "data": f"MedSynth train, {len(synth)} images, {synth.num_classes} classes, {synth.num_sites} sites",
         "tasks": dict(MEDSYNTH_TASKS),
         "steps": steps,

@@ -310,6 +310,29 @@ def test_protonet_is_nearest_centroid_and_its_gradient_is_finite():
     check_fd(net, eps_list)
 
 
+def test_cosine_protonet_is_scaled_cosine_to_the_centroids_and_learns_its_scale():
+    """Meta-Baseline's classifier: τ · cos(query, class mean), τ a parameter with a correct gradient."""
+    eps_list = episodes(n_way=3, k=2, q=3)
+    torch.manual_seed(0)
+    net = create_learner("protonet", TinyNet(), n_way=3, metric="cosine").double()
+    ep = eps_list[0]
+    pred, _ = net.adapt(ep.support_x, ep.support_y)
+    with torch.no_grad():
+        body = dict(net.backbone.named_parameters())
+        w = [body[n] for n in NAMES]
+        es, eq = ref_body(w, ep.support_x), ref_body(w, ep.query_x, ep.support_x)
+    centroids = torch.stack([es[ep.support_y == c].mean(0) for c in range(3)])
+    cos = torch.stack([(eq * c).sum(1) / (eq.norm(dim=1) * c.norm()) for c in centroids], 1)
+    assert torch.allclose(pred(ep.query_x), 10.0 * cos, rtol=1e-10, atol=1e-12)
+    assert [n for n, _ in net.named_parameters() if not n.startswith("backbone.")] == ["scale"]
+    loss, _ = net.meta_loss(eps_list)
+    (g_scale,) = torch.autograd.grad(loss, [net.scale])
+    assert float(g_scale) != 0.0
+    check_fd(net, eps_list)
+    with pytest.raises(ValueError, match="metric must be one of"):
+        create_learner("protonet", TinyNet(), n_way=3, metric="manhattan")
+
+
 @pytest.mark.parametrize("name", ["maml", "fomaml", "metasgd", "anil", "protonet"])
 def test_same_seed_gives_identical_meta_gradients(name):
     eps_list = episodes()
