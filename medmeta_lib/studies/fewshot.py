@@ -14,8 +14,9 @@ on the pooled features of Conv-4 blocks 2-4 of the support images. Its head (``h
 default) centres the features on the unlabelled train images' mean and L2-normalises them (SimpleShot's
 CL2N) before a logistic regression with C = 10; ``head="probe"`` standardises them and uses C = 0.1. On
 validation the meta-training stage beat every head at every K (mean balanced accuracy over K = 1-20 0.850
-against 0.833 with the 30-epoch encoder); on PneumoniaMNIST's test split it added about one point of
-accuracy and AUC at K = 10. More SimCLR epochs helped on validation (300 beat 30) but not on test.
+against 0.833 with the 30-epoch encoder); on PneumoniaMNIST's test split it is level with the probe (paired
+intervals including 0 at K = 1, 10 and 20, BENCHMARKS.md section 8). More SimCLR epochs helped on
+validation (300 beat 30) but not on test.
 
 It is scored with the full-test-split protocol (:mod:`medmeta_lib.evaluation.full_test_split`): the same
 label draws for every method, every test image predicted on its own, accuracy / balanced accuracy / AUC

@@ -286,10 +286,11 @@ def test_anil_first_order_differs_from_second_order():
     assert rel_err(g1, g2) > 1e-3
 
 
-def test_protonet_is_nearest_centroid_and_its_gradient_is_finite():
+def protonet_by_hand(**kw):
+    """A 3-way ProtoNet adapted to one episode, with its query embeddings and class means computed by hand."""
     eps_list = episodes(n_way=3, k=2, q=3)
     torch.manual_seed(0)
-    net = create_learner("protonet", TinyNet(), n_way=3).double()
+    net = create_learner("protonet", TinyNet(), n_way=3, **kw).double()
     ep = eps_list[0]
     pred, _ = net.adapt(ep.support_x, ep.support_y)
     with torch.no_grad():
@@ -297,6 +298,12 @@ def test_protonet_is_nearest_centroid_and_its_gradient_is_finite():
         w = [body[n] for n in NAMES]
         es, eq = ref_body(w, ep.support_x), ref_body(w, ep.query_x, ep.support_x)
     centroids = torch.stack([es[ep.support_y == c].mean(0) for c in range(3)])
+    return net, eps_list, pred, eq, centroids
+
+
+def test_protonet_is_nearest_centroid_and_its_gradient_is_finite():
+    net, eps_list, pred, eq, centroids = protonet_by_hand()
+    ep = eps_list[0]
     dist = torch.stack([((eq - c) ** 2).sum(1) for c in centroids], 1)  # by hand, one centroid at a time
     logits = pred(ep.query_x)
     assert torch.allclose(logits, -dist, rtol=1e-10, atol=1e-12)
@@ -312,16 +319,8 @@ def test_protonet_is_nearest_centroid_and_its_gradient_is_finite():
 
 def test_cosine_protonet_is_scaled_cosine_to_the_centroids_and_learns_its_scale():
     """Meta-Baseline's classifier: τ · cos(query, class mean), τ a parameter with a correct gradient."""
-    eps_list = episodes(n_way=3, k=2, q=3)
-    torch.manual_seed(0)
-    net = create_learner("protonet", TinyNet(), n_way=3, metric="cosine").double()
+    net, eps_list, pred, eq, centroids = protonet_by_hand(metric="cosine")
     ep = eps_list[0]
-    pred, _ = net.adapt(ep.support_x, ep.support_y)
-    with torch.no_grad():
-        body = dict(net.backbone.named_parameters())
-        w = [body[n] for n in NAMES]
-        es, eq = ref_body(w, ep.support_x), ref_body(w, ep.query_x, ep.support_x)
-    centroids = torch.stack([es[ep.support_y == c].mean(0) for c in range(3)])
     cos = torch.stack([(eq * c).sum(1) / (eq.norm(dim=1) * c.norm()) for c in centroids], 1)
     assert torch.allclose(pred(ep.query_x), 10.0 * cos, rtol=1e-10, atol=1e-12)
     assert [n for n, _ in net.named_parameters() if not n.startswith("backbone.")] == ["scale"]
