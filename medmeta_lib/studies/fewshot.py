@@ -48,7 +48,7 @@ from medmeta_lib.ssl.simclr import pretrain_simclr
 from medmeta_lib.ssl.simclr_config import SimCLRConfig
 from medmeta_lib.studies.medsynth_metatrain import metatrain_on_medsynth
 from medmeta_lib.training.checkpoint import save_backbone
-from medmeta_lib.training.learner_io import build_learner
+from medmeta_lib.training.learner_io import build_learner, save_learner
 
 __all__ = ["HEADS", "PROBE_RECIPE", "RECIPE", "check_fewshot_data", "fewshot_study"]
 
@@ -105,6 +105,7 @@ def fewshot_study(
     scratch: bool = True,
     device: str = "cpu",
     encoder_out: str | Path | None = None,
+    learner_out: str | Path | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -129,6 +130,8 @@ def fewshot_study(
             ``simclr_probe`` is then the recipe.
         scratch: include the ``scratch`` baseline (the slowest part: a network trained per draw).
         encoder_out: SimCLR checkpoint path (resumable); ``None`` keeps it in memory.
+        learner_out: where to save the meta-trained ProtoNet (``save_learner``; reload it with
+            ``load_learner`` and adapt it to your labelled images); ``None`` keeps it in memory.
         device: where SimCLR trains (``"cpu"``, ``"cuda"`` or ``"auto"``); features and heads run on the CPU.
         progress: show SimCLR's progress bar.
         log: where the stage lines go.
@@ -178,8 +181,9 @@ def fewshot_study(
     meta_info = None
     if meta_steps:
         log(f"[fewshot] meta-training a ProtoNet on MedSynth tasks from the SimCLR encoder ({meta_steps} steps)")
-        with tempfile.TemporaryDirectory() as tmp:
-            enc_path = save_backbone(Path(tmp) / "encoder.safetensors", pre.encoder.cpu())
+        with tempfile.TemporaryDirectory() as tmp:  # the learner starts from the encoder's file (its spec names it)
+            enc_file = Path(tmp) / "encoder.safetensors"
+            enc_path = Path(encoder_out) if encoder_out else save_backbone(enc_file, pre.encoder.cpu())
             methods[RECIPE], meta_info = metatrain_on_medsynth(
                 enc_path,
                 n_way=train.num_classes,
@@ -188,6 +192,10 @@ def fewshot_study(
                 steps=meta_steps,
                 seed=seed,
                 progress=progress,
+            )
+        if learner_out is not None:
+            save_learner(
+                Path(learner_out), methods[RECIPE], None, {"data_source": train.source, "meta_train": meta_info}
             )
     encoders: dict[str, nn.Module] = {
         PROBE_RECIPE: PooledLayers(pre.encoder.cpu(), CONV4_BLOCKS_2_4),

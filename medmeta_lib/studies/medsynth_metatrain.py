@@ -92,6 +92,7 @@ def metatrain_on_medsynth(
     cfg = MetaTrainConfig(steps=steps, meta_batch=4, val_every=0, seed=seed)
     res = meta_train(lr, sampler, config=cfg, progress=progress, metadata={"data_source": synth.source})
     res.learner.set_n_way(n_way)
+    res.learner.spec["n_way"] = n_way  # a saved copy (save_learner) is rebuilt for the target's classes
     losses = [h["loss"] for h in res.history if "loss" in h]
     info = {
         "learner": learner,

@@ -42,7 +42,7 @@ def test_results_json_and_summary_for_grey_and_colour(tmp_path: Path, capsys, ch
     assert res["command"].startswith("medmeta fewshot --data") and (out / "figures" / "summary.png").stat().st_size
     assert "--head cl2_probe" in res["command"] and res["settings"]["head"] == "cl2_probe"
     assert "--meta-steps 2" in res["command"]
-    assert (out / "encoder.safetensors").is_file()
+    assert (out / "encoder.safetensors").is_file() and (out / "protonet.safetensors").is_file()
     printed = capsys.readouterr().out
     assert "| simclr_protonet" in printed and "| simclr_probe" in printed
     assert "majority class" in printed and "wrote" in printed

@@ -9,6 +9,8 @@ import torch
 import medmeta_lib.studies.fewshot as fewshot_mod
 from medmeta_lib.data import load_collection
 from medmeta_lib.studies.fewshot import HEADS, PROBE_RECIPE, RECIPE, check_fewshot_data, fewshot_study
+from medmeta_lib.training.checkpoint import load_checkpoint
+from medmeta_lib.training.learner_io import load_learner
 from tests.conftest import write_medmnist_npz
 
 TINY = {"epochs": 1, "draws": 3, "batch_size": 16, "hidden": 8, "progress": False, "log": lambda s: None}
@@ -122,3 +124,27 @@ def test_eleven_classes_in_colour(tmp_path: Path) -> None:
     for r in out["results"].values():
         assert 0.0 <= r["acc_mean"] <= 1.0 and "auc_mean" not in r
     assert out["majority_rate"] == pytest.approx(1 / 11)
+
+
+def test_the_saved_learner_reloads_and_predicts_like_the_scored_one(pair, tmp_path: Path, monkeypatch) -> None:
+    train, test = pair
+    scored: list = []
+
+    def spy(methods, *args, **kw):
+        scored.append(methods[RECIPE])
+        return real(methods, *args, **kw)
+
+    real = fewshot_mod.compare_full_test_split
+    monkeypatch.setattr(fewshot_mod, "compare_full_test_split", spy)
+    path = tmp_path / "protonet.safetensors"
+    out = fewshot_study(train, test, k_shot=2, scratch=False, meta_steps=2, learner_out=path, **TINY)
+    reloaded = load_learner(path, expect_learner="protonet")
+    assert reloaded.n_way == train.num_classes
+    assert load_checkpoint(path).metadata["meta_train"]["steps"] == 2  # what was trained, stored beside the weights
+    idx = torch.cat([torch.nonzero(train.labels == c).flatten()[:2] for c in range(2)])
+    sx, sy = train.images[idx], train.labels[idx]
+    with torch.no_grad():
+        want = scored[0].adapt(sx, sy)[0](test.images)
+        got = reloaded.adapt(sx, sy)[0](test.images)
+    torch.testing.assert_close(got, want)
+    assert out["meta_train"]["steps"] == 2
