@@ -133,7 +133,7 @@ def fewshot_study(
         learner_out: where to save the meta-trained ProtoNet (``save_learner``; reload it with
             ``load_learner`` and adapt it to your labelled images); ``None`` keeps it in memory.
         device: where SimCLR trains (``"cpu"``, ``"cuda"`` or ``"auto"``); features and heads run on the CPU.
-        progress: show SimCLR's progress bar.
+        progress: show the SimCLR and meta-training progress bars.
         log: where the stage lines go.
 
     Returns:
@@ -181,7 +181,7 @@ def fewshot_study(
     meta_info = None
     if meta_steps:
         log(f"[fewshot] meta-training a ProtoNet on MedSynth tasks from the SimCLR encoder ({meta_steps} steps)")
-        with tempfile.TemporaryDirectory() as tmp:  # the learner starts from the encoder's file (its spec names it)
+        with tempfile.TemporaryDirectory() as tmp:  # built from an encoder file: the --out checkpoint or a temp copy
             enc_file = Path(tmp) / "encoder.safetensors"
             enc_path = Path(encoder_out) if encoder_out else save_backbone(enc_file, pre.encoder.cpu())
             methods[RECIPE], meta_info = metatrain_on_medsynth(
