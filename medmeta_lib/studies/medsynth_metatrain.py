@@ -22,6 +22,7 @@ from typing import Any
 
 from medmeta_lib.data.episodes import EpisodeSampler
 from medmeta_lib.data.sources import load_collection
+from medmeta_lib.learners.base import check_int
 from medmeta_lib.training.learner_io import build_learner
 from medmeta_lib.training.meta_training import MetaTrainConfig, meta_train
 
@@ -29,11 +30,6 @@ __all__ = ["MEDSYNTH_TASKS", "metatrain_on_medsynth"]
 
 #: the meta-training tasks: classes per task, support and query images per class
 MEDSYNTH_TASKS = {"n_way": 5, "k_shot": 5, "q_query": 15}
-
-
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
 
 
 def metatrain_on_medsynth(
@@ -73,9 +69,9 @@ def metatrain_on_medsynth(
         >>> lr, info = metatrain_on_medsynth("runs/fewshot/encoder.safetensors", n_way=2)  # doctest: +SKIP
         >>> lr.adapt(support_x, support_y)[0](test_images).argmax(-1)  # doctest: +SKIP
     """
-    _check_int("n_way", n_way, 2)
-    _check_int("steps", steps, 1)
-    _check_int("n_per_class_site", n_per_class_site, 1)
+    n_way = check_int("n_way", n_way, 2)
+    steps = check_int("steps", steps, 1)
+    n_per_class_site = check_int("n_per_class_site", n_per_class_site, 1)
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 (greyscale) or 3 (RGB), got {channels!r}")
     t0 = time.perf_counter()

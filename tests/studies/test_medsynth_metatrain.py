@@ -38,11 +38,11 @@ def test_the_learner_starts_from_the_encoder_trains_and_predicts_the_target_clas
 
 def test_bad_arguments_are_refused(tmp_path: Path) -> None:
     path, _ = _encoder(tmp_path, 1)
-    with pytest.raises(ValueError, match="n_way must be an int >= 2"):
+    with pytest.raises(ValueError, match="n_way must be an integer >= 2"):
         metatrain_on_medsynth(path, n_way=1)
     with pytest.raises(ValueError, match="channels must be 1"):
         metatrain_on_medsynth(path, n_way=2, channels=2)
-    with pytest.raises(ValueError, match="steps must be an int >= 1"):
+    with pytest.raises(ValueError, match="steps must be an integer >= 1"):
         metatrain_on_medsynth(path, n_way=2, steps=0)
     with pytest.raises(ValueError, match="in_channels"):  # a greyscale encoder cannot read the RGB copies
         metatrain_on_medsynth(path, n_way=2, channels=3, **SMALL)
