@@ -28,6 +28,7 @@ from numpy.typing import ArrayLike
 from torch import nn
 
 from medmeta_lib.data.augment import ViewAugment
+from medmeta_lib.learners.protonet import cosine_logits, prototypes
 from medmeta_lib.ssl.features import extract_features
 from medmeta_lib.ssl.probe import probe_predictor
 
@@ -120,18 +121,15 @@ def nearest_centroid_predictor(
             f"{ftr.shape[1]} (train) and {fte.shape[1]} (test); they must match"
         )
     n_classes = int(ytr.max()) + 1
-    unit = fte / np.maximum(np.linalg.norm(fte, axis=1, keepdims=True), 1e-12)
+    query = torch.from_numpy(fte)
 
     def predict(idx: np.ndarray) -> np.ndarray:
         labels = ytr[idx]
         missing = [c for c in range(n_classes) if not (labels == c).any()]
         if missing:
             raise ValueError(f"nearest_centroid_predictor: the support set has no image of class(es) {missing}")
-        mu = np.stack([ftr[idx][labels == c].mean(0) for c in range(n_classes)])
-        mu /= np.maximum(np.linalg.norm(mu, axis=1, keepdims=True), 1e-12)
-        logits = scale * unit @ mu.T
-        e = np.exp(logits - logits.max(1, keepdims=True))
-        return e / e.sum(1, keepdims=True)
+        mu = prototypes(torch.from_numpy(ftr[idx]), torch.from_numpy(labels), n_classes)  # ProtoNet's class means
+        return cosine_logits(query, mu, scale).softmax(-1).numpy()  # Meta-Baseline's classifier
 
     return predict
 
