@@ -123,7 +123,7 @@ def fewshot_command(a: argparse.Namespace) -> int:
         device=a.device,
         scratch=not a.no_scratch,
         encoder_out=out_dir / "encoder.safetensors",
-        learner_out=out_dir / "protonet.safetensors" if a.meta_steps else None,
+        learner_out=out_dir / "protonet.safetensors",  # written only when the meta-training stage runs
     )
     result["data"] = str(a.data)
     result["seconds_total"] = round(time.perf_counter() - t0, 1)

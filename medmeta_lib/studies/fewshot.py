@@ -131,7 +131,8 @@ def fewshot_study(
         scratch: include the ``scratch`` baseline (the slowest part: a network trained per draw).
         encoder_out: SimCLR checkpoint path (resumable); ``None`` keeps it in memory.
         learner_out: where to save the meta-trained ProtoNet (``save_learner``; reload it with
-            ``load_learner`` and adapt it to your labelled images); ``None`` keeps it in memory.
+            ``load_learner`` and adapt it to your labelled images); ``None`` keeps it in memory. Nothing is
+            written when ``meta_steps`` is 0.
         device: where SimCLR trains (``"cpu"``, ``"cuda"`` or ``"auto"``); features and heads run on the CPU.
         progress: show the SimCLR and meta-training progress bars.
         log: where the stage lines go.
