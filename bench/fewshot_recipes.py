@@ -60,7 +60,10 @@ from medmeta_lib.ssl.simclr_config import SimCLRConfig
 from medmeta_lib.studies.medsynth_metatrain import metatrain_on_medsynth
 from medmeta_lib.training.checkpoint import load_backbone, save_backbone
 
-#: SimCLR variants: backbone, its arguments, epochs, seed (batch 256, τ = 0.2, AdamW 2e-3, chest-X-ray views)
+_C4W64: dict[str, Any] = {"backbone": "conv4", "kwargs": {"hidden": 64, "norm": "group"}}
+_SCANNER_SHIFT = {"site_invariance": True, "site_views": "scanner_shift"}
+#: SimCLR variants: backbone, its arguments, epochs, seed, other SimCLRConfig fields
+#: (batch 256, τ = 0.2, AdamW 2e-3, chest-X-ray views)
 VARIANTS: dict[str, dict[str, Any]] = {
     "c4w64_e30": {"backbone": "conv4", "kwargs": {"hidden": 64, "norm": "group"}, "epochs": 30, "seed": 0},
     "c4w64_e100": {"backbone": "conv4", "kwargs": {"hidden": 64, "norm": "group"}, "epochs": 100, "seed": 0},
@@ -71,6 +74,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "c4w64_e100_s2": {"backbone": "conv4", "kwargs": {"hidden": 64, "norm": "group"}, "epochs": 100, "seed": 2},
     "r12_e300": {"backbone": "resnet12", "kwargs": {"norm": "group"}, "epochs": 300, "seed": 0},
     "c4w128_e300": {"backbone": "conv4", "kwargs": {"hidden": 128, "norm": "group"}, "epochs": 300, "seed": 0},
+    "c4w64_e30_s1": {**_C4W64, "epochs": 30, "seed": 1},
+    "c4w64_e30_s2": {**_C4W64, "epochs": 30, "seed": 2},
+    # label-free scanner-shift positives (section 6): one view of each pair is the image after a simulated
+    # scanner change (bias field, contrast curve, blur, offset), aimed at the acquisition shift between splits
+    "c4w64_e30_ss": {**_C4W64, "epochs": 30, "seed": 0, "simclr": _SCANNER_SHIFT},
+    "c4w64_e30_ss_s1": {**_C4W64, "epochs": 30, "seed": 1, "simclr": _SCANNER_SHIFT},
+    "c4w64_e30_ss_s2": {**_C4W64, "epochs": 30, "seed": 2, "simclr": _SCANNER_SHIFT},
 }
 #: the layers a head reads, per backbone: the pooled outputs of the last three stages
 LAYERS = {"conv4": CONV4_BLOCKS_2_4, "resnet12": ("stages.1", "stages.2", "stages.3")}
@@ -91,7 +101,13 @@ def pretrain(a: argparse.Namespace) -> None:
             print(f"{name}: {target} exists, skipped")
             continue
         cfg = SimCLRConfig(
-            epochs=v["epochs"], batch_size=256, lr=2e-3, temperature=0.2, seed=v["seed"], max_steps=a.max_steps
+            epochs=v["epochs"],
+            batch_size=256,
+            lr=2e-3,
+            temperature=0.2,
+            seed=v["seed"],
+            max_steps=a.max_steps,
+            **v.get("simclr", {}),
         )
         t0, cpu0 = time.perf_counter(), time.process_time()
         res = pretrain_simclr(
@@ -221,6 +237,13 @@ def evaluate(a: argparse.Namespace) -> None:
                 n: paired_difference(kept[a.reference], c, ty, seed=a.seed) for n, c in kept.items() if n != a.reference
             }
             rf.save()
+        for pair in a.pairs:  # A:B, e.g. a variant against its control from the same seed
+            x, y = pair.split(":")
+            ty = test.labels.numpy()
+            rf.data.setdefault("paired", {}).setdefault(str(k), {})[pair] = paired_difference(
+                kept[x], kept[y], ty, seed=a.seed
+            )
+            rf.save()
     res = rf.data["results"]
     score = {n: (_mean_over_k(ks), _mean_over_k(ks, "auc")) for n, ks in res.items()}
     rf.data["ranking"] = sorted(score, key=lambda n: score[n], reverse=True)
@@ -278,6 +301,7 @@ def main() -> None:
     p.add_argument("--ensemble-heads", nargs="*", default=["probe"])
     p.add_argument("--baselines", nargs="*", default=["raw_pixels", "random_c4w64"], help="evaluate: floors")
     p.add_argument("--reference", default="", help="evaluate: recipe paired against every other (e.g. the chosen one)")
+    p.add_argument("--pairs", nargs="*", default=[], help="evaluate: more paired differences A:B (A − B)")
     p.add_argument("--finetune", nargs="*", default=[], help="evaluate: LP-FT recipes ENCODER:STEPS:LR")
     p.add_argument(
         "--meta", nargs="*", default=[], help="evaluate: ENCODER:LEARNER:STEPS[:key=value,...] meta-trained on MedSynth"
