@@ -33,6 +33,11 @@ def add_fewshot_parser(sub: Any) -> None:
         "--augment", default="generic", help="SimCLR view preset: generic, chest_xray, dermoscopy, fundus, histology..."
     )
     fs.add_argument(
+        "--no-scanner-shift",
+        action="store_true",
+        help="plain SimCLR views (default: one view of each positive pair also through a simulated scanner change)",
+    )
+    fs.add_argument(
         "--head",
         default="cl2_probe",
         choices=["cl2_probe", "probe"],
@@ -118,6 +123,7 @@ def fewshot_command(a: argparse.Namespace) -> int:
         seed=a.seed,
         epochs=a.epochs,
         augment=a.augment,
+        scanner_shift=not a.no_scanner_shift,
         head=a.head,
         meta_steps=a.meta_steps,
         device=a.device,
@@ -131,6 +137,7 @@ def fewshot_command(a: argparse.Namespace) -> int:
         f"medmeta fewshot --data {a.data} --k-shot {a.k_shot} --draws {a.draws} --epochs {a.epochs} "
         f"--augment {a.augment} --head {a.head} --meta-steps {a.meta_steps} --device {a.device} --seed {a.seed}"
         + (" --no-scratch" if a.no_scratch else "")
+        + (" --no-scanner-shift" if a.no_scanner_shift else "")
     )
     write_metrics(out_dir, result, name="results.json")
     save_figure(fewshot_summary_figure(result), out_dir, "summary", close=True)

@@ -29,7 +29,8 @@ def _one_thread():
 def test_results_json_and_summary_for_grey_and_colour(tmp_path: Path, capsys, channels: int, n_classes: int) -> None:
     npz = write_medmnist_npz(tmp_path / "d.npz", channels=channels, n_classes=n_classes, per_class=8)
     out = tmp_path / "out"
-    assert main(["fewshot", "--data", str(npz), "--k-shot", "2", "--out", str(out), *FAST]) == 0
+    plain = ["--no-scanner-shift"] if channels == 3 else []  # the study's colour test covers the default
+    assert main(["fewshot", "--data", str(npz), "--k-shot", "2", "--out", str(out), *FAST, *plain]) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["channels"] == channels and len(res["classes"]) == n_classes and res["k_shot"] == 2
     methods = {"simclr_protonet", "simclr_probe", "random_init_probe", "raw_pixels_probe", "scratch"}
@@ -42,6 +43,7 @@ def test_results_json_and_summary_for_grey_and_colour(tmp_path: Path, capsys, ch
     assert res["command"].startswith("medmeta fewshot --data") and (out / "figures" / "summary.png").stat().st_size
     assert "--head cl2_probe" in res["command"] and res["settings"]["head"] == "cl2_probe"
     assert "--meta-steps 2" in res["command"]
+    assert res["settings"]["scanner_shift"] is not plain and ("--no-scanner-shift" in res["command"]) is bool(plain)
     assert (out / "encoder.safetensors").is_file() and (out / "protonet.safetensors").is_file()
     printed = capsys.readouterr().out
     assert "| simclr_protonet" in printed and "| simclr_probe" in printed

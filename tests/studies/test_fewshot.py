@@ -8,6 +8,7 @@ import torch
 
 import medmeta_lib.studies.fewshot as fewshot_mod
 from medmeta_lib.data import load_collection
+from medmeta_lib.ssl.views import ContrastiveViews
 from medmeta_lib.studies.fewshot import HEADS, PROBE_RECIPE, RECIPE, check_fewshot_data, fewshot_study
 from medmeta_lib.training.checkpoint import load_checkpoint
 from medmeta_lib.training.learner_io import load_learner
@@ -105,6 +106,25 @@ def test_the_head_is_selectable_and_recorded(pair, monkeypatch) -> None:
         fewshot_study(train, test, k_shot=2, head="knn", **TINY)
     with pytest.raises(ValueError, match="C must be a number > 0"):
         fewshot_study(train, test, k_shot=2, C=0.0, **TINY)
+
+
+def test_scanner_shift_positives_by_default_and_plain_views_on_request(pair, monkeypatch) -> None:
+    train, test = pair
+    modes: list[str] = []
+
+    def spy(collection, **kw):
+        modes.append(ContrastiveViews(collection, kw["config"]).mode)
+        return real(collection, **kw)
+
+    real = fewshot_mod.pretrain_simclr
+    monkeypatch.setattr(fewshot_mod, "pretrain_simclr", spy)
+    shifted = fewshot_study(train, test, k_shot=2, scratch=False, **NO_META)
+    plain = fewshot_study(train, test, k_shot=2, scratch=False, scanner_shift=False, **NO_META)
+    assert modes == ["scanner_shift", "augment"]  # label-free either way: no MedSynth re-rendering
+    assert (shifted["settings"]["scanner_shift"], plain["settings"]["scanner_shift"]) == (True, False)
+    assert shifted["pretrain"]["final_loss"] != plain["pretrain"]["final_loss"]  # other positives, other training
+    with pytest.raises(ValueError, match="scanner_shift must be True or False"):
+        fewshot_study(train, test, k_shot=2, scanner_shift="yes", **TINY)  # type: ignore[arg-type]
 
 
 def test_without_meta_training_the_probe_is_the_recipe(pair) -> None:
