@@ -15,7 +15,9 @@ def fewshot_summary_figure(result: Mapping[str, Any], *, title: str | None = Non
 
     The majority-class rate is drawn as a dashed line on the accuracy group: an accuracy below it is no
     better than always predicting the most frequent class. Dotted lines mark chance on balanced accuracy
-    (1 / classes) and AUC (0.5).
+    (1 / classes) and AUC (0.5). The title names the training seed: the intervals cover the label draws and the
+    test images, not the seed of the pretraining and meta-training, which can matter more (BENCHMARKS.md
+    section 11).
 
     Args:
         result: :func:`~medmeta_lib.studies.fewshot.fewshot_study`'s output.
@@ -53,13 +55,18 @@ def fewshot_summary_figure(result: Mapping[str, Any], *, title: str | None = Non
     ax.set_xticks(np.arange(len(metrics)), [label for _, label in metrics])
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    head = result.get("settings", {}).get("head")
+    head, seed = result.get("settings", {}).get("head"), result.get("settings", {}).get("seed")
     ax.set_title(
         title
         or f"K = {result['k_shot']} labelled images per class, {result['draws']} label draws, "
         f"{result['test_images']} test images (95% intervals over draws and test images)\n"
         f"recipe: {result.get('recipe', '?')}"
-        + (f"; *_probe rows: the {head} head" if head else ""),
+        + (f"; *_probe rows: the {head} head" if head else "")
+        + (
+            f"\none training seed ({seed}): another seed can move the bars by more than the intervals"
+            if seed is not None
+            else ""
+        ),
         fontsize=8,
     )
     fig.tight_layout()

@@ -22,7 +22,7 @@ def _result(two_classes: bool) -> dict:
         "k_shot": 10,
         "draws": 100,
         "test_images": 624,
-        "settings": {"head": "cl2_probe"},
+        "settings": {"head": "cl2_probe", "seed": 3},
     }
 
 
@@ -39,4 +39,5 @@ def test_bars_floors_and_title(two_classes: bool) -> None:
     # majority class on accuracy; chance on balanced accuracy (1 / classes) and on AUC (0.5, two classes only)
     assert chance_y == pytest.approx([0.5, 0.5, 0.625] if two_classes else [1 / 3, 0.625])
     assert "recipe: simclr_protonet" in ax.get_title() and "cl2_probe" in ax.get_title()
+    assert "one training seed (3)" in ax.get_title()
     plt.close(fig)
