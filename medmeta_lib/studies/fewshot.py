@@ -256,6 +256,7 @@ def fewshot_study(
             "head": head,
             "C": C,
             "device": device,
+            "torch_threads": torch.get_num_threads(),  # float summation order: another count, other weights
             "batch_size": cfg.batch_size,
             "probe_layers": list(CONV4_BLOCKS_2_4),
             "meta_steps": meta_steps,

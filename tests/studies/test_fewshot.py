@@ -122,6 +122,7 @@ def test_scanner_shift_positives_by_default_and_plain_views_on_request(pair, mon
     plain = fewshot_study(train, test, k_shot=2, scratch=False, scanner_shift=False, **NO_META)
     assert modes == ["scanner_shift", "augment"]  # label-free either way: no MedSynth re-rendering
     assert (shifted["settings"]["scanner_shift"], plain["settings"]["scanner_shift"]) == (True, False)
+    assert shifted["settings"]["torch_threads"] == torch.get_num_threads()  # results depend on it (BENCHMARKS 11)
     assert shifted["pretrain"]["final_loss"] != plain["pretrain"]["final_loss"]  # other positives, other training
     with pytest.raises(ValueError, match="scanner_shift must be True or False"):
         fewshot_study(train, test, k_shot=2, scanner_shift="yes", **TINY)  # type: ignore[arg-type]
