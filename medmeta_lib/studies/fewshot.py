@@ -19,7 +19,7 @@ validation the meta-training stage beat every head at every K (mean balanced acc
 against 0.833 with the 30-epoch encoder); on PneumoniaMNIST's test split it is level with the probe (paired
 intervals including 0 at K = 1, 10 and 20, BENCHMARKS.md section 8). More SimCLR epochs helped on
 validation (300 beat 30) but not on test. The scanner-shift positives raised the recipe's validation balanced
-accuracy for each of three seeds (mean over K and seeds 0.841 → 0.862) at the same cost; on test the mean gain
+accuracy for each of three seeds (mean over K and seeds 0.841 → 0.862) for 3-5 % more SimCLR time; on test the mean gain
 over the seeds was 0.005, one seed of three losing (BENCHMARKS.md section 11). ``scanner_shift=False`` gives
 plain SimCLR views.
 
