@@ -65,13 +65,13 @@ _SCANNER_SHIFT = {"site_invariance": True, "site_views": "scanner_shift"}
 #: SimCLR variants: backbone, its arguments, epochs, seed, other SimCLRConfig fields
 #: (batch 256, τ = 0.2, AdamW 2e-3, chest-X-ray views)
 VARIANTS: dict[str, dict[str, Any]] = {
-    "c4w64_e30": {"backbone": "conv4", "kwargs": {"hidden": 64, "norm": "group"}, "epochs": 30, "seed": 0},
-    "c4w64_e100": {"backbone": "conv4", "kwargs": {"hidden": 64, "norm": "group"}, "epochs": 100, "seed": 0},
-    "c4w64_e300": {"backbone": "conv4", "kwargs": {"hidden": 64, "norm": "group"}, "epochs": 300, "seed": 0},
+    "c4w64_e30": {**_C4W64, "epochs": 30, "seed": 0},
+    "c4w64_e100": {**_C4W64, "epochs": 100, "seed": 0},
+    "c4w64_e300": {**_C4W64, "epochs": 300, "seed": 0},
     "c4w128_e100": {"backbone": "conv4", "kwargs": {"hidden": 128, "norm": "group"}, "epochs": 100, "seed": 0},
     "r12_e100": {"backbone": "resnet12", "kwargs": {"norm": "group"}, "epochs": 100, "seed": 0},
-    "c4w64_e100_s1": {"backbone": "conv4", "kwargs": {"hidden": 64, "norm": "group"}, "epochs": 100, "seed": 1},
-    "c4w64_e100_s2": {"backbone": "conv4", "kwargs": {"hidden": 64, "norm": "group"}, "epochs": 100, "seed": 2},
+    "c4w64_e100_s1": {**_C4W64, "epochs": 100, "seed": 1},
+    "c4w64_e100_s2": {**_C4W64, "epochs": 100, "seed": 2},
     "r12_e300": {"backbone": "resnet12", "kwargs": {"norm": "group"}, "epochs": 300, "seed": 0},
     "c4w128_e300": {"backbone": "conv4", "kwargs": {"hidden": 128, "norm": "group"}, "epochs": 300, "seed": 0},
     "c4w64_e30_s1": {**_C4W64, "epochs": 30, "seed": 1},
@@ -213,6 +213,7 @@ def evaluate(a: argparse.Namespace) -> None:
         members = ens.split("+")
         for h in a.ensemble_heads:
             recipes[f"{ens}/{h}"] = lambda m=members, h=h: ensemble_predictor([_head(h, feats[x], labels) for x in m])
+    ty = test.labels.numpy()  # the scored split's labels, for the paired differences
     for k in a.shots:
         kept: dict[str, Any] = {}
         for rname, make in [*recipes.items(), *learners.items()]:
@@ -232,14 +233,12 @@ def evaluate(a: argparse.Namespace) -> None:
                 flush=True,
             )
         if a.reference in kept:  # reference − every other recipe, paired over the same draws and images
-            ty = test.labels.numpy()
             rf.data.setdefault("paired_vs_reference", {})[str(k)] = {
                 n: paired_difference(kept[a.reference], c, ty, seed=a.seed) for n, c in kept.items() if n != a.reference
             }
             rf.save()
         for pair in a.pairs:  # A:B, e.g. a variant against its control from the same seed
             x, y = pair.split(":")
-            ty = test.labels.numpy()
             rf.data.setdefault("paired", {}).setdefault(str(k), {})[pair] = paired_difference(
                 kept[x], kept[y], ty, seed=a.seed
             )
