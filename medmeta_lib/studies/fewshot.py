@@ -19,9 +19,9 @@ validation the meta-training stage beat every head at every K (mean balanced acc
 against 0.833 with the 30-epoch encoder); on PneumoniaMNIST's test split it is level with the probe (paired
 intervals including 0 at K = 1, 10 and 20, BENCHMARKS.md section 8). More SimCLR epochs helped on
 validation (300 beat 30) but not on test. The scanner-shift positives raised the recipe's validation balanced
-accuracy for each of three seeds (mean over K and seeds 0.841 → 0.862) for 3-5 % more SimCLR time; on test the mean gain
-over the seeds was 0.005, one seed of three losing (BENCHMARKS.md section 11). ``scanner_shift=False`` gives
-plain SimCLR views.
+accuracy for each of three seeds (mean over K and seeds 0.841 → 0.862) for 3-5 % more SimCLR time; on test
+the mean gain over the seeds was 0.005, one seed of three losing (BENCHMARKS.md section 11).
+``scanner_shift=False`` gives plain SimCLR views.
 
 It is scored with the full-test-split protocol (:mod:`medmeta_lib.evaluation.full_test_split`): the same
 label draws for every method, every test image predicted on its own, accuracy / balanced accuracy / AUC

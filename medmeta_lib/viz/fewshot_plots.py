@@ -15,8 +15,8 @@ def fewshot_summary_figure(result: Mapping[str, Any], *, title: str | None = Non
 
     The majority-class rate is drawn as a dashed line on the accuracy group: an accuracy below it is no
     better than always predicting the most frequent class. Dotted lines mark chance on balanced accuracy
-    (1 / classes) and AUC (0.5). The title names the training seed: the intervals cover the label draws and the
-    test images, not the seed of the pretraining and meta-training, which can matter more (BENCHMARKS.md
+    (1 / classes) and AUC (0.5). The title names the training seed: the intervals cover the label draws and
+    the test images, not the seed of the pretraining and meta-training, which can matter more (BENCHMARKS.md
     section 11).
 
     Args:
@@ -55,7 +55,8 @@ def fewshot_summary_figure(result: Mapping[str, Any], *, title: str | None = Non
     ax.set_xticks(np.arange(len(metrics)), [label for _, label in metrics])
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    head, seed = result.get("settings", {}).get("head"), result.get("settings", {}).get("seed")
+    settings = result.get("settings", {})
+    head, seed = settings.get("head"), settings.get("seed")
     ax.set_title(
         title
         or f"K = {result['k_shot']} labelled images per class, {result['draws']} label draws, "
