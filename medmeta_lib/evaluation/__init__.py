@@ -29,6 +29,7 @@ from medmeta_lib.evaluation.full_test_split import (
     SupportPredictor,
     compare_full_test_split,
     evaluate_full_test_split,
+    learner_predictor,
     score_full_test_split,
 )
 from medmeta_lib.evaluation.intervals import (
@@ -47,6 +48,7 @@ __all__ = [
     "evaluate_learner",
     "evaluate_learners",
     "inference_mode",
+    "learner_predictor",
     "majority_rate",
     "mean_ci",
     "paired_difference",

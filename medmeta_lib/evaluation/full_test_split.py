@@ -20,7 +20,13 @@ from medmeta_lib.data.collection import ImageCollection
 from medmeta_lib.evaluation.episodic import inference_mode
 from medmeta_lib.evaluation.intervals import majority_rate, paired_difference, two_level_bootstrap
 
-__all__ = ["SupportPredictor", "compare_full_test_split", "evaluate_full_test_split", "score_full_test_split"]
+__all__ = [
+    "SupportPredictor",
+    "compare_full_test_split",
+    "evaluate_full_test_split",
+    "learner_predictor",
+    "score_full_test_split",
+]
 
 #: a few-shot method that is not a learner: support indices into ``train`` (K per class, class-major)
 #: -> ``(len(test), n_way)`` class probabilities for every test image (e.g. a logistic probe on features)
@@ -39,6 +45,45 @@ def _draw_supports(train: ImageCollection, n_way: int, k_shot: int, draws: int, 
             )
     rng = np.random.default_rng(seed)
     return [np.concatenate([rng.choice(p, size=k_shot, replace=False) for p in pools]) for _ in range(draws)]
+
+
+def learner_predictor(
+    learner: Any,
+    train: ImageCollection,
+    test: ImageCollection,
+    *,
+    k_shot: int,
+    steps: int | None = None,
+    batch_size: int = 512,
+) -> SupportPredictor:
+    """A learner as a :data:`SupportPredictor`: adapt to the support indices, then predict every test image.
+
+    Support images are ``train.images[idx]`` with labels ``0..n_way-1`` repeated ``k_shot`` times
+    (class-major, as the draws are made); the learner's ``n_way`` is set to ``train``'s classes. Test
+    images go through in chunks of ``batch_size``, which matters only for a transductive learner. Use it
+    to combine learners with other methods, e.g. ``ensemble_predictor`` over several meta-trained learners.
+
+    Example:
+        >>> predict = learner_predictor(protonet, train, test, k_shot=5)  # doctest: +SKIP
+        >>> predict(support_indices).shape  # (len(test), n_way) probabilities  # doctest: +SKIP
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n_way = train.num_classes
+    if test.num_classes != n_way:
+        raise ValueError(f"train has {n_way} classes but test has {test.num_classes}; they must match")
+    if learner.n_way != n_way:
+        learner.set_n_way(n_way)
+    sy = torch.arange(n_way).repeat_interleave(k_shot)
+
+    def predict(idx: np.ndarray) -> np.ndarray:
+        predictor, _ = learner.adapt(train.images[torch.from_numpy(idx)], sy, steps=steps)
+        with torch.no_grad():
+            return torch.cat(
+                [predictor(test.images[i : i + batch_size]).softmax(-1) for i in range(0, len(test), batch_size)]
+            ).numpy()
+
+    return predict
 
 
 def evaluate_full_test_split(
@@ -92,23 +137,7 @@ def evaluate_full_test_split(
         raise ValueError(f"k_shot must be an int >= 1, got {k_shot!r}")
     if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
         raise ValueError(f"draws must be an int >= 1, got {draws!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    n_way = train.num_classes
-    if test.num_classes != n_way:
-        raise ValueError(f"train has {n_way} classes but test has {test.num_classes}; they must match")
-    if learner.n_way != n_way:
-        learner.set_n_way(n_way)
-
-    def predict(idx: np.ndarray) -> np.ndarray:
-        sx = train.images[torch.from_numpy(idx)]
-        sy = torch.arange(n_way).repeat_interleave(k_shot)
-        predictor, _ = learner.adapt(sx, sy, steps=steps)
-        with torch.no_grad():
-            return torch.cat(
-                [predictor(test.images[i : i + batch_size]).softmax(-1) for i in range(0, len(test), batch_size)]
-            ).numpy()
-
+    predict = learner_predictor(learner, train, test, k_shot=k_shot, steps=steps, batch_size=batch_size)
     with inference_mode(learner, transductive):
         mode = bool(learner.transductive)
         return score_full_test_split(

@@ -8,9 +8,15 @@ import torch
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from medmeta_lib.data.collection import ImageCollection
-from medmeta_lib.evaluation.full_test_split import compare_full_test_split, evaluate_full_test_split
+from medmeta_lib.evaluation.full_test_split import (
+    compare_full_test_split,
+    evaluate_full_test_split,
+    learner_predictor,
+    score_full_test_split,
+)
 from medmeta_lib.learners import create_learner
 from medmeta_lib.models import create_backbone
+from medmeta_lib.ssl.heads import ensemble_predictor
 
 
 def _cols(seed: int = 0):
@@ -119,9 +125,40 @@ def test_compare_uses_the_same_draws_and_gives_paired_differences() -> None:
     assert set(diff) == {"acc", "bal_acc", "auc"} and "correct" not in res[other]
 
 
+def test_learner_predictor_adapts_to_the_support_indices_and_predicts_each_test_image_alone() -> None:
+    train, test = _cols(4)
+    learner = _protonet()
+    predict = learner_predictor(learner, train, test, k_shot=2, batch_size=7)
+    idx = np.array([0, 3, 12, 15])  # class-major: two normal, two pneumonia train images
+    pred, _ = learner.adapt(train.images[torch.from_numpy(idx)], torch.tensor([0, 0, 1, 1]))
+    with torch.no_grad():
+        alone = torch.cat([pred(test.images[i : i + 1]).softmax(-1) for i in range(len(test))]).numpy()
+    np.testing.assert_allclose(predict(idx), alone, atol=1e-6)
+    # scored through score_full_test_split it gives what evaluate_full_test_split gives
+    kw = {"k_shot": 2, "draws": 3, "n_boot": 20, "seed": 5}
+    via = score_full_test_split("protonet", predict, train, test, **kw)
+    assert via["per_draw_acc"] == evaluate_full_test_split(learner, train, test, **kw)["per_draw_acc"]
+
+
+def test_an_ensemble_of_learners_is_the_mean_of_their_probabilities() -> None:
+    train, test = _cols(5)
+    torch.manual_seed(1)
+    other = create_learner("protonet", create_backbone("conv4", hidden=8), n_way=2)
+    members = [learner_predictor(lr, train, test, k_shot=2) for lr in (_protonet(), other)]
+    idx = np.array([1, 2, 14, 19])
+    mean = (members[0](idx) + members[1](idx)) / 2
+    np.testing.assert_allclose(ensemble_predictor(members)(idx), mean, atol=1e-12)
+    assert not np.allclose(members[0](idx), members[1](idx))  # two different networks
+
+
 def test_errors_name_the_problem() -> None:
     train, test = _cols()
     with pytest.raises(ValueError, match="fewer than k_shot=13"):
         evaluate_full_test_split(_protonet(), train, test, k_shot=13, draws=1)
     with pytest.raises(ValueError, match="k_shot"):
         evaluate_full_test_split(_protonet(), train, test, k_shot=0)
+    three = ImageCollection(images=test.images, labels=torch.arange(len(test)) % 3, class_names=("a", "b", "c"))
+    with pytest.raises(ValueError, match="train has 2 classes but test has 3"):
+        learner_predictor(_protonet(), train, three, k_shot=1)
+    with pytest.raises(ValueError, match="batch_size"):
+        learner_predictor(_protonet(), train, test, k_shot=1, batch_size=0)
