@@ -26,7 +26,10 @@ A recipe is an encoder (or an ensemble of encoders), a feature transform and a h
 - ``<learner><steps>`` (``--meta ENCODER:protonet:300``): pretrain → meta-train, the learner meta-trained on
   MedSynth (5-way 5-shot tasks, all modalities) starting from the encoder, then adapted to each support set;
   ``--meta ENCODER:protonet:300:metric=cosine`` passes learner arguments (``protonet300_cosine``:
-  Meta-Baseline's scaled-cosine prototypes).
+  Meta-Baseline's scaled-cosine prototypes); a ``seed=N`` argument sets the meta-training seed (MedSynth, its
+  episodes and the learner's start; the name gains ``_mN``), the label draws keep ``--seed``;
+- ``--mixes [LABEL=]A+B+C``: the mean class probabilities of recipes or learners scored in the same run (e.g.
+  ProtoNets meta-trained with three seeds from one encoder); its seconds are the sum of its members'.
 
 The selection rule is fixed before any test figure is read: the recipe with the highest validation
 balanced accuracy averaged over K = 1, 5, 10, 20 (ties: mean AUC). Balanced accuracy and AUC, not
@@ -49,7 +52,7 @@ from torch import nn
 
 from medmeta_lib.config import PROJECT_ROOT, set_threads, shared_data_file
 from medmeta_lib.data.sources import load_collection
-from medmeta_lib.evaluation.full_test_split import evaluate_full_test_split, score_full_test_split
+from medmeta_lib.evaluation.full_test_split import learner_predictor, score_full_test_split
 from medmeta_lib.evaluation.intervals import paired_difference
 from medmeta_lib.models.backbones import create_backbone
 from medmeta_lib.ssl.features import CONV4_BLOCKS_2_4, PooledLayers
@@ -162,14 +165,29 @@ def _meta_learners(a: argparse.Namespace) -> dict[str, Any]:
     for spec in a.meta:  # ENCODER:LEARNER:STEPS[:key=value,...], e.g. c4w64_e300:protonet:300:metric=cosine
         enc_name, learner, steps, *extra = spec.split(":")
         kw = dict(item.split("=", 1) for item in extra[0].split(",")) if extra else {}
+        seed = int(kw.pop("seed", a.seed))  # meta-training seed (MedSynth, episodes, learner); not the draws'
         name = f"{enc_name}/{learner}{steps}" + "".join(f"_{v}" for v in kw.values())
+        name += f"_m{seed}" if seed != a.seed else ""
         t0 = time.process_time()
         path = Path(a.encoders) / f"{enc_name}.safetensors"
         out[name], _ = metatrain_on_medsynth(
-            path, n_way=2, learner=learner, learner_kwargs=kw, steps=int(steps), seed=a.seed
+            path, n_way=2, learner=learner, learner_kwargs=kw, steps=int(steps), seed=seed
         )
         print(f"{name}: meta-trained in {time.process_time() - t0:.0f} CPU s", flush=True)
     return out
+
+
+def _memo(predict: Any) -> Any:
+    """``predict`` with its output kept per support set, so that a mix reuses its members' predictions."""
+    memo: dict[bytes, np.ndarray] = {}
+
+    def cached(idx: np.ndarray) -> np.ndarray:
+        key = idx.tobytes()
+        if key not in memo:
+            memo[key] = np.asarray(predict(idx))
+        return memo[key]
+
+    return cached
 
 
 def _mean_over_k(ks: dict[str, dict[str, Any]], metric: str = "bal_acc") -> float:
@@ -216,15 +234,31 @@ def evaluate(a: argparse.Namespace) -> None:
     ty = test.labels.numpy()  # the scored split's labels, for the paired differences
     for k in a.shots:
         kept: dict[str, Any] = {}
-        for rname, make in [*recipes.items(), *learners.items()]:
-            if hasattr(make, "adapt"):  # a meta-trained learner: the same draws (seed) as the heads
-                r = evaluate_full_test_split(
-                    make, train, test, k_shot=k, draws=a.draws, seed=a.seed, keep_predictions=True
-                )
-            else:
-                r = score_full_test_split(
-                    rname, make(), train, test, k_shot=k, draws=a.draws, seed=a.seed, keep_predictions=True
-                )
+        cached: dict[str, Any] = {}  # each method's predictions per support set, reused by the --mixes
+        methods = {**recipes, **learners}
+        for mix in a.mixes:  # LABEL=A+B+C or A+B+C: the mean probabilities of methods scored in this run
+            label, _, spec = mix.rpartition("=")
+            methods[label or spec] = spec.split("+")
+        for rname, make in methods.items():
+            if isinstance(make, list):
+                predict = ensemble_predictor([cached[m] for m in make])
+            else:  # a meta-trained learner or a head, on the same draws (seed)
+                predict = learner_predictor(make, train, test, k_shot=k) if hasattr(make, "adapt") else make()
+                cached[rname] = predict = _memo(predict)
+            transductive = bool(getattr(make, "transductive", False))
+            r = score_full_test_split(
+                rname,
+                predict,
+                train,
+                test,
+                k_shot=k,
+                draws=a.draws,
+                seed=a.seed,
+                keep_predictions=True,
+                transductive=transductive,
+            )
+            if isinstance(make, list):  # a mix costs its members' time (their predictions were reused)
+                r["seconds"] = round(r["seconds"] + sum(rf.data["results"][m][str(k)]["seconds"] for m in make), 2)
             kept[rname] = {"correct": r["correct"], "score": r["score"]}
             rf.data["results"].setdefault(rname, {})[str(k)] = _summary(r)
             rf.save()
@@ -298,6 +332,9 @@ def main() -> None:
     p.add_argument("--names", nargs="*", default=None, help="evaluate: encoder names (default: every file)")
     p.add_argument("--ensembles", nargs="*", default=[], help="evaluate: e.g. c4w64_e100+c4w64_e100_s1")
     p.add_argument("--ensemble-heads", nargs="*", default=["probe"])
+    p.add_argument(
+        "--mixes", nargs="*", default=[], help="evaluate: [LABEL=]A+B+C, the mean probabilities of recipes/learners"
+    )
     p.add_argument("--baselines", nargs="*", default=["raw_pixels", "random_c4w64"], help="evaluate: floors")
     p.add_argument("--reference", default="", help="evaluate: recipe paired against every other (e.g. the chosen one)")
     p.add_argument("--pairs", nargs="*", default=[], help="evaluate: more paired differences A:B (A − B)")
