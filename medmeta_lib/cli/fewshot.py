@@ -1,7 +1,8 @@
 """``medmeta fewshot``: the few-shot recipe on a user's own dataset, beside the baselines it should beat.
 
-The recipe is SimCLR on the dataset's unlabelled train images, then a ProtoNet meta-trained on MedSynth from
-that encoder, within a CPU budget (:mod:`medmeta_lib.studies.fewshot`).
+The recipe is SimCLR on the dataset's unlabelled train images, then ProtoNets meta-trained on MedSynth from
+that encoder with three seeds, their probabilities averaged, within a CPU budget
+(:mod:`medmeta_lib.studies.fewshot`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ def add_fewshot_parser(sub: Any) -> None:
     """Register ``medmeta fewshot`` on the sub-command parsers ``sub``."""
     fs = sub.add_parser(
         "fewshot",
-        help="few-shot classification of your own dataset: SimCLR on its unlabelled train images, a ProtoNet "
-        "meta-trained on MedSynth from that encoder, K labelled images per class; every test image scored, beside "
+        help="few-shot classification of your own dataset: SimCLR on its unlabelled train images, ProtoNets "
+        "meta-trained on MedSynth from that encoder (an ensemble over seeds), K labelled images per class; every "
+        "test image scored, beside "
         "the encoder's linear probe, raw pixels, a random-init encoder and scratch",
     )
     fs.add_argument("--data", required=True, help="a MedMNIST-format .npz, a class folder or a CSV manifest")
@@ -48,6 +50,13 @@ def add_fewshot_parser(sub: Any) -> None:
         type=int,
         default=300,
         help="ProtoNet meta-training steps on MedSynth (4 tasks each); 0 leaves the stage out",
+    )
+    fs.add_argument(
+        "--meta-members",
+        type=int,
+        default=3,
+        help="ProtoNets meta-trained with seeds SEED, SEED+1, ...; the recipe averages their probabilities "
+        "(1: a single ProtoNet)",
     )
     fs.add_argument("--device", default="cpu", help="where SimCLR trains: cpu, cuda or auto")
     fs.add_argument("--no-scratch", action="store_true", help="leave out the scratch baseline (the slowest one)")
@@ -126,16 +135,18 @@ def fewshot_command(a: argparse.Namespace) -> int:
         scanner_shift=not a.no_scanner_shift,
         head=a.head,
         meta_steps=a.meta_steps,
+        meta_members=a.meta_members,
         device=a.device,
         scratch=not a.no_scratch,
         encoder_out=out_dir / "encoder.safetensors",
-        learner_out=out_dir / "protonet.safetensors",  # written only when the meta-training stage runs
+        learner_out=out_dir / "protonet.safetensors",  # members 1, 2, ...: protonet_m1.safetensors, ...
     )
     result["data"] = str(a.data)
     result["seconds_total"] = round(time.perf_counter() - t0, 1)
     result["command"] = (
         f"medmeta fewshot --data {a.data} --k-shot {a.k_shot} --draws {a.draws} --epochs {a.epochs} "
-        f"--augment {a.augment} --head {a.head} --meta-steps {a.meta_steps} --device {a.device} --seed {a.seed}"
+        f"--augment {a.augment} --head {a.head} --meta-steps {a.meta_steps} --meta-members {a.meta_members} "
+        f"--device {a.device} --seed {a.seed}"
         + (" --no-scratch" if a.no_scratch else "")
         + (" --no-scanner-shift" if a.no_scanner_shift else "")
     )

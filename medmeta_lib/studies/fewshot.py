@@ -7,9 +7,11 @@ validation split) has two stages, neither of which reads a label of the user's d
    256, AdamW 2e-3, 30 epochs: what fits the 15-minute budget on 2 cores). The second view of each positive
    pair has also passed through a simulated scanner change (``site_views="scanner_shift"``: bias field,
    contrast curve, blur, offset; label-free), so the encoder learns to ignore acquisition differences;
-2. **meta-train**: a ProtoNet around that encoder, meta-trained on MedSynth tasks (5-way 5-shot, 300 steps
-   of 4 tasks; :mod:`medmeta_lib.studies.medsynth_metatrain`), then given the ``k_shot`` labelled train
-   images per class as its support set: one prototype per class, each test image classified on its own.
+2. **meta-train**: three ProtoNets around that encoder, meta-trained on MedSynth tasks (5-way 5-shot, 300
+   steps of 4 tasks; :mod:`medmeta_lib.studies.medsynth_metatrain`) with seeds ``seed``, ``seed + 1`` and
+   ``seed + 2``, then given the ``k_shot`` labelled train images per class as their support set: one
+   prototype per class in each, each test image classified on its own by each, and their class
+   probabilities averaged (``meta_members``).
 
 ``simclr_protonet`` is the recipe. ``simclr_probe`` (the first version) skips stage 2: a logistic regression
 on the pooled features of Conv-4 blocks 2-4 of the support images. Its head (``head="cl2_probe"``, the
@@ -22,6 +24,13 @@ validation (300 beat 30) but not on test. The scanner-shift positives raised the
 accuracy for each of three seeds (mean over K and seeds 0.841 → 0.862) for 3-5 % more SimCLR time; on test
 the mean gain over the seeds was 0.005, one seed of three losing (BENCHMARKS.md section 11).
 ``scanner_shift=False`` gives plain SimCLR views.
+
+Why three ProtoNets: the meta-training seed alone moves one ProtoNet a long way. On PneumoniaMNIST's test
+split, nine single ProtoNets (three encoders × three meta-training seeds) spanned 0.739-0.839 mean balanced
+accuracy over K; the mean of three, per encoder, spanned 0.807-0.818. On validation the mean of three scored
+0.853 against 0.841 for a single ProtoNet averaged over seeds, and on test 0.812 against 0.796 (BENCHMARKS.md
+section 12). It costs two more meta-trainings (about 2.5 min on 2 cores) and three times the ProtoNet's
+scoring; ``meta_members=1`` gives a single ProtoNet.
 
 It is scored with the full-test-split protocol (:mod:`medmeta_lib.evaluation.full_test_split`): the same
 label draws for every method, every test image predicted on its own, accuracy / balanced accuracy / AUC
@@ -45,10 +54,10 @@ import torch
 from torch import nn
 
 from medmeta_lib.data.collection import ImageCollection
-from medmeta_lib.evaluation.full_test_split import compare_full_test_split
+from medmeta_lib.evaluation.full_test_split import compare_full_test_split, learner_predictor
 from medmeta_lib.models.backbones import create_backbone
 from medmeta_lib.ssl.features import CONV4_BLOCKS_2_4, PooledLayers, extract_features
-from medmeta_lib.ssl.heads import HEAD_C, head_predictor
+from medmeta_lib.ssl.heads import HEAD_C, ensemble_predictor, head_predictor
 from medmeta_lib.ssl.simclr import pretrain_simclr
 from medmeta_lib.ssl.simclr_config import SimCLRConfig
 from medmeta_lib.studies.medsynth_metatrain import metatrain_on_medsynth
@@ -93,6 +102,11 @@ def check_fewshot_data(train: ImageCollection, test: ImageCollection, k_shot: in
         )
 
 
+def _member_path(path: Path, member: int) -> Path:
+    """Where ensemble member ``member`` is saved: ``path`` itself for the first, ``<stem>_m<member><suffix>`` after."""
+    return path if member == 0 else path.with_name(f"{path.stem}_m{member}{path.suffix}")
+
+
 def fewshot_study(
     train: ImageCollection,
     test: ImageCollection,
@@ -108,6 +122,7 @@ def fewshot_study(
     head: str = "cl2_probe",
     C: float | None = None,
     meta_steps: int = 300,
+    meta_members: int = 3,
     scratch: bool = True,
     device: str = "cpu",
     encoder_out: str | Path | None = None,
@@ -136,11 +151,15 @@ def fewshot_study(
         C: inverse L2 strength of the logistic regressions (``None``: the head's value in ``HEADS``).
         meta_steps: ProtoNet meta-training steps on MedSynth (4 tasks each); ``0`` leaves the stage out, and
             ``simclr_probe`` is then the recipe.
+        meta_members: ProtoNets meta-trained from the encoder with seeds ``seed``, ``seed + 1``, ...; the recipe
+            averages their class probabilities for each test image (``1``: a single ProtoNet). Each member
+            costs one more meta-training (about 80 s on 2 cores) and its share of the scoring.
         scratch: include the ``scratch`` baseline (the slowest part: a network trained per draw).
         encoder_out: SimCLR checkpoint path (resumable); ``None`` keeps it in memory.
         learner_out: where to save the meta-trained ProtoNet (``save_learner``; reload it with
-            ``load_learner`` and adapt it to your labelled images); ``None`` keeps it in memory. Nothing is
-            written when ``meta_steps`` is 0.
+            ``load_learner`` and adapt it to your labelled images); member ``m`` > 0 of an ensemble goes to
+            ``<stem>_m<m><suffix>`` beside it (``meta_train["files"]`` lists them). ``None`` keeps them in
+            memory. Nothing is written when ``meta_steps`` is 0.
         device: where SimCLR trains (``"cpu"``, ``"cuda"`` or ``"auto"``); features and heads run on the CPU.
         progress: show the SimCLR and meta-training progress bars.
         log: where the stage lines go.
@@ -148,9 +167,11 @@ def fewshot_study(
     Returns:
         ``{"recipe", "k_shot", "draws", "classes", "train_images", "test_images", "channels",
         "majority_rate", "pretrain", "meta_train", "results", "best", "paired_vs_best", "settings"}``
-        (``meta_train`` is ``None`` when ``meta_steps`` is 0); ``results`` maps
-        each method to :func:`~medmeta_lib.evaluation.full_test_split.score_full_test_split`'s fields
-        (``acc_mean``, ``bal_acc_mean``, ``auc_mean`` for two classes, both intervals, ``seconds``).
+        (``meta_train`` is ``None`` when ``meta_steps`` is 0; otherwise it holds the shared settings, the
+        ``seeds``, each member's info under ``members``, the total ``seconds`` and the saved ``files``);
+        ``results`` maps each method to
+        :func:`~medmeta_lib.evaluation.full_test_split.score_full_test_split`'s fields (``acc_mean``,
+        ``bal_acc_mean``, ``auc_mean`` for two classes, both intervals, ``seconds``).
 
     Example:
         >>> out = fewshot_study(train, test, k_shot=10, draws=100)  # doctest: +SKIP
@@ -163,6 +184,11 @@ def fewshot_study(
         raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
     if isinstance(meta_steps, bool) or not isinstance(meta_steps, int) or meta_steps < 0:
         raise ValueError(f"meta_steps must be an int >= 0 (0 leaves meta-training out), got {meta_steps!r}")
+    if isinstance(meta_members, bool) or not isinstance(meta_members, int) or meta_members < 1:
+        raise ValueError(
+            f"meta_members must be an int >= 1 (ProtoNets meta-trained with seeds seed, seed + 1, ...), "
+            f"got {meta_members!r}"
+        )
     if not isinstance(scanner_shift, bool):
         raise ValueError(f"scanner_shift must be True or False, got {scanner_shift!r}")
     if head not in HEADS:
@@ -194,23 +220,42 @@ def fewshot_study(
     methods: dict[str, Any] = {}
     meta_info = None
     if meta_steps:
-        log(f"[fewshot] meta-training a ProtoNet on MedSynth tasks from the SimCLR encoder ({meta_steps} steps)")
+        seeds = [seed + m for m in range(meta_members)]
+        log(
+            f"[fewshot] meta-training {meta_members} ProtoNet(s) on MedSynth tasks from the SimCLR encoder "
+            f"({meta_steps} steps each, seeds {seeds})"
+        )
+        members, infos = [], []
         with tempfile.TemporaryDirectory() as tmp:  # built from an encoder file: the --out checkpoint or a temp copy
             enc_file = Path(tmp) / "encoder.safetensors"
             enc_path = Path(encoder_out) if encoder_out else save_backbone(enc_file, pre.encoder.cpu())
-            methods[RECIPE], meta_info = metatrain_on_medsynth(
-                enc_path,
-                n_way=train.num_classes,
-                channels=train.channels,
-                image_size=train.image_size,
-                steps=meta_steps,
-                seed=seed,
-                progress=progress,
-            )
-        if learner_out is not None:
-            save_learner(
-                Path(learner_out), methods[RECIPE], None, {"data_source": train.source, "meta_train": meta_info}
-            )
+            for s in seeds:
+                learner, info = metatrain_on_medsynth(
+                    enc_path,
+                    n_way=train.num_classes,
+                    channels=train.channels,
+                    image_size=train.image_size,
+                    steps=meta_steps,
+                    seed=s,
+                    progress=progress,
+                )
+                members.append(learner)
+                infos.append({**info, "seed": s})
+        files = [_member_path(Path(learner_out), m) for m in range(meta_members)] if learner_out is not None else []
+        for learner, info, path in zip(members, infos, files, strict=False):
+            save_learner(path, learner, None, {"data_source": train.source, "meta_train": info})
+        meta_info = {
+            **{k: v for k, v in infos[0].items() if k not in ("seconds", "first_loss", "final_loss", "seed")},
+            "members": infos,
+            "seeds": seeds,
+            "seconds": round(sum(i["seconds"] for i in infos), 1),
+            "files": [str(f) for f in files],
+        }
+        methods[RECIPE] = (  # one test image at a time through every member, their probabilities averaged
+            members[0]
+            if meta_members == 1
+            else ensemble_predictor([learner_predictor(lr, train, test, k_shot=k_shot) for lr in members])
+        )
     encoders: dict[str, nn.Module] = {
         PROBE_RECIPE: PooledLayers(pre.encoder.cpu(), CONV4_BLOCKS_2_4),
         "random_init_probe": PooledLayers(random_enc, CONV4_BLOCKS_2_4),
@@ -260,6 +305,7 @@ def fewshot_study(
             "batch_size": cfg.batch_size,
             "probe_layers": list(CONV4_BLOCKS_2_4),
             "meta_steps": meta_steps,
+            "meta_members": meta_members if meta_steps else 0,
             "baselines": [b for b in _BASELINES if b in results],
         },
     }

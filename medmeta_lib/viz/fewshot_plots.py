@@ -56,12 +56,14 @@ def fewshot_summary_figure(result: Mapping[str, Any], *, title: str | None = Non
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     settings = result.get("settings", {})
-    head, seed = settings.get("head"), settings.get("seed")
+    head, seed, members = settings.get("head"), settings.get("seed"), settings.get("meta_members", 0)
+    seeds = (result.get("meta_train") or {}).get("seeds", [])
+    ensemble = f" (mean of {members} ProtoNets, meta-training seeds {seeds})" if members > 1 and seeds else ""
     ax.set_title(
         title
         or f"K = {result['k_shot']} labelled images per class, {result['draws']} label draws, "
         f"{result['test_images']} test images (95% intervals over draws and test images)\n"
-        f"recipe: {result.get('recipe', '?')}"
+        f"recipe: {result.get('recipe', '?')}{ensemble}"
         + (f"; *_probe rows: the {head} head" if head else "")
         + (
             f"\none training seed ({seed}): another seed can move the bars by more than the intervals"

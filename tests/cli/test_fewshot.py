@@ -14,7 +14,7 @@ from PIL import Image
 from medmeta_lib.cli import main
 from tests.conftest import write_medmnist_npz
 
-FAST = ["--draws", "3", "--epochs", "1", "--meta-steps", "2"]
+FAST = ["--draws", "3", "--epochs", "1", "--meta-steps", "2", "--meta-members", "2"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -42,9 +42,12 @@ def test_results_json_and_summary_for_grey_and_colour(tmp_path: Path, capsys, ch
     assert res["majority_rate"] == pytest.approx(1 / n_classes)  # balanced tiny test split
     assert res["command"].startswith("medmeta fewshot --data") and (out / "figures" / "summary.png").stat().st_size
     assert "--head cl2_probe" in res["command"] and res["settings"]["head"] == "cl2_probe"
-    assert "--meta-steps 2" in res["command"]
+    assert "--meta-steps 2" in res["command"] and "--meta-members 2" in res["command"]
+    assert res["meta_train"]["seeds"] == [0, 1] and res["settings"]["meta_members"] == 2
     assert res["settings"]["scanner_shift"] is not plain and ("--no-scanner-shift" in res["command"]) is bool(plain)
     assert (out / "encoder.safetensors").is_file() and (out / "protonet.safetensors").is_file()
+    assert res["meta_train"]["files"] == [str(out / "protonet.safetensors"), str(out / "protonet_m1.safetensors")]
+    assert (out / "protonet_m1.safetensors").is_file() and not (out / "protonet_m2.safetensors").exists()
     printed = capsys.readouterr().out
     assert "| simclr_protonet" in printed and "| simclr_probe" in printed
     assert "majority class" in printed and "wrote" in printed

@@ -14,7 +14,15 @@ from medmeta_lib.training.checkpoint import load_checkpoint
 from medmeta_lib.training.learner_io import load_learner
 from tests.conftest import write_medmnist_npz
 
-TINY = {"epochs": 1, "draws": 3, "batch_size": 16, "hidden": 8, "progress": False, "log": lambda s: None}
+TINY = {
+    "epochs": 1,
+    "draws": 3,
+    "batch_size": 16,
+    "hidden": 8,
+    "meta_members": 2,
+    "progress": False,
+    "log": lambda s: None,
+}
 NO_META = {**TINY, "meta_steps": 0}
 ALL = {RECIPE, PROBE_RECIPE, "random_init_probe", "raw_pixels_probe"}
 
@@ -29,8 +37,12 @@ def test_the_recipe_and_its_baselines_on_the_same_draws(pair) -> None:
     train, test = pair
     out = fewshot_study(train, test, k_shot=2, scratch=False, meta_steps=2, **TINY)
     assert out["recipe"] == RECIPE and set(out["results"]) == ALL
-    assert out["meta_train"]["steps"] == 2 and out["meta_train"]["learner"] == "protonet"
-    assert out["meta_train"]["final_loss"] > 0 and out["settings"]["meta_steps"] == 2
+    meta = out["meta_train"]
+    assert meta["steps"] == 2 and meta["learner"] == "protonet" and out["settings"]["meta_steps"] == 2
+    assert meta["seeds"] == [0, 1] and [m["seed"] for m in meta["members"]] == [0, 1]
+    assert all(m["final_loss"] > 0 for m in meta["members"]) and out["settings"]["meta_members"] == 2
+    assert meta["seconds"] == pytest.approx(sum(m["seconds"] for m in meta["members"]), abs=0.11)
+    assert meta["members"][0]["final_loss"] != meta["members"][1]["final_loss"]  # two seeds, two trainings
     labels = test.labels.numpy()
     assert out["majority_rate"] == pytest.approx(np.bincount(labels).max() / len(labels))
     for r in out["results"].values():
@@ -134,6 +146,9 @@ def test_without_meta_training_the_probe_is_the_recipe(pair) -> None:
     assert out["recipe"] == PROBE_RECIPE and set(out["results"]) == ALL - {RECIPE} and out["meta_train"] is None
     with pytest.raises(ValueError, match="meta_steps must be an int >= 0"):
         fewshot_study(train, test, k_shot=2, meta_steps=-1, **TINY)
+    for bad in (0, True, 1.5):
+        with pytest.raises(ValueError, match="meta_members must be an int >= 1"):
+            fewshot_study(train, test, k_shot=2, **{**TINY, "meta_members": bad})
 
 
 def test_eleven_classes_in_colour(tmp_path: Path) -> None:
@@ -158,7 +173,8 @@ def test_the_saved_learner_reloads_and_predicts_like_the_scored_one(pair, tmp_pa
     real = fewshot_mod.compare_full_test_split
     monkeypatch.setattr(fewshot_mod, "compare_full_test_split", spy)
     path = tmp_path / "protonet.safetensors"
-    out = fewshot_study(train, test, k_shot=2, scratch=False, meta_steps=2, learner_out=path, **TINY)
+    one = {**TINY, "meta_members": 1}  # a single ProtoNet: the recipe is the learner itself
+    out = fewshot_study(train, test, k_shot=2, scratch=False, meta_steps=2, learner_out=path, **one)
     reloaded = load_learner(path, expect_learner="protonet")
     assert reloaded.n_way == train.num_classes
     assert load_checkpoint(path).metadata["meta_train"]["steps"] == 2  # what was trained, stored beside the weights
@@ -169,3 +185,30 @@ def test_the_saved_learner_reloads_and_predicts_like_the_scored_one(pair, tmp_pa
         got = reloaded.adapt(sx, sy)[0](test.images)
     torch.testing.assert_close(got, want)
     assert out["meta_train"]["steps"] == 2
+    assert out["meta_train"]["files"] == [str(path)] and not (tmp_path / "protonet_m1.safetensors").exists()
+
+
+def test_the_ensemble_averages_its_saved_members(pair, tmp_path: Path, monkeypatch) -> None:
+    """The recipe's probabilities are the mean of its members', each reloadable from its own file."""
+    train, test = pair
+    scored: list = []
+
+    def spy(methods, *args, **kw):
+        scored.append(methods[RECIPE])
+        return real(methods, *args, **kw)
+
+    real = fewshot_mod.compare_full_test_split
+    monkeypatch.setattr(fewshot_mod, "compare_full_test_split", spy)
+    path = tmp_path / "protonet.safetensors"
+    out = fewshot_study(train, test, k_shot=2, scratch=False, meta_steps=2, learner_out=path, **TINY)
+    files = [path, tmp_path / "protonet_m1.safetensors"]
+    assert out["meta_train"]["files"] == [str(f) for f in files]
+    idx = np.concatenate([np.nonzero(train.labels.numpy() == c)[0][:2] for c in range(2)])
+    sx, sy = train.images[torch.from_numpy(idx)], train.labels[torch.from_numpy(idx)]
+    probs = []
+    for f, seed in zip(files, (0, 1), strict=True):
+        assert load_checkpoint(f).metadata["meta_train"]["seed"] == seed
+        with torch.no_grad():
+            probs.append(load_learner(f, expect_learner="protonet").adapt(sx, sy)[0](test.images).softmax(-1))
+    assert not torch.allclose(probs[0], probs[1])  # two members, two networks
+    np.testing.assert_allclose(scored[0](idx), ((probs[0] + probs[1]) / 2).numpy(), atol=1e-5)

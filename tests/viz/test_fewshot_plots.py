@@ -22,7 +22,8 @@ def _result(two_classes: bool) -> dict:
         "k_shot": 10,
         "draws": 100,
         "test_images": 624,
-        "settings": {"head": "cl2_probe", "seed": 3},
+        "settings": {"head": "cl2_probe", "seed": 3, "meta_members": 3},
+        "meta_train": {"seeds": [3, 4, 5]},
     }
 
 
@@ -40,4 +41,13 @@ def test_bars_floors_and_title(two_classes: bool) -> None:
     assert chance_y == pytest.approx([0.5, 0.5, 0.625] if two_classes else [1 / 3, 0.625])
     assert "recipe: simclr_protonet" in ax.get_title() and "cl2_probe" in ax.get_title()
     assert "one training seed (3)" in ax.get_title()
+    assert "mean of 3 ProtoNets, meta-training seeds [3, 4, 5]" in ax.get_title()
+    plt.close(fig)
+
+
+def test_a_single_protonet_is_not_called_an_ensemble() -> None:
+    result = _result(True)
+    result["settings"]["meta_members"], result["meta_train"]["seeds"] = 1, [3]
+    fig = fewshot_summary_figure(result)
+    assert "mean of" not in fig.axes[0].get_title()
     plt.close(fig)
