@@ -15,9 +15,9 @@ def fewshot_summary_figure(result: Mapping[str, Any], *, title: str | None = Non
 
     The majority-class rate is drawn as a dashed line on the accuracy group: an accuracy below it is no
     better than always predicting the most frequent class. Dotted lines mark chance on balanced accuracy
-    (1 / classes) and AUC (0.5). The title names the training seed: the intervals cover the label draws and
-    the test images, not the seed of the pretraining and meta-training, which can matter more (BENCHMARKS.md
-    section 11).
+    (1 / classes) and AUC (0.5). The title names the training seed and, for the recipe's ensemble, its
+    members' meta-training seeds: the intervals cover the label draws and the test images, not these seeds,
+    which can matter more for a single ProtoNet (BENCHMARKS.md sections 11 and 12).
 
     Args:
         result: :func:`~medmeta_lib.studies.fewshot.fewshot_study`'s output.
@@ -66,7 +66,12 @@ def fewshot_summary_figure(result: Mapping[str, Any], *, title: str | None = Non
         f"recipe: {result.get('recipe', '?')}{ensemble}"
         + (f"; *_probe rows: the {head} head" if head else "")
         + (
-            f"\none training seed ({seed}): another seed can move the bars by more than the intervals"
+            f"\none training seed ({seed}): "
+            + (
+                "the intervals do not cover a change of seed (averaging the ProtoNets damps it)"
+                if ensemble
+                else "another seed can move the bars by more than the intervals"
+            )
             if seed is not None
             else ""
         ),

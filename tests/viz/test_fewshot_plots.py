@@ -42,6 +42,7 @@ def test_bars_floors_and_title(two_classes: bool) -> None:
     assert "recipe: simclr_protonet" in ax.get_title() and "cl2_probe" in ax.get_title()
     assert "one training seed (3)" in ax.get_title()
     assert "mean of 3 ProtoNets, meta-training seeds [3, 4, 5]" in ax.get_title()
+    assert "the intervals do not cover a change of seed" in ax.get_title()
     plt.close(fig)
 
 
@@ -50,4 +51,5 @@ def test_a_single_protonet_is_not_called_an_ensemble() -> None:
     result["settings"]["meta_members"], result["meta_train"]["seeds"] = 1, [3]
     fig = fewshot_summary_figure(result)
     assert "mean of" not in fig.axes[0].get_title()
+    assert "another seed can move the bars by more than the intervals" in fig.axes[0].get_title()
     plt.close(fig)
