@@ -162,16 +162,22 @@ def test_eleven_classes_in_colour(tmp_path: Path) -> None:
     assert out["majority_rate"] == pytest.approx(1 / 11)
 
 
-def test_the_saved_learner_reloads_and_predicts_like_the_scored_one(pair, tmp_path: Path, monkeypatch) -> None:
-    train, test = pair
-    scored: list = []
+@pytest.fixture
+def scored(monkeypatch) -> list:
+    """The recipe as the study hands it to scoring (a learner, or a predictor for an ensemble), one per run."""
+    seen: list = []
 
     def spy(methods, *args, **kw):
-        scored.append(methods[RECIPE])
+        seen.append(methods[RECIPE])
         return real(methods, *args, **kw)
 
     real = fewshot_mod.compare_full_test_split
     monkeypatch.setattr(fewshot_mod, "compare_full_test_split", spy)
+    return seen
+
+
+def test_the_saved_learner_reloads_and_predicts_like_the_scored_one(pair, tmp_path: Path, scored: list) -> None:
+    train, test = pair
     path = tmp_path / "protonet.safetensors"
     one = {**TINY, "meta_members": 1}  # a single ProtoNet: the recipe is the learner itself
     out = fewshot_study(train, test, k_shot=2, scratch=False, meta_steps=2, learner_out=path, **one)
@@ -188,17 +194,9 @@ def test_the_saved_learner_reloads_and_predicts_like_the_scored_one(pair, tmp_pa
     assert out["meta_train"]["files"] == [str(path)] and not (tmp_path / "protonet_m1.safetensors").exists()
 
 
-def test_the_ensemble_averages_its_saved_members(pair, tmp_path: Path, monkeypatch) -> None:
+def test_the_ensemble_averages_its_saved_members(pair, tmp_path: Path, scored: list) -> None:
     """The recipe's probabilities are the mean of its members', each reloadable from its own file."""
     train, test = pair
-    scored: list = []
-
-    def spy(methods, *args, **kw):
-        scored.append(methods[RECIPE])
-        return real(methods, *args, **kw)
-
-    real = fewshot_mod.compare_full_test_split
-    monkeypatch.setattr(fewshot_mod, "compare_full_test_split", spy)
     path = tmp_path / "protonet.safetensors"
     out = fewshot_study(train, test, k_shot=2, scratch=False, meta_steps=2, learner_out=path, **TINY)
     files = [path, tmp_path / "protonet_m1.safetensors"]
