@@ -28,8 +28,8 @@ the mean gain over the seeds was 0.005, one seed of three losing (BENCHMARKS.md 
 Why three ProtoNets: the meta-training seed alone moves one ProtoNet a long way. On PneumoniaMNIST's test
 split, nine single ProtoNets (three encoders × three meta-training seeds) spanned 0.739-0.839 mean balanced
 accuracy over K; the mean of three, per encoder, spanned 0.807-0.818. On validation the mean of three scored
-0.853 against 0.841 for a single ProtoNet averaged over seeds, and on test 0.812 against 0.796 (BENCHMARKS.md
-section 12). It costs two more meta-trainings (about 2.5 min on 2 cores) and three times the ProtoNet's
+0.853 against 0.840 for a single ProtoNet averaged over seeds, and on test 0.812 against 0.796 (BENCHMARKS.md
+section 12). It costs two more meta-trainings (2.5-3.3 min on 2 cores) and three times the ProtoNet's
 scoring; ``meta_members=1`` gives a single ProtoNet.
 
 It is scored with the full-test-split protocol (:mod:`medmeta_lib.evaluation.full_test_split`): the same
@@ -153,7 +153,7 @@ def fewshot_study(
             ``simclr_probe`` is then the recipe.
         meta_members: ProtoNets meta-trained from the encoder with seeds ``seed``, ``seed + 1``, ...; the recipe
             averages their class probabilities for each test image (``1``: a single ProtoNet). Each member
-            costs one more meta-training (about 80 s on 2 cores) and its share of the scoring.
+            costs one more meta-training (75-100 s on 2 cores) and its share of the scoring.
         scratch: include the ``scratch`` baseline (the slowest part: a network trained per draw).
         encoder_out: SimCLR checkpoint path (resumable); ``None`` keeps it in memory.
         learner_out: where to save the meta-trained ProtoNet (``save_learner``; reload it with
