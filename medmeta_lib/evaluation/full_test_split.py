@@ -63,6 +63,12 @@ def learner_predictor(
     images go through in chunks of ``batch_size``, which matters only for a transductive learner. Use it
     to combine learners with other methods, e.g. ``ensemble_predictor`` over several meta-trained learners.
 
+    When the learner's features do not depend on the support set
+    (:attr:`~medmeta_lib.learners.base.Learner.support_free_features`, e.g. a ProtoNet with GroupNorm), the
+    test images are embedded once and only the classifier runs per support set: the same probabilities,
+    without re-embedding the test split for every draw. The stored features are dropped when a parameter
+    of the learner changes in place (e.g. an optimiser step between calls).
+
     Example:
         >>> predict = learner_predictor(protonet, train, test, k_shot=5)  # doctest: +SKIP
         >>> predict(support_indices).shape  # (len(test), n_way) probabilities  # doctest: +SKIP
@@ -75,13 +81,20 @@ def learner_predictor(
     if learner.n_way != n_way:
         learner.set_n_way(n_way)
     sy = torch.arange(n_way).repeat_interleave(k_shot)
+    chunks = [test.images[i : i + batch_size] for i in range(0, len(test), batch_size)]
+    cache: dict[tuple[int, ...], torch.Tensor] = {}
 
     def predict(idx: np.ndarray) -> np.ndarray:
         predictor, _ = learner.adapt(train.images[torch.from_numpy(idx)], sy, steps=steps)
         with torch.no_grad():
-            return torch.cat(
-                [predictor(test.images[i : i + batch_size]).softmax(-1) for i in range(0, len(test), batch_size)]
-            ).numpy()
+            if not getattr(learner, "support_free_features", False):
+                return torch.cat([predictor(x).softmax(-1) for x in chunks]).numpy()
+            # the test features, keyed on the parameters' in-place version counters (stale after any update)
+            key = tuple(p._version for p in learner.parameters())
+            if key not in cache:
+                cache.clear()
+                cache[key] = torch.cat([predictor.embed(x) for x in chunks])
+            return predictor.classify(cache[key]).softmax(-1).numpy()
 
     return predict
 

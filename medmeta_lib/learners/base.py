@@ -178,6 +178,17 @@ class Learner(nn.Module):
                 return embed, embed(support_x)
         return frozen_forward(embed, support_x)
 
+    @property
+    def support_free_features(self) -> bool:
+        """True when the features an adapted :class:`Predictor` gives an image do not depend on the support set.
+
+        Then ``predictor.embed(x)`` can be computed once and reused for every support set (only
+        ``classify`` changes), as :func:`~medmeta_lib.evaluation.full_test_split.learner_predictor` does.
+        ``False`` here (the safe default): learners that adapt the backbone, or normalise with the support's
+        statistics, embed an image differently for each support set.
+        """
+        return False
+
     # ----------------------------------------------------------------- n-way handling
     @property
     def way_agnostic(self) -> bool:

@@ -94,6 +94,15 @@ class ProtoNet(Learner):
         # Meta-Baseline's temperature: a parameter only for the cosine metric (Euclidean checkpoints are unchanged)
         self.scale = nn.Parameter(torch.tensor(10.0)) if metric == "cosine" else None
 
+    @property
+    def support_free_features(self) -> bool:
+        """True without batch-norm layers: adaptation only computes prototypes and leaves the backbone as is.
+
+        With batch norm (inductive MetaBN or transductive batch statistics) an image's features depend on the
+        support set or on its batch, so this is ``False``.
+        """
+        return not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.backbone.modules())
+
     def logits(self, emb: Tensor, protos: Tensor) -> Tensor:
         """Class scores ``(B, n_way)`` of embeddings ``emb`` against ``protos`` under the learner's metric."""
         if self.scale is None:

@@ -162,3 +162,32 @@ def test_errors_name_the_problem() -> None:
         learner_predictor(_protonet(), train, three, k_shot=1)
     with pytest.raises(ValueError, match="batch_size"):
         learner_predictor(_protonet(), train, test, k_shot=1, batch_size=0)
+
+
+def test_support_free_features_embed_the_test_split_once_and_give_the_same_probabilities() -> None:
+    train, test = _cols(6)
+    torch.manual_seed(0)
+    learner = create_learner("protonet", create_backbone("conv4", hidden=8, norm="group"), n_way=2)
+    assert learner.support_free_features and not _protonet().support_free_features  # GroupNorm vs batch norm
+    assert not create_learner("maml", create_backbone("conv4", hidden=8, norm="group"), n_way=2).support_free_features
+    calls = []
+    forward = learner.backbone.forward
+    learner.backbone.forward = lambda x: calls.append(len(x)) or forward(x)
+    predict = learner_predictor(learner, train, test, k_shot=2, batch_size=16)
+    draws = [np.array([0, 3, 12, 15]), np.array([1, 2, 20, 31])]
+    for idx in draws:  # against the learner's own predictor, one test image at a time
+        pred, _ = learner.adapt(train.images[torch.from_numpy(idx)], torch.tensor([0, 0, 1, 1]))
+        with torch.no_grad():
+            alone = torch.cat([pred(test.images[i : i + 1]).softmax(-1) for i in range(len(test))]).numpy()
+        calls.clear()
+        np.testing.assert_allclose(predict(idx), alone, atol=1e-5)  # 1e-6 apart: conv sums in another order
+        # the support set is embedded every draw; the 40 test images (chunks of 16) only on the first call
+        assert calls == ([4, 16, 16, 8] if idx is draws[0] else [4])
+    before = predict(draws[1])
+    with torch.no_grad():  # an in-place update (an optimiser step) drops the stored test features
+        next(learner.parameters()).neg_()
+    pred, _ = learner.adapt(train.images[torch.from_numpy(draws[1])], torch.tensor([0, 0, 1, 1]))
+    with torch.no_grad():
+        fresh = pred(test.images).softmax(-1).numpy()
+    np.testing.assert_allclose(predict(draws[1]), fresh, atol=1e-5)
+    assert np.abs(fresh - before).max() > 1e-2  # stale features would have kept the old probabilities
