@@ -28,8 +28,12 @@ A recipe is an encoder (or an ensemble of encoders), a feature transform and a h
   ``--meta ENCODER:protonet:300:metric=cosine`` passes learner arguments (``protonet300_cosine``:
   Meta-Baseline's scaled-cosine prototypes); a ``seed=N`` argument sets the meta-training seed (MedSynth, its
   episodes and the learner's start; the name gains ``_mN``), the label draws keep ``--seed``;
-- ``--mixes [LABEL=]A+B+C``: the mean class probabilities of recipes or learners scored in the same run (e.g.
-  ProtoNets meta-trained with three seeds from one encoder); its seconds are the sum of its members'.
+- ``--mixes [LABEL=]A+B+C``: the mean class probabilities of recipes, learners or earlier mixes scored in the
+  same run (e.g. ProtoNets meta-trained with three seeds from one encoder, then that mean and a probe); its
+  seconds are the sum of its members'.
+
+Meta-trained learners are saved under ``ENC_DIR/meta/`` and loaded from there by later runs (the test run
+scores the very learners the validation run selected on, without meta-training them again).
 
 The selection rule is fixed before any test figure is read: the recipe with the highest validation
 balanced accuracy averaged over K = 1, 5, 10, 20 (ties: mean AUC). Balanced accuracy and AUC, not
@@ -62,6 +66,7 @@ from medmeta_lib.ssl.simclr import pretrain_simclr
 from medmeta_lib.ssl.simclr_config import SimCLRConfig
 from medmeta_lib.studies.medsynth_metatrain import metatrain_on_medsynth
 from medmeta_lib.training.checkpoint import load_backbone, save_backbone
+from medmeta_lib.training.learner_io import load_learner, save_learner
 
 _C4W64: dict[str, Any] = {"backbone": "conv4", "kwargs": {"hidden": 64, "norm": "group"}}
 _SCANNER_SHIFT = {"site_invariance": True, "site_views": "scanner_shift"}
@@ -168,12 +173,19 @@ def _meta_learners(a: argparse.Namespace) -> dict[str, Any]:
         seed = int(kw.pop("seed", a.seed))  # meta-training seed (MedSynth, episodes, learner); not the draws'
         name = f"{enc_name}/{learner}{steps}" + "".join(f"_{v}" for v in kw.values())
         name += f"_m{seed}" if seed != a.seed else ""
+        saved = Path(a.encoders) / "meta" / f"{name.replace('/', '__')}.safetensors"
+        if saved.exists():  # meta-trained by an earlier run (e.g. the validation one): the same learner
+            out[name] = load_learner(saved)
+            print(f"{name}: loaded {saved}", flush=True)
+            continue
         t0 = time.process_time()
         path = Path(a.encoders) / f"{enc_name}.safetensors"
-        out[name], _ = metatrain_on_medsynth(
+        out[name], info = metatrain_on_medsynth(
             path, n_way=2, learner=learner, learner_kwargs=kw, steps=int(steps), seed=seed
         )
-        print(f"{name}: meta-trained in {time.process_time() - t0:.0f} CPU s", flush=True)
+        saved.parent.mkdir(exist_ok=True)
+        save_learner(saved, out[name], None, {"meta_train": info, "encoder": str(path)})
+        print(f"{name}: meta-trained in {time.process_time() - t0:.0f} CPU s, saved to {saved}", flush=True)
     return out
 
 
@@ -240,8 +252,8 @@ def evaluate(a: argparse.Namespace) -> None:
             label, _, spec = mix.rpartition("=")
             methods[label or spec] = spec.split("+")
         for rname, make in methods.items():
-            if isinstance(make, list):
-                predict = ensemble_predictor([cached[m] for m in make])
+            if isinstance(make, list):  # a mix of methods (or of earlier mixes) scored in this run
+                cached[rname] = predict = ensemble_predictor([cached[m] for m in make])
             else:  # a meta-trained learner or a head, on the same draws (seed)
                 predict = learner_predictor(make, train, test, k_shot=k) if hasattr(make, "adapt") else make()
                 cached[rname] = predict = _memo(predict)
