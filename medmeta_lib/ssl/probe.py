@@ -31,7 +31,7 @@ from medmeta_lib.data.collection import ImageCollection
 from medmeta_lib.models.task_norm import has_batch_stats
 from medmeta_lib.ssl.features import extract_features, with_population_stats
 
-__all__ = ["knn_accuracy", "label_efficiency", "linear_probe"]
+__all__ = ["fit_probe", "knn_accuracy", "label_efficiency", "linear_probe", "pool_standardisation", "probe_predictor"]
 
 ArrayLike = torch.Tensor | np.ndarray
 #: an encoder, or precomputed ``(train_features, test_features)``
@@ -169,8 +169,7 @@ def linear_probe(
     unknown = sorted(set(np.unique(yte).tolist()) - set(classes.tolist()))
     if unknown:
         raise ValueError(f"{test.source}: test classes {unknown} have no train images; the probe cannot predict them")
-    mean, std = ftr.mean(0), ftr.std(0)
-    std = np.where(std > 1e-8, std, 1.0)  # constant features stay zero instead of dividing by zero
+    mean, std = pool_standardisation(ftr)  # constant features stay zero instead of dividing by zero
     ztr, zte = (ftr - mean) / std, (fte - mean) / std
     by_class = [np.flatnonzero(ytr == c) for c in classes]
     if k_per_class is not None:
@@ -303,17 +302,54 @@ def probe_predictor(
             f"{ftr.shape[1]} (train) and {fte.shape[1]} (test); they must match"
         )
     n_classes = int(ytr.max()) + 1
-    mean, std = ftr.mean(0), ftr.std(0)
-    std = np.where(std > 1e-8, std, 1.0)
+    mean, std = pool_standardisation(ftr)
     ztr, zte = (ftr - mean) / std, (fte - mean) / std
 
     def predict(idx: np.ndarray) -> np.ndarray:
-        with threadpool_limits(1, user_api="blas"), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
-            clf = LogisticRegression(C=C, max_iter=max_iter).fit(ztr[idx], ytr[idx])
-            proba = clf.predict_proba(zte)
-        out = np.zeros((len(zte), n_classes))
-        out[:, clf.classes_] = proba
-        return out
+        return fit_probe(ztr[idx], ytr[idx], n_classes=n_classes, C=C, max_iter=max_iter)(zte)
 
     return predict
+
+
+def pool_standardisation(features: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and sd of an unlabelled pool's features (an sd below 1e-8 becomes 1: constant features stay 0).
+
+    Example:
+        >>> pool_standardisation(np.array([[0.0, 5.0], [2.0, 5.0]]))
+        (array([1., 5.]), array([1., 1.]))
+    """
+    f = _np(features)  # in its own dtype: a float32 pool gives float32 statistics
+    f = f.reshape(len(f), -1)
+    std = f.std(0)
+    return f.mean(0), np.where(std > 1e-8, std, 1.0)
+
+
+def fit_probe(
+    features: np.ndarray, labels: ArrayLike, *, n_classes: int, C: float = 0.1, max_iter: int = 2000
+) -> Callable[[np.ndarray], np.ndarray]:
+    """Fit the probe's logistic regression on (already standardised) support features.
+
+    Returns:
+        A function ``(M, D)`` features -> ``(M, n_classes)`` probabilities, columns in class order (a class
+        absent from ``labels`` gets probability 0).
+
+    Example:
+        >>> proba = fit_probe(np.array([[-1.0], [-0.9], [1.0], [1.1]]), [0, 0, 1, 1], n_classes=2, C=10.0)
+        >>> proba(np.array([[-2.0], [2.0]])).argmax(1).tolist()
+        [0, 1]
+    """
+    if not C > 0:
+        raise ValueError(f"C must be > 0 (inverse regularisation strength), got {C}")
+    y = _np(labels).ravel().astype(np.int64)
+    with threadpool_limits(1, user_api="blas"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
+        clf = LogisticRegression(C=C, max_iter=max_iter).fit(features, y)
+
+    def proba(z: np.ndarray) -> np.ndarray:
+        with threadpool_limits(1, user_api="blas"):
+            p = clf.predict_proba(z)
+        out = np.zeros((len(z), n_classes))
+        out[:, clf.classes_] = p
+        return out
+
+    return proba

@@ -11,7 +11,9 @@
 * :mod:`~medmeta_lib.studies.medsynth_metatrain` — a learner meta-trained on MedSynth tasks from a
   pretrained encoder (the meta-train stage of pretrain → meta-train);
 * :mod:`~medmeta_lib.studies.fewshot` — the best few-shot recipe on a user's dataset, beside its baselines
-  (``medmeta fewshot``).
+  (``medmeta fewshot``);
+* :mod:`~medmeta_lib.studies.fewshot_recipe` — that recipe saved as one model, adapted to labelled images and
+  applied to new ones (``FewShotRecipe``).
 
 These modules compute; :mod:`medmeta_lib.viz` draws.
 
@@ -37,7 +39,8 @@ from medmeta_lib.studies.experiment_split import (
     make_split,
     obtain_split,
 )
-from medmeta_lib.studies.fewshot import PROBE_RECIPE, RECIPE, check_fewshot_data, fewshot_study
+from medmeta_lib.studies.fewshot import MIX_HEAD, PROBE_RECIPE, RECIPE, check_fewshot_data, fewshot_study
+from medmeta_lib.studies.fewshot_recipe import RECIPE_FILE, FewShotRecipe
 from medmeta_lib.studies.medsynth_metatrain import MEDSYNTH_TASKS, metatrain_on_medsynth
 from medmeta_lib.studies.saliency import SALIENCY_METHODS, gradient_x_input, occlusion_map, saliency_before_after
 from medmeta_lib.studies.sites import (
@@ -50,11 +53,14 @@ from medmeta_lib.studies.weights import generated_head, writes_weights
 
 __all__ = [
     "MEDSYNTH_TASKS",
+    "MIX_HEAD",
     "PROBE_RECIPE",
     "RECIPE",
+    "RECIPE_FILE",
     "SALIENCY_METHODS",
     "SPLITS",
     "ExperimentSplit",
+    "FewShotRecipe",
     "adaptation_curves",
     "check_fewshot_data",
     "check_split_matches",

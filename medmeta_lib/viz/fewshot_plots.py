@@ -58,7 +58,10 @@ def fewshot_summary_figure(result: Mapping[str, Any], *, title: str | None = Non
     settings = result.get("settings", {})
     head, seed, members = settings.get("head"), settings.get("seed"), settings.get("meta_members", 0)
     seeds = (result.get("meta_train") or {}).get("seeds", [])
-    ensemble = f" (mean of {members} ProtoNets, meta-training seeds {seeds})" if members > 1 and seeds else ""
+    ensemble = f"mean of {members} ProtoNets, meta-training seeds {seeds}" if members > 1 and seeds else ""
+    if settings.get("mix_probe"):
+        ensemble = f"{ensemble or 'a ProtoNet'}, then 1:1 with a probe"
+    ensemble = f" ({ensemble})" if ensemble else ""
     ax.set_title(
         title
         or f"K = {result['k_shot']} labelled images per class, {result['draws']} label draws, "

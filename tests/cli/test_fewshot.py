@@ -12,6 +12,8 @@ import torch
 from PIL import Image
 
 from medmeta_lib.cli import main
+from medmeta_lib.data import load_collection
+from medmeta_lib.studies.fewshot_recipe import FewShotRecipe
 from tests.conftest import write_medmnist_npz
 
 FAST = ["--draws", "3", "--epochs", "1", "--meta-steps", "2", "--meta-members", "2"]
@@ -29,7 +31,7 @@ def _one_thread():
 def test_results_json_and_summary_for_grey_and_colour(tmp_path: Path, capsys, channels: int, n_classes: int) -> None:
     npz = write_medmnist_npz(tmp_path / "d.npz", channels=channels, n_classes=n_classes, per_class=8)
     out = tmp_path / "out"
-    plain = ["--no-scanner-shift"] if channels == 3 else []  # the study's colour test covers the default
+    plain = ["--no-scanner-shift", "--no-mix-probe"] if channels == 3 else []  # the study's colour test: default
     assert main(["fewshot", "--data", str(npz), "--k-shot", "2", "--out", str(out), *FAST, *plain]) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["channels"] == channels and len(res["classes"]) == n_classes and res["k_shot"] == 2
@@ -48,6 +50,13 @@ def test_results_json_and_summary_for_grey_and_colour(tmp_path: Path, capsys, ch
     assert (out / "encoder.safetensors").is_file() and (out / "protonet.safetensors").is_file()
     assert res["meta_train"]["files"] == [str(out / "protonet.safetensors"), str(out / "protonet_m1.safetensors")]
     assert (out / "protonet_m1.safetensors").is_file() and not (out / "protonet_m2.safetensors").exists()
+    assert res["settings"]["mix_probe"] is not plain and ("--no-mix-probe" in res["command"]) is bool(plain)
+    recipe = FewShotRecipe.load(out)  # the recipe for new images, greyscale or colour
+    assert recipe.classes == tuple(res["classes"]) and (recipe.probe_stats is None) is bool(plain)
+    train = load_collection(str(npz), split="train")
+    idx = torch.cat([torch.nonzero(train.labels == c).flatten()[:2] for c in range(n_classes)])
+    probs = recipe.adapt(train.images[idx], train.labels[idx])(load_collection(str(npz), split="test").images)
+    assert probs.shape[1] == n_classes and np.allclose(probs.sum(1), 1.0)
     printed = capsys.readouterr().out
     assert "| simclr_protonet" in printed and "| simclr_probe" in printed
     assert "majority class" in printed and "wrote" in printed

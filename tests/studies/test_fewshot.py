@@ -5,11 +5,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sklearn.linear_model import LogisticRegression
 
 import medmeta_lib.studies.fewshot as fewshot_mod
 from medmeta_lib.data import load_collection
+from medmeta_lib.ssl.features import CONV4_BLOCKS_2_4, PooledLayers, extract_features
 from medmeta_lib.ssl.views import ContrastiveViews
 from medmeta_lib.studies.fewshot import HEADS, PROBE_RECIPE, RECIPE, check_fewshot_data, fewshot_study
+from medmeta_lib.studies.fewshot_recipe import RECIPE_FILE, FewShotRecipe
 from medmeta_lib.training.checkpoint import load_checkpoint
 from medmeta_lib.training.learner_io import load_learner
 from tests.conftest import write_medmnist_npz
@@ -179,7 +182,7 @@ def scored(monkeypatch) -> list:
 def test_the_saved_learner_reloads_and_predicts_like_the_scored_one(pair, tmp_path: Path, scored: list) -> None:
     train, test = pair
     path = tmp_path / "protonet.safetensors"
-    one = {**TINY, "meta_members": 1}  # a single ProtoNet: the recipe is the learner itself
+    one = {**TINY, "meta_members": 1, "mix_probe": False}  # a single ProtoNet, no probe: the recipe is the learner
     out = fewshot_study(train, test, k_shot=2, scratch=False, meta_steps=2, learner_out=path, **one)
     reloaded = load_learner(path, expect_learner="protonet")
     assert reloaded.n_way == train.num_classes
@@ -195,10 +198,11 @@ def test_the_saved_learner_reloads_and_predicts_like_the_scored_one(pair, tmp_pa
 
 
 def test_the_ensemble_averages_its_saved_members(pair, tmp_path: Path, scored: list) -> None:
-    """The recipe's probabilities are the mean of its members', each reloadable from its own file."""
+    """Without the probe, the recipe's probabilities are the mean of its members', each reloadable from its file."""
     train, test = pair
     path = tmp_path / "protonet.safetensors"
-    out = fewshot_study(train, test, k_shot=2, scratch=False, meta_steps=2, learner_out=path, **TINY)
+    kw = {**TINY, "mix_probe": False}
+    out = fewshot_study(train, test, k_shot=2, scratch=False, meta_steps=2, learner_out=path, **kw)
     files = [path, tmp_path / "protonet_m1.safetensors"]
     assert out["meta_train"]["files"] == [str(f) for f in files]
     idx = np.concatenate([np.nonzero(train.labels.numpy() == c)[0][:2] for c in range(2)])
@@ -210,3 +214,40 @@ def test_the_ensemble_averages_its_saved_members(pair, tmp_path: Path, scored: l
             probs.append(load_learner(f, expect_learner="protonet").adapt(sx, sy)[0](test.images).softmax(-1))
     assert not torch.allclose(probs[0], probs[1])  # two members, two networks
     np.testing.assert_allclose(scored[0](idx), ((probs[0] + probs[1]) / 2).numpy(), atol=1e-5)
+
+
+def test_the_recipe_mixes_the_protonets_with_the_probe_and_reloads_as_one_model(
+    pair, tmp_path: Path, scored: list
+) -> None:
+    """Default: (mean of the ProtoNets + the probe head on the SimCLR features) / 2; FewShotRecipe.load repeats it."""
+    train, test = pair
+    path = tmp_path / "protonet.safetensors"
+    out = fewshot_study(train, test, k_shot=2, scratch=False, meta_steps=2, learner_out=path, **TINY)
+    assert out["settings"]["mix_probe"] is True and out["meta_train"]["recipe_file"] == str(tmp_path / RECIPE_FILE)
+    idx = np.concatenate([np.nonzero(train.labels.numpy() == c)[0][:2] for c in range(2)])
+    sx, sy = train.images[torch.from_numpy(idx)], train.labels[torch.from_numpy(idx)]
+    with torch.no_grad():
+        members = [load_learner(f).adapt(sx, sy)[0](test.images).softmax(-1) for f in out["meta_train"]["files"]]
+    protonets = torch.stack(members).mean(0).numpy()
+    recipe = FewShotRecipe.load(tmp_path)  # the folder: recipe.safetensors and the members beside it
+    assert recipe.classes == tuple(train.class_names) and len(recipe.members) == 2
+    # the probe part, independently: scikit-learn on the encoder's pooled features, standardised on the pool
+    enc = PooledLayers(recipe.encoder, CONV4_BLOCKS_2_4)
+    pool, ftest = extract_features(enc, train.images).numpy(), extract_features(enc, test.images).numpy()
+    mean, sd = pool.mean(0), np.where(pool.std(0) > 1e-8, pool.std(0), 1.0)
+    clf = LogisticRegression(C=HEADS["probe"], max_iter=2000).fit((pool[idx] - mean) / sd, sy.numpy())
+    want = (protonets + clf.predict_proba((ftest - mean) / sd)) / 2
+    np.testing.assert_allclose(scored[0](idx), want, atol=1e-4)
+    got = recipe.adapt(sx, sy)(test.images)
+    np.testing.assert_allclose(got, scored[0](idx), atol=1e-4)
+    np.testing.assert_allclose(recipe.adapt(sx, sy)(test.images[:1]), got[:1], atol=1e-5)  # one image alone
+    assert not np.allclose(got, protonets, atol=1e-3)  # the probe moved the probabilities
+    with pytest.raises(ValueError, match="must cover every class"):
+        recipe.adapt(sx[:2], sy[:2])
+    (tmp_path / "protonet_m1.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match=r"protonet_m1\.safetensors is missing"):
+        FewShotRecipe.load(tmp_path / RECIPE_FILE)
+    with pytest.raises(ValueError, match="no field 'recipe'"):
+        FewShotRecipe.load(path)  # a ProtoNet's file is not a recipe
+    with pytest.raises(ValueError, match="mix_probe must be True or False"):
+        fewshot_study(train, test, k_shot=2, mix_probe="yes", **TINY)  # type: ignore[arg-type]

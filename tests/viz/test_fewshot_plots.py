@@ -53,3 +53,11 @@ def test_a_single_protonet_is_not_called_an_ensemble() -> None:
     assert "mean of" not in fig.axes[0].get_title()
     assert "another seed can move the bars by more than the intervals" in fig.axes[0].get_title()
     plt.close(fig)
+
+
+def test_the_probe_mix_is_named_in_the_title() -> None:
+    result = _result(True)
+    result["settings"]["mix_probe"] = True
+    fig = fewshot_summary_figure(result)
+    assert "(mean of 3 ProtoNets, meta-training seeds [3, 4, 5], then 1:1 with a probe)" in fig.axes[0].get_title()
+    plt.close(fig)

@@ -1,0 +1,187 @@
+"""The few-shot recipe as one reusable model: ProtoNets meta-trained from a SimCLR encoder, mixed with a probe.
+
+``medmeta fewshot`` scores its recipe on a dataset's test split; this is the same recipe for *new* images.
+It holds the ProtoNets (each meta-trained on MedSynth from the SimCLR encoder, with its own seed) and, when
+the recipe mixes in a probe, the encoder with its pooled layers and the mean and sd of the pooled features
+of the unlabelled train images. :meth:`FewShotRecipe.adapt` takes K labelled images per class and returns a
+classifier of new images: the ProtoNets' class probabilities averaged, then averaged 1:1 with the
+probabilities of a logistic regression (C = 0.1) on the standardised features of the support images (the
+``probe`` head). Every image is classified on its own.
+
+The recipe is saved as ``recipe.safetensors`` beside the ProtoNets' files: the encoder's weights, the
+probe's statistics and, as metadata, the member files, layers, C and classes (no pickle).
+
+Example:
+    >>> recipe = FewShotRecipe.load("runs/fewshot-mine")  # doctest: +SKIP
+    >>> predict = recipe.adapt(support_images, support_labels)  # doctest: +SKIP
+    >>> predict(new_images).argmax(1)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from medmeta_lib.ssl.features import PooledLayers, extract_features
+from medmeta_lib.ssl.probe import fit_probe
+from medmeta_lib.training.checkpoint import load_backbone, load_checkpoint, save_checkpoint
+from medmeta_lib.training.learner_io import load_learner
+
+__all__ = ["RECIPE_FILE", "FewShotRecipe"]
+
+#: the recipe's file name in a ``medmeta fewshot`` output folder
+RECIPE_FILE = "recipe.safetensors"
+
+
+class FewShotRecipe:
+    """ProtoNets and an optional probe on their SimCLR encoder, averaged 1:1 (see the module docstring).
+
+    Args:
+        members: the meta-trained ProtoNets (their probabilities are averaged first).
+        encoder: the SimCLR encoder the probe reads (and the ProtoNets started from).
+        layers: the encoder's layers whose pooled outputs are the probe's features.
+        classes: class names, in label order.
+        probe_stats: ``(mean, sd)`` of the unlabelled pool's pooled features; ``None``: no probe (the
+            ProtoNets alone).
+        C: the probe's inverse L2 strength.
+
+    Example:
+        >>> recipe = FewShotRecipe(members, encoder, layers=CONV4_BLOCKS_2_4, classes=("a", "b"),
+        ...                        probe_stats=pool_standardisation(pool_features))  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        members: Sequence[Any],
+        encoder: nn.Module,
+        *,
+        layers: Sequence[str],
+        classes: Sequence[str],
+        probe_stats: tuple[np.ndarray, np.ndarray] | None = None,
+        C: float = 0.1,
+    ) -> None:
+        if not members or not all(hasattr(m, "adapt") for m in members):
+            raise ValueError("FewShotRecipe: members must be one or more learners (e.g. meta-trained ProtoNets)")
+        if len(classes) < 2:
+            raise ValueError(f"FewShotRecipe: classes must name at least 2 classes, got {list(classes)}")
+        if not (isinstance(C, (int, float)) and not isinstance(C, bool) and C > 0):
+            raise ValueError(f"C must be a number > 0, got {C!r}")
+        self.members, self.encoder = list(members), encoder
+        self.layers, self.classes, self.C = tuple(layers), tuple(classes), float(C)
+        self.pooled = PooledLayers(encoder, self.layers)
+        self.probe_stats = probe_stats
+        for m in self.members:
+            if m.n_way != len(self.classes):
+                m.set_n_way(len(self.classes))
+
+    def _probe_features(self, images: Tensor) -> np.ndarray:
+        assert self.probe_stats is not None
+        mean, std = self.probe_stats
+        return (extract_features(self.pooled, images).numpy() - mean) / std
+
+    def adapt(self, support_x: Tensor, support_y: Tensor) -> Callable[[Tensor], np.ndarray]:
+        """A classifier of new images from K labelled images per class.
+
+        Args:
+            support_x: ``(N, C, H, W)`` labelled images in ``[0, 1]``, like the training images.
+            support_y: ``(N,)`` labels ``0 .. len(classes) - 1``, every class present.
+
+        Returns:
+            A function ``(M, C, H, W)`` images -> ``(M, n_classes)`` class probabilities (numpy); each image's
+            row depends on that image and the support set only.
+
+        Example:
+            >>> recipe.adapt(support_x, support_y)(new_images).shape  # doctest: +SKIP
+            (12, 2)
+        """
+        n = len(self.classes)
+        if support_y.ndim != 1 or len(support_y) != len(support_x):
+            raise ValueError(f"support_y must be (N,) labels for the {len(support_x)} support images")
+        if sorted(torch.unique(support_y).tolist()) != list(range(n)):
+            raise ValueError(
+                f"support labels {sorted(torch.unique(support_y).tolist())} must cover every class 0..{n - 1} "
+                f"({list(self.classes)})"
+            )
+        predictors = [m.adapt(support_x, support_y)[0] for m in self.members]
+        probe = None
+        if self.probe_stats is not None:
+            probe = fit_probe(self._probe_features(support_x), support_y.numpy(), n_classes=n, C=self.C)
+
+        def predict(images: Tensor) -> np.ndarray:
+            with torch.no_grad():
+                protonets = torch.stack([p(images).softmax(-1) for p in predictors]).mean(0).numpy()
+            if probe is None:
+                return protonets
+            return (protonets + probe(self._probe_features(images))) / 2
+
+        return predict
+
+    def save(self, path: str | Path, *, member_files: Sequence[str | Path]) -> Path:
+        """Write the recipe file (atomically): the encoder, the probe's statistics, and the member file names.
+
+        ``member_files`` are the ProtoNets' saved files (``save_learner``), stored relative to ``path``'s folder.
+
+        Example:
+            >>> recipe.save("runs/fewshot-mine/recipe.safetensors", member_files=files)  # doctest: +SKIP
+        """
+        path = Path(path)
+        if len(member_files) != len(self.members):
+            raise ValueError(f"give one file per member: {len(self.members)} members, {len(member_files)} files")
+        spec = getattr(self.encoder, "spec", None)
+        if not isinstance(spec, dict):
+            raise ValueError("the encoder has no 'spec'; build it with medmeta_lib.models.create_backbone")
+        tensors = {f"encoder.{k}": v for k, v in self.encoder.state_dict().items()}
+        if self.probe_stats is not None:
+            tensors["probe.mean"], tensors["probe.std"] = (torch.from_numpy(np.asarray(a)) for a in self.probe_stats)
+        meta = {
+            "kind": "encoder",  # load_backbone reads the encoder from this file too
+            "backbone": dict(spec),
+            "encoder_prefix": "encoder.",
+            "recipe": "fewshot",
+            "members": [Path(f).name for f in member_files],
+            "layers": list(self.layers),
+            "classes": list(self.classes),
+            "probe": self.probe_stats is not None,
+            "C": self.C,
+        }
+        return save_checkpoint(path, tensors, meta)
+
+    @classmethod
+    def load(cls, path: str | Path) -> FewShotRecipe:
+        """Rebuild a saved recipe from its file, or from the ``medmeta fewshot`` folder that holds it.
+
+        Raises:
+            FileNotFoundError: no recipe file, or a member file missing beside it.
+            ValueError: the file is not a recipe (or fails its checksum).
+
+        Example:
+            >>> FewShotRecipe.load("runs/fewshot-mine").classes  # doctest: +SKIP
+            ('normal', 'pneumonia')
+        """
+        path = Path(path)
+        if path.is_dir():
+            path = path / RECIPE_FILE
+        ck = load_checkpoint(path, expect={"recipe": "fewshot"})
+        meta = ck.metadata
+        members = []
+        for name in meta["members"]:
+            member = path.parent / name
+            if not member.is_file():
+                raise FileNotFoundError(
+                    f"{path}: member file {member} is missing; keep the ProtoNets beside the recipe"
+                )
+            members.append(load_learner(member, expect_learner="protonet"))
+        stats = (ck.tensors["probe.mean"].numpy(), ck.tensors["probe.std"].numpy()) if meta["probe"] else None
+        return cls(
+            members,
+            load_backbone(path),
+            layers=meta["layers"],
+            classes=meta["classes"],
+            probe_stats=stats,
+            C=float(meta["C"]),
+        )
