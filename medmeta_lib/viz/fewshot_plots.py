@@ -60,7 +60,7 @@ def fewshot_summary_figure(result: Mapping[str, Any], *, title: str | None = Non
     seeds = (result.get("meta_train") or {}).get("seeds", [])
     ensemble = f"mean of {members} ProtoNets, meta-training seeds {seeds}" if members > 1 and seeds else ""
     if settings.get("mix_probe"):
-        ensemble = f"{ensemble or 'a ProtoNet'}, then 1:1 with a probe"
+        ensemble = f"{ensemble or 'a ProtoNet'}, then 1:1 with the probe head"
     ensemble = f" ({ensemble})" if ensemble else ""
     ax.set_title(
         title

@@ -59,5 +59,6 @@ def test_the_probe_mix_is_named_in_the_title() -> None:
     result = _result(True)
     result["settings"]["mix_probe"] = True
     fig = fewshot_summary_figure(result)
-    assert "(mean of 3 ProtoNets, meta-training seeds [3, 4, 5], then 1:1 with a probe)" in fig.axes[0].get_title()
+    title = fig.axes[0].get_title()
+    assert "(mean of 3 ProtoNets, meta-training seeds [3, 4, 5], then 1:1 with the probe head)" in title
     plt.close(fig)
