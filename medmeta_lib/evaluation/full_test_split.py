@@ -67,7 +67,7 @@ def learner_predictor(
     (:attr:`~medmeta_lib.learners.base.Learner.support_free_features`, e.g. a ProtoNet with GroupNorm), the
     test images are embedded once and only the classifier runs per support set: the same probabilities,
     without re-embedding the test split for every draw. The stored features are dropped when a parameter
-    of the learner changes in place (e.g. an optimiser step between calls).
+    of the learner changes (e.g. an optimiser step between calls).
 
     Example:
         >>> predict = learner_predictor(protonet, train, test, k_shot=5)  # doctest: +SKIP
@@ -89,8 +89,9 @@ def learner_predictor(
         with torch.no_grad():
             if not getattr(learner, "support_free_features", False):
                 return torch.cat([predictor(x).softmax(-1) for x in chunks]).numpy()
-            # the test features, keyed on the parameters' in-place version counters (stale after any update)
-            key = tuple(p._version for p in learner.parameters())
+            # the test features, keyed on the parameters and their in-place version counters (stale after an
+            # optimiser step, a load_state_dict or a replaced parameter)
+            key = tuple(v for p in learner.parameters() for v in (id(p), p._version))
             if key not in cache:
                 cache.clear()
                 cache[key] = torch.cat([predictor.embed(x) for x in chunks])

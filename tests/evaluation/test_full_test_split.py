@@ -191,3 +191,14 @@ def test_support_free_features_embed_the_test_split_once_and_give_the_same_proba
         fresh = pred(test.images).softmax(-1).numpy()
     np.testing.assert_allclose(predict(draws[1]), fresh, atol=1e-5)
     assert np.abs(fresh - before).max() > 1e-2  # stale features would have kept the old probabilities
+    conv = learner.backbone.features[0]
+    predict(draws[1])
+    replaced = torch.nn.Parameter(conv.weight.detach().flip(0).clone())
+    with torch.no_grad():  # the same version count as the old weight: only its identity tells them apart
+        for _ in range(conv.weight._version):
+            replaced.mul_(1.0)
+    assert replaced._version == conv.weight._version
+    conv.weight = replaced
+    pred, _ = learner.adapt(train.images[torch.from_numpy(draws[1])], torch.tensor([0, 0, 1, 1]))
+    with torch.no_grad():
+        np.testing.assert_allclose(predict(draws[1]), pred(test.images).softmax(-1).numpy(), atol=1e-5)
