@@ -29,8 +29,8 @@ A recipe is an encoder (or an ensemble of encoders), a feature transform and a h
   Meta-Baseline's scaled-cosine prototypes); a ``seed=N`` argument sets the meta-training seed (MedSynth, its
   episodes and the learner's start; the name gains ``_mN``), the label draws keep ``--seed``;
 - ``--mixes [LABEL=]A+B+C``: the mean class probabilities of recipes, learners or earlier mixes scored in the
-  same run (e.g. ProtoNets meta-trained with three seeds from one encoder, then that mean and a probe); its
-  seconds are the sum of its members'.
+  same run (e.g. ProtoNets meta-trained with three seeds from one encoder, then that mean and a probe; a member
+  may contain ``+`` itself, e.g. ``ENC/probe+tta``); its seconds are the sum of its members'.
 
 Meta-trained learners are saved under ``ENC_DIR/meta/`` and loaded from there by later runs (the test run
 scores the very learners the validation run selected on, without meta-training them again).
@@ -202,6 +202,19 @@ def _memo(predict: Any) -> Any:
     return cached
 
 
+def _mix_members(spec: str, known: dict[str, Any]) -> list[str]:
+    """The members of a ``--mixes`` spec ``A+B+C``, each the longest run of ``+``-joined parts that names a method
+    defined before it (so ``ENC/probe+tta`` is one member)."""
+    parts, out, i = spec.split("+"), [], 0
+    while i < len(parts):
+        j = max((j for j in range(i + 1, len(parts) + 1) if "+".join(parts[i:j]) in known), default=None)
+        if j is None:
+            raise SystemExit(f"--mixes {spec}: {parts[i]!r} is not a recipe, learner or mix defined before this mix")
+        out.append("+".join(parts[i:j]))
+        i = j
+    return out
+
+
 def _mean_over_k(ks: dict[str, dict[str, Any]], metric: str = "bal_acc") -> float:
     """A recipe's mean of ``metric`` over its K values (the selection rule uses balanced accuracy)."""
     return float(np.mean([v[f"{metric}_mean"] for v in ks.values()]))
@@ -250,7 +263,7 @@ def evaluate(a: argparse.Namespace) -> None:
         methods = {**recipes, **learners}
         for mix in a.mixes:  # LABEL=A+B+C or A+B+C: the mean probabilities of methods scored in this run
             label, _, spec = mix.rpartition("=")
-            methods[label or spec] = spec.split("+")
+            methods[label or spec] = _mix_members(spec, methods)
         for rname, make in methods.items():
             if isinstance(make, list):  # a mix of methods (or of earlier mixes) scored in this run
                 cached[rname] = predict = ensemble_predictor([cached[m] for m in make])
