@@ -58,7 +58,8 @@ def fewshot_summary_figure(result: Mapping[str, Any], *, title: str | None = Non
     settings = result.get("settings", {})
     head, seed, members = settings.get("head"), settings.get("seed"), settings.get("meta_members", 0)
     seeds = (result.get("meta_train") or {}).get("seeds", [])
-    ensemble = f"mean of {members} ProtoNets, meta-training seeds {seeds}" if members > 1 and seeds else ""
+    averaged = members > 1 and bool(seeds)  # several ProtoNets: their mean damps the meta-training seed
+    ensemble = f"mean of {members} ProtoNets, meta-training seeds {seeds}" if averaged else ""
     if settings.get("mix_probe"):
         ensemble = f"{ensemble or 'a ProtoNet'}, then 1:1 with the probe head"
     ensemble = f" ({ensemble})" if ensemble else ""
@@ -72,7 +73,7 @@ def fewshot_summary_figure(result: Mapping[str, Any], *, title: str | None = Non
             f"\none training seed ({seed}): "
             + (
                 "the intervals do not cover a change of seed (averaging the ProtoNets damps it)"
-                if ensemble
+                if averaged
                 else "another seed can move the bars by more than the intervals"
             )
             if seed is not None

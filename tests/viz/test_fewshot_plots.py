@@ -62,3 +62,13 @@ def test_the_probe_mix_is_named_in_the_title() -> None:
     title = fig.axes[0].get_title()
     assert "(mean of 3 ProtoNets, meta-training seeds [3, 4, 5], then 1:1 with the probe head)" in title
     plt.close(fig)
+
+
+def test_a_single_protonet_with_the_probe_does_not_claim_seed_averaging() -> None:
+    result = _result(True)
+    result["settings"].update(meta_members=1, mix_probe=True)
+    result["meta_train"]["seeds"] = [3]
+    title = fewshot_summary_figure(result).axes[0].get_title()
+    assert "(a ProtoNet, then 1:1 with the probe head)" in title and "mean of" not in title
+    assert "another seed can move the bars by more than the intervals" in title
+    plt.close("all")
