@@ -32,8 +32,9 @@ A recipe is an encoder (or an ensemble of encoders), a feature transform and a h
   same run (e.g. ProtoNets meta-trained with three seeds from one encoder, then that mean and a probe; a member
   may contain ``+`` itself, e.g. ``ENC/probe+tta``); its seconds are the sum of its members'.
 
-Meta-trained learners are saved under ``ENC_DIR/meta/`` and loaded from there by later runs (the test run
-scores the very learners the validation run selected on, without meta-training them again).
+Meta-trained learners are saved under ``ENC_DIR/meta/`` with their encoder file's SHA-256, and loaded from there by
+later runs while the encoder is unchanged (the test run scores the very learners the validation run selected on,
+without meta-training them again).
 
 The selection rule is fixed before any test figure is read: the recipe with the highest validation
 balanced accuracy averaged over K = 1, 5, 10, 20 (ties: mean AUC). Balanced accuracy and AUC, not
@@ -43,6 +44,7 @@ accuracy, because the validation split's class balance (74 % pneumonia) differs 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import time
@@ -65,7 +67,7 @@ from medmeta_lib.ssl.heads import ensemble_predictor, head_predictor, tta_featur
 from medmeta_lib.ssl.simclr import pretrain_simclr
 from medmeta_lib.ssl.simclr_config import SimCLRConfig
 from medmeta_lib.studies.medsynth_metatrain import metatrain_on_medsynth
-from medmeta_lib.training.checkpoint import load_backbone, save_backbone
+from medmeta_lib.training.checkpoint import load_backbone, load_checkpoint, save_backbone
 from medmeta_lib.training.learner_io import load_learner, save_learner
 
 _C4W64: dict[str, Any] = {"backbone": "conv4", "kwargs": {"hidden": 64, "norm": "group"}}
@@ -174,17 +176,18 @@ def _meta_learners(a: argparse.Namespace) -> dict[str, Any]:
         name = f"{enc_name}/{learner}{steps}" + "".join(f"_{v}" for v in kw.values())
         name += f"_m{seed}" if seed != a.seed else ""
         saved = Path(a.encoders) / "meta" / f"{name.replace('/', '__')}.safetensors"
-        if saved.exists():  # meta-trained by an earlier run (e.g. the validation one): the same learner
-            out[name] = load_learner(saved)
+        path = Path(a.encoders) / f"{enc_name}.safetensors"
+        enc_sha = hashlib.sha256(path.read_bytes()).hexdigest()  # a retrained encoder invalidates the saved learner
+        if saved.exists() and load_checkpoint(saved).metadata.get("encoder_sha256") == enc_sha:
+            out[name] = load_learner(saved)  # meta-trained by an earlier run (e.g. the validation one)
             print(f"{name}: loaded {saved}", flush=True)
             continue
         t0 = time.process_time()
-        path = Path(a.encoders) / f"{enc_name}.safetensors"
         out[name], info = metatrain_on_medsynth(
             path, n_way=2, learner=learner, learner_kwargs=kw, steps=int(steps), seed=seed
         )
         saved.parent.mkdir(exist_ok=True)
-        save_learner(saved, out[name], None, {"meta_train": info, "encoder": str(path)})
+        save_learner(saved, out[name], None, {"meta_train": info, "encoder": str(path), "encoder_sha256": enc_sha})
         print(f"{name}: meta-trained in {time.process_time() - t0:.0f} CPU s, saved to {saved}", flush=True)
     return out
 
@@ -283,7 +286,8 @@ def evaluate(a: argparse.Namespace) -> None:
                 transductive=transductive,
             )
             if isinstance(make, list):  # a mix costs its members' time (their predictions were reused)
-                r["seconds"] = round(r["seconds"] + sum(rf.data["results"][m][str(k)]["seconds"] for m in make), 2)
+                members = dict.fromkeys(make)  # a member repeated for weight is computed once
+                r["seconds"] = round(r["seconds"] + sum(rf.data["results"][m][str(k)]["seconds"] for m in members), 2)
             kept[rname] = {"correct": r["correct"], "score": r["score"]}
             rf.data["results"].setdefault(rname, {})[str(k)] = _summary(r)
             rf.save()
