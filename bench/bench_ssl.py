@@ -1,7 +1,9 @@
 """SimCLR throughput (images/s) at 28 and 64 px: augmentation, model step and the full pretrain loop.
 
 Prints one row per (image size, backbone): the time of two ViewAugment views of a batch, of one
-forward + backward + AdamW step on the 2 × batch views, and the end-to-end images/s of
+forward + backward + AdamW step on the 2 × batch views in the default layout (``plain``) and in the
+channels-last / in-place-ReLU training layout that ``pretrain_simclr`` uses (``step``, which the model
+images/s column reads), and the end-to-end images/s of
 ``pretrain_simclr`` (everything included: batching, views, step, scheduler; no checkpoint).
 The machine's load average is printed too: on a shared 2-core machine the figures move with it.
 
@@ -22,6 +24,7 @@ from medmeta_lib.data.augment import ViewAugment
 from medmeta_lib.data.collection import ImageCollection
 from medmeta_lib.data.sources import load_collection
 from medmeta_lib.models.backbones import create_backbone
+from medmeta_lib.models.training_layout import training_layout
 from medmeta_lib.ssl.ntxent import nt_xent_loss
 from medmeta_lib.ssl.simclr import pretrain_simclr, projection_head
 from medmeta_lib.ssl.simclr_config import SimCLRConfig
@@ -42,22 +45,23 @@ def time_views(x: torch.Tensor, size: int, repeats: int) -> float:
     return _best(lambda: aug.pair(x), repeats)
 
 
-def time_step(x: torch.Tensor, size: int, name: str, norm: str, repeats: int) -> float:
+def time_step(x: torch.Tensor, size: int, name: str, norm: str, repeats: int, *, layout: bool) -> float:
     torch.manual_seed(0)
     enc = create_backbone(name, in_channels=x.shape[1], norm=norm)
-    head = projection_head(int(enc.out_features), 256, 128)  # type: ignore[arg-type]
-    opt = torch.optim.AdamW([*enc.parameters(), *head.parameters()], lr=1e-3)
+    net = torch.nn.Sequential(enc, projection_head(int(enc.out_features), 256, 128))  # type: ignore[arg-type]
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     views = torch.cat(ViewAugment(preset="generic", image_size=size, seed=0).pair(x))
     b = len(x)
 
     def step() -> None:
-        z = head(enc(views))
+        z = net(prepare(views))
         loss = nt_xent_loss(z[:b], z[b:])
         opt.zero_grad()
         loss.backward()
         opt.step()
 
-    return _best(step, repeats)
+    with training_layout(net, channels_last=layout, inplace_relu=layout) as prepare:
+        return _best(step, repeats)
 
 
 def time_pretrain(col: ImageCollection, name: str, norm: str, batch: int, steps: int) -> float:
@@ -86,18 +90,22 @@ def main() -> None:
         f"torch {torch.__version__}, threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}, "
         f"batch {a.batch} images (= {2 * a.batch} views), norm {a.norm}"
     )
-    print(f"{'size':>4} {'backbone':>9} {'views ms':>9} {'step ms':>8} {'model img/s':>12} {'pretrain img/s':>15}")
+    print(
+        f"{'size':>4} {'backbone':>9} {'views ms':>9} {'plain ms':>9} {'step ms':>8} {'model img/s':>12} "
+        f"{'pretrain img/s':>15}"
+    )
     for size in a.sizes:
         # MedSynth: 30 classes x 4 sites x n images; enough for 1 + repeats full batches
         col = load_collection("synthetic", image_size=size, n_per_class_site=(a.repeats + 1) * a.batch // 120 + 1)
         x = col.images[: a.batch]
         t_views = time_views(x, size, a.repeats)
         for name in a.backbones:
-            t_step = time_step(x, size, name, a.norm, a.repeats)
+            t_plain = time_step(x, size, name, a.norm, a.repeats, layout=False)
+            t_step = time_step(x, size, name, a.norm, a.repeats, layout=True)
             e2e = time_pretrain(col, name, a.norm, a.batch, a.repeats + 1)
             print(
-                f"{size:>4} {name:>9} {1000 * t_views:>9.0f} {1000 * t_step:>8.0f} {a.batch / t_step:>12.0f} "
-                f"{e2e:>15.0f}",
+                f"{size:>4} {name:>9} {1000 * t_views:>9.0f} {1000 * t_plain:>9.0f} {1000 * t_step:>8.0f} "
+                f"{a.batch / t_step:>12.0f} {e2e:>15.0f}",
                 flush=True,
             )
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")

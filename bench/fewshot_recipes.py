@@ -91,6 +91,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "c4w64_e30_ss": {**_C4W64, "epochs": 30, "seed": 0, "simclr": _SCANNER_SHIFT},
     "c4w64_e30_ss_s1": {**_C4W64, "epochs": 30, "seed": 1, "simclr": _SCANNER_SHIFT},
     "c4w64_e30_ss_s2": {**_C4W64, "epochs": 30, "seed": 2, "simclr": _SCANNER_SHIFT},
+    # twice as long: the training layout (models/training_layout.py) makes 60 epochs cost what 40 did
+    "c4w64_e60_ss": {**_C4W64, "epochs": 60, "seed": 0, "simclr": _SCANNER_SHIFT},
+    "c4w64_e60_ss_s1": {**_C4W64, "epochs": 60, "seed": 1, "simclr": _SCANNER_SHIFT},
+    "c4w64_e60_ss_s2": {**_C4W64, "epochs": 60, "seed": 2, "simclr": _SCANNER_SHIFT},
 }
 #: the layers a head reads, per backbone: the pooled outputs of the last three stages
 LAYERS = {"conv4": CONV4_BLOCKS_2_4, "resnet12": ("stages.1", "stages.2", "stages.3")}

@@ -1,7 +1,8 @@
-"""The networks: backbones, heads, inductive batch normalisation and a fast 2×2 max-pooling.
+"""The networks: backbones, heads, inductive batch normalisation, a fast 2×2 max-pooling and training layout.
 
 Backbones (feature extractors, one registry: ``create_backbone``), classification heads, inductive batch
-normalisation (``task_norm``) and 2×2 max-pooling with a fast prediction path (``pooling``).
+normalisation (``task_norm``), 2×2 max-pooling with a fast prediction path (``pooling``) and a faster memory
+layout for training (``training_layout``: channels-last tensors, in-place ReLUs where safe).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from medmeta_lib.models.task_norm import (
     record_norm_stats,
     use_norm_stats,
 )
+from medmeta_lib.models.training_layout import training_layout
 
 __all__ = [
     "NORMS",
@@ -45,5 +47,6 @@ __all__ = [
     "register_backbone",
     "replace_norm",
     "resolve_backbone_kwargs",
+    "training_layout",
     "use_norm_stats",
 ]

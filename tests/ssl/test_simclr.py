@@ -84,6 +84,9 @@ def test_two_epochs_loss_decreases_and_probe_beats_chance(chest: dict[str, Image
     r = linear_probe(res.encoder, train, test, k_per_class=None)
     assert r["acc_mean"] > 1 / 6 + 0.25, r
     assert monitors[-1]["probe_acc"] == pytest.approx(r["acc_mean"])
+    # trained in the channels-last / in-place-ReLU layout, returned in the default one
+    assert all(p.is_contiguous() for p in res.encoder.parameters())
+    assert not any(getattr(m, "inplace", False) for m in res.encoder.modules())
     # the checkpoint loads as a plain encoder with the same weights
     enc = load_backbone(tmp_path / "enc.safetensors", expected_name="conv4")
     for (k, a), (k2, b) in zip(enc.state_dict().items(), res.encoder.state_dict().items()):
