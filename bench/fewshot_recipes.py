@@ -20,7 +20,9 @@ A recipe is an encoder (or an ensemble of encoders), a feature transform and a h
   (the first ``medmeta fewshot`` head);
 - ``cl2_probe``: SimpleShot's centring + L2 normalisation, then logistic regression C = 10 (its head now);
 - ``cl2_ncm``: centring + L2, cosine nearest centroid (SimpleShot);
-- a ``+tta`` suffix: every feature (support and query) averaged over 8 augmented views of its image;
+- a ``+tta`` suffix: every feature (support and query) averaged over its image and 8 augmented views, the
+  same 8 seeded transforms for every image (``tta_features``; before section 13's addendum the views were
+  drawn per position in a batch, and the test images had other transforms than the train images);
 - ``cl2_ft<steps>@<lr>`` (``--finetune ENCODER:STEPS:LR``): the centred + L2 probe, then encoder and head
   fine-tuned on augmented views of each support set (LP-FT; ``medmeta_lib.ssl.finetune``);
 - ``<learner><steps>`` (``--meta ENCODER:protonet:300``): pretrain → meta-train, the learner meta-trained on
@@ -159,7 +161,7 @@ def _features(a: argparse.Namespace, name: str, train: Any, test: Any) -> dict[s
             out[key] = out[""]
             continue
         ftr = tta_features(pooled, train.images, views=views, preset="chest_xray", seed=a.seed)
-        fte = tta_features(pooled, test.images, views=views, preset="chest_xray", seed=a.seed + 1)
+        fte = tta_features(pooled, test.images, views=views, preset="chest_xray", seed=a.seed)  # the same transforms
         out[key] = (ftr.numpy(), fte.numpy())
     return out
 

@@ -208,6 +208,7 @@ class ViewAugment:
         self.scanner_shift = p.scanner_shift if scanner_shift is None else scanner_shift
         self.seed = seed
         self._gen = torch.Generator().manual_seed(seed)
+        self._shared = False  # set for one call by ``__call__(..., shared=True)``
         self._resample: Any = None  # MONAI AffineTransform, built on first use (MONAI import is slow)
 
     def reset(self, seed: int | None = None) -> None:
@@ -224,27 +225,35 @@ class ViewAugment:
 
     # ------------------------------------------------------------ random parameters
 
+    def _rand(self, *shape: int, dtype: torch.dtype = torch.float64, normal: bool = False) -> Tensor:
+        """Uniform (or normal) draws of ``shape``; in shared mode one row, repeated for every image."""
+        lead = 1 if self._shared else shape[0]
+        draw = torch.randn if normal else torch.rand
+        r = draw((lead, *shape[1:]), generator=self._gen, dtype=dtype)
+        return r.expand(shape).clone() if self._shared else r
+
     def _u(self, n: int, lo: float, hi: float) -> Tensor:
-        return lo + (hi - lo) * torch.rand(n, generator=self._gen, dtype=torch.float64)
+        return lo + (hi - lo) * self._rand(n)
 
     def _theta(self, n: int, h: int, w: int) -> Tensor:
         """Affine matrices ``(n, 2, 3)`` mapping output to input normalised coordinates (affine_grid convention)."""
         angle = torch.deg2rad(self._u(n, -self.rotate_deg, self.rotate_deg))
         if self.vflip_rot90:
-            angle = angle + (math.pi / 2) * torch.randint(0, 4, (n,), generator=self._gen)
+            quarter = torch.randint(0, 4, (1 if self._shared else n,), generator=self._gen).expand(n)
+            angle = angle + (math.pi / 2) * quarter
         side = self._u(n, *self.scale) * min(h, w)  # crop side in input pixels
         # crop centre (pixels from the image centre): the outermost output pixel centres, at
         # side/2 · (S-1)/S, must stay within the outermost input pixel centres, else bilinear sampling
         # blends in the padding
         reach = side * (self.image_size - 1) / (2 * self.image_size)
-        cx = (2 * torch.rand(n, generator=self._gen, dtype=torch.float64) - 1) * ((w - 1) / 2 - reach).clamp_min(0)
-        cy = (2 * torch.rand(n, generator=self._gen, dtype=torch.float64) - 1) * ((h - 1) / 2 - reach).clamp_min(0)
+        cx = (2 * self._rand(n) - 1) * ((w - 1) / 2 - reach).clamp_min(0)
+        cy = (2 * self._rand(n) - 1) * ((h - 1) / 2 - reach).clamp_min(0)
         fx = torch.ones(n, dtype=torch.float64)
         fy = torch.ones(n, dtype=torch.float64)
         if self.flip:
-            fx = torch.where(torch.rand(n, generator=self._gen) < 0.5, -1.0, 1.0).double()
+            fx = torch.where(self._rand(n, dtype=torch.float32) < 0.5, -1.0, 1.0).double()
         if self.vflip_rot90:
-            fy = torch.where(torch.rand(n, generator=self._gen) < 0.5, -1.0, 1.0).double()
+            fy = torch.where(self._rand(n, dtype=torch.float32) < 0.5, -1.0, 1.0).double()
         cos, sin, half = torch.cos(angle), torch.sin(angle), side / 2
         # input_pixel = c + R(angle) · diag(fx, fy) · half · u, then divided by the input half-extents
         theta = torch.zeros(n, 2, 3, dtype=torch.float64)
@@ -275,20 +284,45 @@ class ViewAugment:
     def _scanner(self, x: Tensor) -> Tensor:
         """Acquisition shift: bias field, contrast curve, blur or sharpen, offset (all per image)."""
         n = x.shape[0]
-        coeffs = self._u(n * 16, -0.1, 0.1).reshape(n, 4, 4)
+        coeffs = (-0.1 + 0.2 * self._rand(n, 16)).reshape(n, 4, 4)
         coeffs[:, 0, 0] = 0.0  # global level is the offset's job
         x = x * bias_field(coeffs, tuple(x.shape[-2:])).to(x)  # type: ignore[arg-type]
         x = adjust_gamma(x, self._u(n, 0.75, 1.35))
         sigma = self._u(n, 0.3, 0.7)
-        sharpen = torch.rand(n, generator=self._gen) < 0.5
+        sharpen = self._rand(n, dtype=torch.float32) < 0.5
         amount = self._u(n, 0.3, 0.8).to(x)[:, None, None, None]
         blurred = blur(x, sigma)
         sharp = x + amount * (x - blurred)  # unsharp mask, as MONAI's GaussianSharpen
         x = torch.where(sharpen.to(x.device)[:, None, None, None], sharp, blurred)
         return x + self._u(n, -0.08, 0.08).to(x)[:, None, None, None]
 
-    def __call__(self, images: Tensor) -> Tensor:
-        """Augment a batch ``(B, C, H, W)`` in [0, 1]; returns ``(B, C, image_size, image_size)`` in [0, 1]."""
+    def __call__(self, images: Tensor, *, shared: bool = False) -> Tensor:
+        """Augment a batch ``(B, C, H, W)`` in [0, 1]; returns ``(B, C, image_size, image_size)`` in [0, 1].
+
+        Args:
+            images: the batch.
+            shared: draw one set of random parameters (crop, rotation, intensity, noise pattern) and apply
+                it to every image: a fixed transform, so an image's view does not depend on the other
+                images in the batch or on its position (test-time augmentation; equal to float rounding:
+                the blur's kernels run batched). The generator advances
+                by the same amount whatever the batch size, so the k-th shared call after ``reset`` is
+                the same transform for any batch. ``False`` (training views): independent draws per image.
+
+        Example:
+            >>> aug, x = ViewAugment(image_size=16), torch.rand(5, 1, 16, 16)
+            >>> aug.reset(); alone = aug(x[3:4], shared=True)
+            >>> aug.reset(); bool(torch.allclose(aug(x, shared=True)[3:4], alone, atol=1e-6))  # float rounding
+            True
+        """
+        if not isinstance(shared, bool):
+            raise ValueError(f"shared must be True or False, got {shared!r}")
+        self._shared = shared
+        try:
+            return self._apply(images)
+        finally:
+            self._shared = False
+
+    def _apply(self, images: Tensor) -> Tensor:
         if not isinstance(images, Tensor) or images.dim() != 4 or not images.is_floating_point():
             got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
             raise ValueError(f"images must be a float tensor (B, C, H, W), got {got}")
@@ -309,7 +343,7 @@ class ViewAugment:
             x = blur(x, self._u(n, *self.blur_sigma))
         if self.noise_std > 0:
             std = self._u(n, 0.0, self.noise_std).to(x)[:, None, None, None]
-            x = x + std * torch.randn(x.shape, generator=self._gen, dtype=x.dtype).to(x.device)
+            x = x + std * self._rand(*x.shape, dtype=x.dtype, normal=True).to(x.device)
         return x.clamp(0, 1)
 
     def pair(self, images: Tensor) -> tuple[Tensor, Tensor]:

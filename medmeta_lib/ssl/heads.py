@@ -168,9 +168,11 @@ def tta_features(
 ) -> torch.Tensor:
     """Test-time augmentation: each image's feature averaged over the image itself and ``views`` augmented views.
 
-    The views are drawn per image by :class:`~medmeta_lib.data.augment.ViewAugment` (seeded), and each
-    view's feature is computed on its own (:func:`~medmeta_lib.ssl.features.extract_features`), so an
-    image's feature does not depend on the others.
+    The views are ``views`` fixed transforms drawn once from a seeded
+    :class:`~medmeta_lib.data.augment.ViewAugment` (``shared=True``): the k-th view of every image is the same
+    crop, rotation and intensity change, whatever other images are passed with it. With each view's feature
+    computed on its own (:func:`~medmeta_lib.ssl.features.extract_features`), an image's feature does not
+    depend on the others or on its position: one image alone gets the feature it gets in a batch.
 
     Args:
         encoder: a frozen feature extractor.
@@ -193,8 +195,8 @@ def tta_features(
     if views == 0:
         return total
     aug = ViewAugment(preset=preset, image_size=int(images.shape[-1]), seed=seed)
-    for _ in range(views):
-        total = total + extract_features(encoder, aug(images), batch_size=batch_size, reference=reference)
+    for _ in range(views):  # the same transform for every image: no dependence on the batch
+        total = total + extract_features(encoder, aug(images, shared=True), batch_size=batch_size, reference=reference)
     return total / (views + 1)
 
 

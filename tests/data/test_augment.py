@@ -73,6 +73,26 @@ def test_views_of_one_batch_are_independent_per_image() -> None:
     assert not torch.allclose(a, b)
 
 
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_shared_views_are_one_transform_whatever_the_batch(preset: str) -> None:
+    aug = ViewAugment(preset=preset, image_size=28, seed=5)
+    copies = _images(4)[:1].expand(4, 1, 28, 28).contiguous()
+    same = aug(copies, shared=True)
+    assert all(torch.allclose(same[0], same[i], atol=1e-6) for i in range(1, 4))  # one transform for all
+    x = _images(9, seed=1)
+    aug.reset()
+    batch = [aug(x, shared=True) for _ in range(3)]  # three views of a batch
+    for i in (0, 4, 8):  # ... equal, view by view, to the views of each image alone
+        aug.reset()
+        alone = [aug(x[i : i + 1], shared=True) for _ in range(3)]
+        for k in range(3):
+            torch.testing.assert_close(alone[k], batch[k][i : i + 1], rtol=0, atol=1e-6)
+    assert not torch.allclose(batch[0], batch[1])  # successive shared calls are different transforms
+    assert not aug._shared  # the mode lasts one call
+    with pytest.raises(ValueError, match="shared"):
+        aug(x, shared=1)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [

@@ -75,6 +75,9 @@ def test_tta_features_are_per_image_and_seeded() -> None:
     y = x.clone()
     y[3:] = torch.rand(3, 1, 28, 28)  # other images change: the first three features must not
     torch.testing.assert_close(tta_features(enc, y, views=3, seed=1)[:3], a[:3])
+    # nor on its position or company: one image alone, and the batch reversed, give the same features
+    torch.testing.assert_close(tta_features(enc, x[4:5], views=3, seed=1), a[4:5], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(tta_features(enc, x.flip(0), views=3, seed=1).flip(0), a, rtol=1e-5, atol=1e-6)
     plain = tta_features(enc, x, views=0)
     assert not torch.allclose(plain, a)
     with pytest.raises(ValueError, match="views"):
