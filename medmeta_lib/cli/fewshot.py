@@ -64,6 +64,13 @@ def add_fewshot_parser(sub: Any) -> None:
         help="the ProtoNets alone (default: their mean probabilities averaged 1:1 with a logistic probe, C = 0.1, "
         "on the standardised features of the SimCLR encoder)",
     )
+    fs.add_argument(
+        "--tta-views",
+        type=int,
+        default=0,
+        help="the mixed probe's features averaged over each image and this many fixed augmented views (the same "
+        "seeded transforms for every image); 0: plain features",
+    )
     fs.add_argument("--device", default="cpu", help="where SimCLR trains: cpu, cuda or auto")
     fs.add_argument("--no-scratch", action="store_true", help="leave out the scratch baseline (the slowest one)")
     fs.add_argument("--seed", type=int, default=0)
@@ -143,6 +150,7 @@ def fewshot_command(a: argparse.Namespace) -> int:
         meta_steps=a.meta_steps,
         meta_members=a.meta_members,
         mix_probe=not a.no_mix_probe,
+        tta_views=a.tta_views,
         device=a.device,
         scratch=not a.no_scratch,
         encoder_out=out_dir / "encoder.safetensors",
@@ -153,7 +161,7 @@ def fewshot_command(a: argparse.Namespace) -> int:
     result["command"] = (
         f"medmeta fewshot --data {a.data} --k-shot {a.k_shot} --draws {a.draws} --epochs {a.epochs} "
         f"--augment {a.augment} --head {a.head} --meta-steps {a.meta_steps} --meta-members {a.meta_members} "
-        f"--device {a.device} --seed {a.seed}"
+        f"--tta-views {a.tta_views} --device {a.device} --seed {a.seed}"
         + (" --no-scratch" if a.no_scratch else "")
         + (" --no-scanner-shift" if a.no_scanner_shift else "")
         + (" --no-mix-probe" if a.no_mix_probe else "")

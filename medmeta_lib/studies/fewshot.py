@@ -67,7 +67,7 @@ from medmeta_lib.data.collection import ImageCollection
 from medmeta_lib.evaluation.full_test_split import compare_full_test_split, learner_predictor
 from medmeta_lib.models.backbones import create_backbone
 from medmeta_lib.ssl.features import CONV4_BLOCKS_2_4, PooledLayers, extract_features
-from medmeta_lib.ssl.heads import HEAD_C, ensemble_predictor, head_predictor
+from medmeta_lib.ssl.heads import HEAD_C, ensemble_predictor, head_predictor, tta_features
 from medmeta_lib.ssl.probe import pool_standardisation
 from medmeta_lib.ssl.simclr import pretrain_simclr
 from medmeta_lib.ssl.simclr_config import SimCLRConfig
@@ -138,6 +138,7 @@ def fewshot_study(
     meta_steps: int = 300,
     meta_members: int = 3,
     mix_probe: bool = True,
+    tta_views: int = 0,
     scratch: bool = True,
     device: str = "cpu",
     encoder_out: str | Path | None = None,
@@ -171,6 +172,9 @@ def fewshot_study(
             costs one more meta-training (45-100 s on 2 cores, depending on the machine).
         mix_probe: average the ProtoNets' mean 1:1 with the ``probe`` head on the SimCLR features (``False``:
             the ProtoNets alone).
+        tta_views: the mixed probe's features averaged over each image and this many fixed views of the
+            ``augment`` preset (the same seeded transforms for every image, so still one image at a time;
+            :func:`~medmeta_lib.ssl.heads.tta_features`); ``0``: plain features.
         scratch: include the ``scratch`` baseline (the slowest part: a network trained per draw).
         encoder_out: SimCLR checkpoint path (resumable); ``None`` keeps it in memory.
         learner_out: where to save the meta-trained ProtoNet (``save_learner``; reload it with
@@ -212,6 +216,8 @@ def fewshot_study(
         raise ValueError(f"scanner_shift must be True or False, got {scanner_shift!r}")
     if not isinstance(mix_probe, bool):
         raise ValueError(f"mix_probe must be True or False, got {mix_probe!r}")
+    if isinstance(tta_views, bool) or not isinstance(tta_views, int) or tta_views < 0:
+        raise ValueError(f"tta_views must be an int >= 0 (0: no test-time augmentation), got {tta_views!r}")
     if head not in HEADS:
         raise ValueError(f"head must be one of {sorted(HEADS)}, got {head!r}")
     C = HEADS[head] if C is None else C
@@ -287,8 +293,17 @@ def fewshot_study(
         methods[name] = head_predictor(head, *feats[name], train.labels, C=C)
     if meta_info is not None:  # one test image at a time through every member, their probabilities averaged
         protonets = [learner_predictor(lr, train, test, k_shot=k_shot) for lr in members]
+        mix_feats = feats[PROBE_RECIPE]
+        if mix_probe and tta_views:  # every image and its views through the same fixed transforms
+            log(f"[fewshot] probe features averaged over {tta_views} fixed views ({augment}) of each image")
+            mix_feats = tuple(  # type: ignore[assignment]
+                tta_features(
+                    encoders[PROBE_RECIPE], x, views=tta_views, preset=augment, seed=seed, reference=train.images
+                )
+                for x in (train.images, test.images)
+            )
         if mix_probe:  # ... then 1:1 with the probe head on the SimCLR features (BENCHMARKS.md section 13)
-            probe = head_predictor(MIX_HEAD, *feats[PROBE_RECIPE], train.labels, C=HEADS[MIX_HEAD])
+            probe = head_predictor(MIX_HEAD, *mix_feats, train.labels, C=HEADS[MIX_HEAD])
             recipe_predict: Any = ensemble_predictor([ensemble_predictor(protonets), probe])
         else:
             recipe_predict = members[0] if meta_members == 1 else ensemble_predictor(protonets)
@@ -299,8 +314,11 @@ def fewshot_study(
                 pre.encoder.cpu(),
                 layers=CONV4_BLOCKS_2_4,
                 classes=train.class_names,
-                probe_stats=pool_standardisation(feats[PROBE_RECIPE][0]) if mix_probe else None,
+                probe_stats=pool_standardisation(mix_feats[0]) if mix_probe else None,
                 C=HEADS[MIX_HEAD],
+                tta_views=tta_views if mix_probe else 0,
+                tta_preset=augment,
+                tta_seed=seed,
             )
             recipe_file = recipe.save(Path(learner_out).with_name(RECIPE_FILE), member_files=files)
             meta_info["recipe_file"] = str(recipe_file)
@@ -346,6 +364,7 @@ def fewshot_study(
             "meta_steps": meta_steps,
             "meta_members": meta_members if meta_steps else 0,
             "mix_probe": bool(meta_steps) and mix_probe,
+            "tta_views": tta_views if meta_steps and mix_probe else 0,
             "baselines": [b for b in _BASELINES if b in results],
         },
     }

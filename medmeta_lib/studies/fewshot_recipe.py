@@ -6,7 +6,9 @@ the recipe mixes in a probe, the encoder with its pooled layers and the mean and
 of the unlabelled train images. :meth:`FewShotRecipe.adapt` takes K labelled images per class and returns a
 classifier of new images: the ProtoNets' class probabilities averaged, then averaged 1:1 with the
 probabilities of a logistic regression (C = 0.1) on the standardised features of the support images (the
-``probe`` head). Every image is classified on its own.
+``probe`` head). With ``tta_views`` > 0 the probe's features (support and new images alike) are averaged over
+each image and that many fixed augmented views (:func:`~medmeta_lib.ssl.heads.tta_features`: the same seeded
+transforms for every image). Every image is classified on its own.
 
 The recipe is saved as ``recipe.safetensors`` beside the ProtoNets' files: the encoder's weights, the
 probe's statistics and, as metadata, the member files, layers, C and classes (no pickle).
@@ -27,7 +29,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from medmeta_lib.ssl.features import PooledLayers, extract_features
+from medmeta_lib.data.augment import PRESETS
+from medmeta_lib.ssl.features import PooledLayers
+from medmeta_lib.ssl.heads import tta_features
 from medmeta_lib.ssl.probe import fit_probe
 from medmeta_lib.training.checkpoint import load_backbone, load_checkpoint, save_checkpoint
 from medmeta_lib.training.learner_io import load_learner
@@ -49,6 +53,10 @@ class FewShotRecipe:
         probe_stats: ``(mean, sd)`` of the unlabelled pool's pooled features; ``None``: no probe (the
             ProtoNets alone).
         C: the probe's inverse L2 strength.
+        tta_views: augmented views averaged into each probe feature (0: the plain feature); ``probe_stats``
+            must then come from features computed the same way.
+        tta_preset: ``ViewAugment`` preset of those views.
+        tta_seed: seed of those views (the transforms are the same for every image).
 
     Example:
         >>> recipe = FewShotRecipe(members, encoder, layers=CONV4_BLOCKS_2_4, classes=("a", "b"),
@@ -64,6 +72,9 @@ class FewShotRecipe:
         classes: Sequence[str],
         probe_stats: tuple[np.ndarray, np.ndarray] | None = None,
         C: float = 0.1,
+        tta_views: int = 0,
+        tta_preset: str = "generic",
+        tta_seed: int = 0,
     ) -> None:
         if not members or not all(hasattr(m, "adapt") for m in members):
             raise ValueError("FewShotRecipe: members must be one or more learners (e.g. meta-trained ProtoNets)")
@@ -71,6 +82,13 @@ class FewShotRecipe:
             raise ValueError(f"FewShotRecipe: classes must name at least 2 classes, got {list(classes)}")
         if not (isinstance(C, (int, float)) and not isinstance(C, bool) and C > 0):
             raise ValueError(f"C must be a number > 0, got {C!r}")
+        if isinstance(tta_views, bool) or not isinstance(tta_views, int) or tta_views < 0:
+            raise ValueError(f"tta_views must be an int >= 0, got {tta_views!r}")
+        if tta_preset not in PRESETS:
+            raise ValueError(f"tta_preset must be one of {sorted(PRESETS)}, got {tta_preset!r}")
+        if isinstance(tta_seed, bool) or not isinstance(tta_seed, int):
+            raise ValueError(f"tta_seed must be an int, got {tta_seed!r}")
+        self.tta_views, self.tta_preset, self.tta_seed = tta_views, tta_preset, tta_seed
         self.members, self.encoder = list(members), encoder
         self.layers, self.classes, self.C = tuple(layers), tuple(classes), float(C)
         self.pooled = PooledLayers(encoder, self.layers)
@@ -82,7 +100,8 @@ class FewShotRecipe:
     def _probe_features(self, images: Tensor) -> np.ndarray:
         assert self.probe_stats is not None
         mean, std = self.probe_stats
-        return (extract_features(self.pooled, images).numpy() - mean) / std
+        feats = tta_features(self.pooled, images, views=self.tta_views, preset=self.tta_preset, seed=self.tta_seed)
+        return (feats.numpy() - mean) / std
 
     def adapt(self, support_x: Tensor, support_y: Tensor) -> Callable[[Tensor], np.ndarray]:
         """A classifier of new images from K labelled images per class.
@@ -148,6 +167,7 @@ class FewShotRecipe:
             "classes": list(self.classes),
             "probe": self.probe_stats is not None,
             "C": self.C,
+            "tta": {"views": self.tta_views, "preset": self.tta_preset, "seed": self.tta_seed},
         }
         return save_checkpoint(path, tensors, meta)
 
@@ -177,6 +197,7 @@ class FewShotRecipe:
                 )
             members.append(load_learner(member, expect_learner="protonet"))
         stats = (ck.tensors["probe.mean"].numpy(), ck.tensors["probe.std"].numpy()) if meta["probe"] else None
+        tta = meta.get("tta", {"views": 0, "preset": "generic", "seed": 0})  # files before TTA: none
         return cls(
             members,
             load_backbone(path),
@@ -184,4 +205,7 @@ class FewShotRecipe:
             classes=meta["classes"],
             probe_stats=stats,
             C=float(meta["C"]),
+            tta_views=int(tta["views"]),
+            tta_preset=str(tta["preset"]),
+            tta_seed=int(tta["seed"]),
         )

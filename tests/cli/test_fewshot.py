@@ -32,7 +32,8 @@ def test_results_json_and_summary_for_grey_and_colour(tmp_path: Path, capsys, ch
     npz = write_medmnist_npz(tmp_path / "d.npz", channels=channels, n_classes=n_classes, per_class=8)
     out = tmp_path / "out"
     plain = ["--no-scanner-shift", "--no-mix-probe"] if channels == 3 else []  # the study's colour test: default
-    assert main(["fewshot", "--data", str(npz), "--k-shot", "2", "--out", str(out), *FAST, *plain]) == 0
+    tta = [] if plain else ["--tta-views", "1"]  # the mixed probe over one fixed view of each image too
+    assert main(["fewshot", "--data", str(npz), "--k-shot", "2", "--out", str(out), *FAST, *plain, *tta]) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["channels"] == channels and len(res["classes"]) == n_classes and res["k_shot"] == 2
     methods = {"simclr_protonet", "simclr_probe", "random_init_probe", "raw_pixels_probe", "scratch"}
@@ -53,6 +54,8 @@ def test_results_json_and_summary_for_grey_and_colour(tmp_path: Path, capsys, ch
     assert res["settings"]["mix_probe"] is not plain and ("--no-mix-probe" in res["command"]) is bool(plain)
     recipe = FewShotRecipe.load(out)  # the recipe for new images, greyscale or colour
     assert recipe.classes == tuple(res["classes"]) and (recipe.probe_stats is None) is bool(plain)
+    assert recipe.tta_views == res["settings"]["tta_views"] == (0 if plain else 1)
+    assert ("--tta-views 1" in res["command"]) is not bool(plain)
     train = load_collection(str(npz), split="train")
     idx = torch.cat([torch.nonzero(train.labels == c).flatten()[:2] for c in range(n_classes)])
     probs = recipe.adapt(train.images[idx], train.labels[idx])(load_collection(str(npz), split="test").images)

@@ -179,6 +179,32 @@ def scored(monkeypatch) -> list:
     return seen
 
 
+def test_test_time_augmented_probe_is_per_image_and_reloads(pair, tmp_path: Path, scored: list) -> None:
+    """tta_views: the mixed probe reads features averaged over fixed views; the saved recipe repeats it per image."""
+    train, test = pair
+    out = fewshot_study(
+        train, test, k_shot=2, scratch=False, meta_steps=2, tta_views=2, learner_out=tmp_path / "p.safetensors", **TINY
+    )
+    assert out["settings"]["tta_views"] == 2
+    recipe = FewShotRecipe.load(tmp_path)
+    assert (recipe.tta_views, recipe.tta_preset, recipe.tta_seed) == (2, "generic", 0)
+    idx = np.concatenate([np.nonzero(train.labels.numpy() == c)[0][:2] for c in range(2)])
+    sx, sy = train.images[torch.from_numpy(idx)], train.labels[torch.from_numpy(idx)]
+    predict = recipe.adapt(sx, sy)
+    got = predict(test.images)
+    np.testing.assert_allclose(got, scored[0](idx), atol=1e-4)  # what the study scored
+    np.testing.assert_allclose(predict(test.images[3:4]), got[3:4], atol=1e-5)  # one image alone
+    np.testing.assert_allclose(predict(test.images.flip(0)), got[::-1], atol=1e-5)  # in another order
+    plain = FewShotRecipe(
+        recipe.members, recipe.encoder, layers=recipe.layers, classes=recipe.classes, probe_stats=recipe.probe_stats
+    )
+    assert not np.allclose(plain.adapt(sx, sy)(test.images), got, atol=1e-4)  # the views changed the features
+    with pytest.raises(ValueError, match="tta_views must be an int >= 0"):
+        fewshot_study(train, test, k_shot=2, tta_views=-1, **TINY)
+    with pytest.raises(ValueError, match="tta_preset"):
+        FewShotRecipe(recipe.members, recipe.encoder, layers=recipe.layers, classes=recipe.classes, tta_preset="ct")
+
+
 def test_the_saved_learner_reloads_and_predicts_like_the_scored_one(pair, tmp_path: Path, scored: list) -> None:
     train, test = pair
     path = tmp_path / "protonet.safetensors"
