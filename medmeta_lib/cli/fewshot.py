@@ -30,7 +30,7 @@ def add_fewshot_parser(sub: Any) -> None:
     fs.add_argument("--draws", type=int, default=100, help="label draws, the same for every method")
     fs.add_argument("--out", default=None, help="output folder (default runs/fewshot-<time>)")
     fs.add_argument("--image-size", type=int, default=28)
-    fs.add_argument("--epochs", type=int, default=30, help="SimCLR epochs over the unlabelled train images")
+    fs.add_argument("--epochs", type=int, default=60, help="SimCLR epochs over the unlabelled train images")
     fs.add_argument(
         "--augment", default="generic", help="SimCLR view preset: generic, chest_xray, dermoscopy, fundus, histology..."
     )
@@ -67,7 +67,7 @@ def add_fewshot_parser(sub: Any) -> None:
     fs.add_argument(
         "--tta-views",
         type=int,
-        default=0,
+        default=8,
         help="the mixed probe's features averaged over each image and this many fixed augmented views (the same "
         "seeded transforms for every image); 0: plain features",
     )

@@ -61,16 +61,18 @@ def fewshot_summary_figure(result: Mapping[str, Any], *, title: str | None = Non
     averaged = members > 1 and bool(seeds)  # several ProtoNets: their mean damps the meta-training seed
     ensemble = f"mean of {members} ProtoNets, meta-training seeds {seeds}" if averaged else ""
     if settings.get("mix_probe"):
-        ensemble = f"{ensemble or 'a ProtoNet'}, then 1:1 with the probe head"
+        views = settings.get("tta_views", 0)
+        on = f" on features averaged over {views} fixed views" if views else ""
+        ensemble = f"{ensemble or 'a ProtoNet'}, then 1:1 with the probe head{on}"
     ensemble = f" ({ensemble})" if ensemble else ""
     ax.set_title(
         title
         or f"K = {result['k_shot']} labelled images per class, {result['draws']} label draws, "
         f"{result['test_images']} test images (95% intervals over draws and test images)\n"
         f"recipe: {result.get('recipe', '?')}{ensemble}"
-        + (f"; *_probe rows: the {head} head" if head else "")
+        + (f"\n*_probe rows: the {head} head" if head else "")
         + (
-            f"\none training seed ({seed}): "
+            f"; one training seed ({seed}): "
             + (
                 "the intervals do not cover a change of seed (averaging the ProtoNets damps it)"
                 if averaged

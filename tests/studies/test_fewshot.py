@@ -248,7 +248,8 @@ def test_the_recipe_mixes_the_protonets_with_the_probe_and_reloads_as_one_model(
     """Default: (mean of the ProtoNets + the probe head on the SimCLR features) / 2; FewShotRecipe.load repeats it."""
     train, test = pair
     path = tmp_path / "protonet.safetensors"
-    out = fewshot_study(train, test, k_shot=2, scratch=False, meta_steps=2, learner_out=path, **TINY)
+    plain = {**TINY, "tta_views": 0}  # the probe on plain features (the views: the test above)
+    out = fewshot_study(train, test, k_shot=2, scratch=False, meta_steps=2, learner_out=path, **plain)
     assert out["settings"]["mix_probe"] is True and out["meta_train"]["recipe_file"] == str(tmp_path / RECIPE_FILE)
     idx = np.concatenate([np.nonzero(train.labels.numpy() == c)[0][:2] for c in range(2)])
     sx, sy = train.images[torch.from_numpy(idx)], train.labels[torch.from_numpy(idx)]

@@ -62,6 +62,10 @@ def test_the_probe_mix_is_named_in_the_title() -> None:
     title = fig.axes[0].get_title()
     assert "(mean of 3 ProtoNets, meta-training seeds [3, 4, 5], then 1:1 with the probe head)" in title
     plt.close(fig)
+    result["settings"]["tta_views"] = 8  # the probe's test-time views are named too
+    title = fewshot_summary_figure(result).axes[0].get_title()
+    assert "then 1:1 with the probe head on features averaged over 8 fixed views)" in title
+    plt.close("all")
 
 
 def test_a_single_protonet_with_the_probe_does_not_claim_seed_averaging() -> None:
