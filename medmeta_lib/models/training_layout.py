@@ -3,7 +3,8 @@
 On CPU, PyTorch's oneDNN convolutions and its max-pooling kernel run faster on channels-last (NHWC)
 tensors, and an in-place ReLU saves allocating (and zero-filling the gradient of) one activation map per
 block. For SimCLR's Conv-4-64 step (512 views at 28 px, two threads) the two together cut the time per
-step from about 450 to 270 ms (``bench/bench_ssl.py``). Both change only where numbers live in memory, not
+step from 382 to 275 ms, and a whole ``pretrain_simclr`` run by 1.5x (``bench/bench_ssl.py``, BENCHMARKS.md
+section 1). Both change only where numbers live in memory, not
 what is computed: the results agree with the default layout to float rounding.
 
 :func:`training_layout` applies both for the duration of a ``with`` block and restores the module

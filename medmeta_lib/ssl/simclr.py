@@ -286,7 +286,7 @@ def pretrain_simclr(
         history.append(_monitor(encoder, monitor, 0, 0))
     show = progress and is_main_process()  # rank 0 alone draws the bar
     bar = tqdm(total=stop, initial=min(step, stop), disable=not show, desc=f"SimCLR {backbone}", unit="step")
-    # channels-last tensors and in-place ReLUs while training (about 1.6x faster on CPU); restored after
+    # channels-last tensors and in-place ReLUs while training (about 1.5x faster on CPU); restored after
     with training_layout(model) as prepare:
         net = wrap_ddp(model)  # DDP under torchrun, built on the training layout
         encoder.train()
