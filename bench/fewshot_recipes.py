@@ -62,6 +62,7 @@ from medmeta_lib.config import PROJECT_ROOT, set_threads, shared_data_file
 from medmeta_lib.data.sources import load_collection
 from medmeta_lib.evaluation.full_test_split import learner_predictor, score_full_test_split
 from medmeta_lib.evaluation.intervals import paired_difference
+from medmeta_lib.learners.protonet import prototype_logits
 from medmeta_lib.models.backbones import create_backbone
 from medmeta_lib.ssl.features import CONV4_BLOCKS_2_4, PooledLayers
 from medmeta_lib.ssl.finetune import finetune_predictor
@@ -198,6 +199,18 @@ def _meta_learners(a: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _prototype_predictor(ftr: np.ndarray, fte: np.ndarray, labels: np.ndarray) -> Any:
+    """A ProtoNet's prediction on precomputed embeddings: softmax of minus the squared distance to each class mean
+    of the support embeddings (``learners.protonet.prototype_logits``), for ``--meta-tta``."""
+
+    def predict(idx: np.ndarray) -> np.ndarray:
+        y = labels[idx]
+        protos = torch.from_numpy(np.stack([ftr[idx][y == c].mean(0) for c in range(int(labels.max()) + 1)]))
+        return prototype_logits(torch.from_numpy(fte), protos).softmax(-1).numpy()
+
+    return predict
+
+
 def _memo(predict: Any) -> Any:
     """``predict`` with its output kept per support set, so that a mix reuses its members' predictions."""
     memo: dict[bytes, np.ndarray] = {}
@@ -259,6 +272,13 @@ def evaluate(a: argparse.Namespace) -> None:
             finetune_predictor(e, ly, train.images, test.images, train.labels, steps=s, lr=r, preset="chest_xray")
         )
     learners = _meta_learners(a)  # pretrain → meta-train: learners meta-trained on MedSynth from an encoder
+    if a.meta_tta:  # each ProtoNet's embeddings averaged over the image and the same fixed views as "+tta"
+        for name, lrn in list(learners.items()):
+            ftr, fte = (
+                tta_features(lrn.backbone.eval(), x, views=a.tta_views, preset="chest_xray", seed=a.seed).numpy()
+                for x in (train.images, test.images)
+            )
+            recipes[f"{name}+tta"] = lambda ftr=ftr, fte=fte: _prototype_predictor(ftr, fte, labels)
     if a.only:
         recipes = {n: m for n, m in recipes.items() if n in a.only or "/cl2_ft" in n}
     for ens in a.ensembles:
@@ -376,6 +396,11 @@ def main() -> None:
     p.add_argument("--finetune", nargs="*", default=[], help="evaluate: LP-FT recipes ENCODER:STEPS:LR")
     p.add_argument(
         "--meta", nargs="*", default=[], help="evaluate: ENCODER:LEARNER:STEPS[:key=value,...] meta-trained on MedSynth"
+    )
+    p.add_argument(
+        "--meta-tta",
+        action="store_true",
+        help="evaluate: also score each --meta ProtoNet on embeddings averaged over --tta-views fixed views (NAME+tta)",
     )
     p.add_argument("--only", nargs="*", default=[], help="evaluate: score only these recipes (and the LP-FT ones)")
     p.add_argument("--split", default="val", choices=["val", "test"])
