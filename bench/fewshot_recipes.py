@@ -62,7 +62,7 @@ from medmeta_lib.config import PROJECT_ROOT, set_threads, shared_data_file
 from medmeta_lib.data.sources import load_collection
 from medmeta_lib.evaluation.full_test_split import learner_predictor, score_full_test_split
 from medmeta_lib.evaluation.intervals import paired_difference
-from medmeta_lib.learners.protonet import prototype_logits
+from medmeta_lib.learners.protonet import prototype_logits, prototypes
 from medmeta_lib.models.backbones import create_backbone
 from medmeta_lib.ssl.features import CONV4_BLOCKS_2_4, PooledLayers
 from medmeta_lib.ssl.finetune import finetune_predictor
@@ -201,12 +201,13 @@ def _meta_learners(a: argparse.Namespace) -> dict[str, Any]:
 
 def _prototype_predictor(ftr: np.ndarray, fte: np.ndarray, labels: np.ndarray) -> Any:
     """A ProtoNet's prediction on precomputed embeddings: softmax of minus the squared distance to each class mean
-    of the support embeddings (``learners.protonet.prototype_logits``), for ``--meta-tta``."""
+    of the support embeddings (``learners.protonet.prototypes`` and ``prototype_logits``), for ``--meta-tta``."""
+
+    emb, n_way = torch.from_numpy(fte), int(labels.max()) + 1
 
     def predict(idx: np.ndarray) -> np.ndarray:
-        y = labels[idx]
-        protos = torch.from_numpy(np.stack([ftr[idx][y == c].mean(0) for c in range(int(labels.max()) + 1)]))
-        return prototype_logits(torch.from_numpy(fte), protos).softmax(-1).numpy()
+        protos = prototypes(torch.from_numpy(ftr[idx]), torch.from_numpy(labels[idx]), n_way)
+        return prototype_logits(emb, protos).softmax(-1).numpy()
 
     return predict
 
