@@ -66,7 +66,8 @@ from medmeta_lib.learners.protonet import prototype_logits, prototypes
 from medmeta_lib.models.backbones import create_backbone
 from medmeta_lib.ssl.features import CONV4_BLOCKS_2_4, PooledLayers
 from medmeta_lib.ssl.finetune import finetune_predictor
-from medmeta_lib.ssl.heads import ensemble_predictor, head_predictor, tta_features
+from medmeta_lib.ssl.heads import HEAD_C, ensemble_predictor, head_predictor, tta_features
+from medmeta_lib.ssl.self_training import probe_member, prototype_member, self_trained_predictor
 from medmeta_lib.ssl.simclr import pretrain_simclr
 from medmeta_lib.ssl.simclr_config import SimCLRConfig
 from medmeta_lib.studies.medsynth_metatrain import metatrain_on_medsynth
@@ -212,6 +213,21 @@ def _prototype_predictor(ftr: np.ndarray, fte: np.ndarray, labels: np.ndarray) -
     return predict
 
 
+def _self_trained(
+    a: argparse.Namespace, enc: str, per_class: int, learners: dict[str, Any], feats: Any, train: Any, test: Any
+) -> Any:
+    """``--self-train ENCODER:M``: the command's recipe (the mean of ``ENC/protonet300``, ``_m1``, ``_m2``, 1:1 with
+    ``ENC/probe+tta``), refitted once on support + M pseudo-labelled train-pool images per class
+    (``medmeta_lib.ssl.self_training``)."""
+    names = (f"{enc}/protonet300", f"{enc}/protonet300_m1", f"{enc}/protonet300_m2")
+    if any(n not in learners for n in names):
+        raise SystemExit(f"--self-train {enc}:{per_class} needs --meta {enc}:protonet:300 with seeds 0, 1 and 2")
+    members = [prototype_member(learners[n], train.images, test.images) for n in names]
+    members.append(probe_member(*feats[enc]["+tta"], C=HEAD_C["probe"]))
+    labels = train.labels.numpy()
+    return lambda: self_trained_predictor(members, labels, per_class=per_class, weights=[1 / 6] * 3 + [1 / 2])
+
+
 def _memo(predict: Any) -> Any:
     """``predict`` with its output kept per support set, so that a mix reuses its members' predictions."""
     memo: dict[bytes, np.ndarray] = {}
@@ -280,6 +296,8 @@ def evaluate(a: argparse.Namespace) -> None:
                 for x in (train.images, test.images)
             )
             recipes[f"{name}+tta"] = lambda ftr=ftr, fte=fte: _prototype_predictor(ftr, fte, labels)
+    for enc_name, per_class in (spec.split(":") for spec in a.self_train):  # ENCODER:M, the command's recipe
+        recipes[f"{enc_name}/st{per_class}"] = _self_trained(a, enc_name, int(per_class), learners, feats, train, test)
     if a.only:
         recipes = {n: m for n, m in recipes.items() if n in a.only or "/cl2_ft" in n}
     for ens in a.ensembles:
@@ -402,6 +420,12 @@ def main() -> None:
         "--meta-tta",
         action="store_true",
         help="evaluate: also score each --meta ProtoNet on embeddings averaged over --tta-views fixed views (NAME+tta)",
+    )
+    p.add_argument(
+        "--self-train",
+        nargs="*",
+        default=[],
+        help="evaluate: ENCODER:M, the command's recipe + M pseudo-labels per class",
     )
     p.add_argument("--only", nargs="*", default=[], help="evaluate: score only these recipes (and the LP-FT ones)")
     p.add_argument("--split", default="val", choices=["val", "test"])

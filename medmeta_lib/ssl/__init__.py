@@ -8,7 +8,9 @@
 * :mod:`~medmeta_lib.ssl.probe` — cosine kNN, linear probe and label-efficiency curves over label draws;
 * :mod:`~medmeta_lib.ssl.heads` — few-shot heads on frozen features: SimpleShot's centring + L2 transform,
   cosine nearest centroid, ensembles, test-time-augmented features, a head by name;
-* :mod:`~medmeta_lib.ssl.finetune` — LP-FT: the probe, then the encoder fine-tuned on each support set.
+* :mod:`~medmeta_lib.ssl.finetune` — LP-FT: the probe, then the encoder fine-tuned on each support set;
+* :mod:`~medmeta_lib.ssl.self_training` — self-training: class-balanced pseudo-labels from the unlabelled pool,
+  one refit (still inductive on the scored images).
 
 Example:
     >>> from medmeta_lib.ssl import SimCLRConfig
@@ -31,6 +33,7 @@ from medmeta_lib.ssl.heads import (
 )
 from medmeta_lib.ssl.ntxent import nt_xent_loss
 from medmeta_lib.ssl.probe import knn_accuracy, label_efficiency, linear_probe, probe_predictor
+from medmeta_lib.ssl.self_training import probe_member, prototype_member, pseudo_label, self_trained_predictor
 from medmeta_lib.ssl.simclr import PretrainResult, pretrain_simclr, projection_head
 from medmeta_lib.ssl.simclr_config import SimCLRConfig
 from medmeta_lib.ssl.views import ContrastiveViews
@@ -54,8 +57,12 @@ __all__ = [
     "nearest_centroid_predictor",
     "nt_xent_loss",
     "pretrain_simclr",
+    "probe_member",
     "probe_predictor",
     "projection_head",
+    "prototype_member",
+    "pseudo_label",
+    "self_trained_predictor",
     "tta_features",
     "with_population_stats",
 ]
