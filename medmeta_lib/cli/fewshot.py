@@ -71,6 +71,13 @@ def add_fewshot_parser(sub: Any) -> None:
         help="the mixed probe's features averaged over each image and this many fixed augmented views (the same "
         "seeded transforms for every image); 0: plain features",
     )
+    fs.add_argument(
+        "--self-train",
+        type=int,
+        default=None,
+        help="pseudo-labels per class from the unlabelled train images, one refit of the recipe (default: 100 at "
+        "K <= 2, none above, as chosen on validation); 0: none",
+    )
     fs.add_argument("--device", default="cpu", help="where SimCLR trains: cpu, cuda or auto")
     fs.add_argument("--no-scratch", action="store_true", help="leave out the scratch baseline (the slowest one)")
     fs.add_argument("--seed", type=int, default=0)
@@ -151,6 +158,7 @@ def fewshot_command(a: argparse.Namespace) -> int:
         meta_members=a.meta_members,
         mix_probe=not a.no_mix_probe,
         tta_views=a.tta_views,
+        self_train=a.self_train,
         device=a.device,
         scratch=not a.no_scratch,
         encoder_out=out_dir / "encoder.safetensors",
@@ -161,7 +169,8 @@ def fewshot_command(a: argparse.Namespace) -> int:
     result["command"] = (
         f"medmeta fewshot --data {a.data} --k-shot {a.k_shot} --draws {a.draws} --epochs {a.epochs} "
         f"--augment {a.augment} --head {a.head} --meta-steps {a.meta_steps} --meta-members {a.meta_members} "
-        f"--tta-views {a.tta_views} --device {a.device} --seed {a.seed}"
+        f"--tta-views {a.tta_views} --self-train {result['settings']['self_train']} --device {a.device} "
+        f"--seed {a.seed}"
         + (" --no-scratch" if a.no_scratch else "")
         + (" --no-scanner-shift" if a.no_scanner_shift else "")
         + (" --no-mix-probe" if a.no_mix_probe else "")

@@ -17,41 +17,17 @@ validation split) has two training stages, neither of which reads a label of the
    SimCLR encoder's pooled features of the support images, standardised with the unlabelled train images'
    mean and sd (the ``probe`` head; ``mix_probe``). Each of those features is averaged over the image and 8
    fixed views of it (``tta_views``: the same seeded transforms for every image, so a prediction still
-   depends on its own image only).
+   depends on its own image only);
+4. **self-train** (K <= 2 only): the mix fitted on the support set labels the 100 unlabelled train images per
+   class it is most sure of, and is fitted again on the support set and those pseudo-labels
+   (:mod:`medmeta_lib.ssl.self_training`; still one test image at a time: the pseudo-labels come from the train
+   split). Chosen on validation (BENCHMARKS.md section 15): at K = 1 and 2 it raised the recipe's balanced
+   accuracy by 0.049 and 0.011, from K = 3 it lowered it.
 
-``simclr_protonet`` is the recipe. ``simclr_probe`` (the first version) skips stage 2: a logistic regression
-on the pooled features of Conv-4 blocks 2-4 of the support images. Its head (``head="cl2_probe"``, the
-default) centres the features on the unlabelled train images' mean and L2-normalises them (SimpleShot's
-CL2N) before a logistic regression with C = 10; ``head="probe"`` standardises them and uses C = 0.1. On
-validation the meta-training stage beat every head at every K (mean balanced accuracy over K = 1-20 0.850
-against 0.833 with the 30-epoch encoder); on PneumoniaMNIST's test split it is level with the probe (paired
-intervals including 0 at K = 1, 10 and 20, BENCHMARKS.md section 8). More SimCLR epochs helped on
-validation (300 beat 30) but not on test. The scanner-shift positives raised the recipe's validation balanced
-accuracy for each of three seeds (mean over K and seeds 0.841 → 0.862) for 3-5 % more SimCLR time; on test
-the mean gain over the seeds was 0.005, one seed of three losing (BENCHMARKS.md section 11).
-``scanner_shift=False`` gives plain SimCLR views.
-
-Why three ProtoNets: the meta-training seed alone moves one ProtoNet a long way. On PneumoniaMNIST's test
-split, nine single ProtoNets (three encoders × three meta-training seeds) spanned 0.739-0.839 mean balanced
-accuracy over K; the mean of three, per encoder, spanned 0.807-0.818. On validation the mean of three scored
-0.853 against 0.840 for a single ProtoNet averaged over seeds, and on test 0.812 against 0.796 (BENCHMARKS.md
-section 12). It costs two more meta-trainings (2.5-3.3 min on 2 cores) and three times the ProtoNet's
-scoring; ``meta_members=1`` gives a single ProtoNet.
-
-Why the probe mix: the probe and the ProtoNets err differently (one reads the target's own feature statistics,
-the others learnt to compare images on MedSynth). On validation, over three SimCLR seeds, the mix scored 0.867
-mean balanced accuracy over K against 0.857 for the ProtoNets alone (with the ``cl2_probe`` head instead,
-0.867: a tie, decided by AUC); on test 0.831 against 0.816, higher for every encoder, with paired intervals
-above 0 at K = 5, 10 and 20 for each (BENCHMARKS.md section 13). It costs one logistic regression per label
-draw. ``mix_probe=False`` scores the ProtoNets alone.
-
-Why 60 epochs and the views (BENCHMARKS.md section 14, the same three-seed protocol, rules written before the
-runs): with the 60-epoch encoders the views raised the recipe's mean balanced accuracy over K and seeds on
-validation (0.8671 → 0.8702) and on test (0.8315 → 0.8351); all 12 paired test differences (K × seed) were
-positive, and the AUC gain's interval was above 0 in each. They cost about 40 s of features. 60 epochs against
-30 was a tie (validation 0.8671 against 0.8669, test 0.8315 against 0.8312, per-seed differences of both
-signs); the rule written beforehand adopted it, and test AUC was 0.05-0.55 points higher at K >= 5 for every
-seed. ``epochs=30`` saves about 2.5 minutes.
+``simclr_protonet`` is the recipe; ``simclr_probe`` (the first version) skips stages 2-4: a logistic
+regression on the pooled features of Conv-4 blocks 2-4 of the support images (``head="cl2_probe"``, the
+default: SimpleShot's centring + L2 normalisation, C = 10; ``head="probe"``: standardised, C = 0.1). Why each
+stage is there, what it cost and what it gained on validation and test: ``docs/fewshot_recipe.md``.
 
 It is scored with the full-test-split protocol (:mod:`medmeta_lib.evaluation.full_test_split`): the same
 label draws for every method, every test image predicted on its own, accuracy / balanced accuracy / AUC
@@ -80,6 +56,7 @@ from medmeta_lib.models.backbones import create_backbone
 from medmeta_lib.ssl.features import CONV4_BLOCKS_2_4, PooledLayers, extract_features
 from medmeta_lib.ssl.heads import HEAD_C, ensemble_predictor, head_predictor, tta_features
 from medmeta_lib.ssl.probe import pool_standardisation
+from medmeta_lib.ssl.self_training import probe_member, prototype_member, self_trained_predictor
 from medmeta_lib.ssl.simclr import pretrain_simclr
 from medmeta_lib.ssl.simclr_config import SimCLRConfig
 from medmeta_lib.studies.fewshot_recipe import RECIPE_FILE, FewShotRecipe
@@ -87,7 +64,16 @@ from medmeta_lib.studies.medsynth_metatrain import metatrain_on_medsynth
 from medmeta_lib.training.checkpoint import save_backbone
 from medmeta_lib.training.learner_io import build_learner, save_learner
 
-__all__ = ["HEADS", "MIX_HEAD", "PROBE_RECIPE", "RECIPE", "check_fewshot_data", "fewshot_study"]
+__all__ = [
+    "HEADS",
+    "MIX_HEAD",
+    "PROBE_RECIPE",
+    "RECIPE",
+    "SELF_TRAIN",
+    "SELF_TRAIN_MAX_K",
+    "check_fewshot_data",
+    "fewshot_study",
+]
 
 #: the recipe's name in the results (pretrain → meta-train), the pretrain-only recipe's, and the baselines'
 RECIPE = "simclr_protonet"
@@ -97,6 +83,8 @@ _BASELINES = ("random_init_probe", "raw_pixels_probe", "scratch")
 HEADS = HEAD_C
 #: the head the recipe mixes 1:1 with its ProtoNets (chosen on validation, BENCHMARKS.md section 13)
 MIX_HEAD = "probe"
+#: pseudo-labels per class the recipe self-trains with, and the largest K it does so at (validation, section 15)
+SELF_TRAIN, SELF_TRAIN_MAX_K = 100, 2
 
 
 def check_fewshot_data(train: ImageCollection, test: ImageCollection, k_shot: int) -> None:
@@ -150,6 +138,7 @@ def fewshot_study(
     meta_members: int = 3,
     mix_probe: bool = True,
     tta_views: int = 8,
+    self_train: int | None = None,
     scratch: bool = True,
     device: str = "cpu",
     encoder_out: str | Path | None = None,
@@ -186,6 +175,9 @@ def fewshot_study(
         tta_views: the mixed probe's features averaged over each image and this many fixed views of the
             ``augment`` preset (the same seeded transforms for every image, so still one image at a time;
             :func:`~medmeta_lib.ssl.heads.tta_features`); ``0``: plain features.
+        self_train: pseudo-labels per class from the unlabelled train images, one refit of the recipe
+            (:mod:`~medmeta_lib.ssl.self_training`); ``None``: ``SELF_TRAIN`` when ``k_shot`` <=
+            ``SELF_TRAIN_MAX_K``, else 0; ``0``: none.
         scratch: include the ``scratch`` baseline (the slowest part: a network trained per draw).
         encoder_out: SimCLR checkpoint path (resumable); ``None`` keeps it in memory.
         learner_out: where to save the meta-trained ProtoNet (``save_learner``; reload it with
@@ -229,6 +221,10 @@ def fewshot_study(
         raise ValueError(f"mix_probe must be True or False, got {mix_probe!r}")
     if isinstance(tta_views, bool) or not isinstance(tta_views, int) or tta_views < 0:
         raise ValueError(f"tta_views must be an int >= 0 (0: no test-time augmentation), got {tta_views!r}")
+    if self_train is None:
+        self_train = SELF_TRAIN if k_shot <= SELF_TRAIN_MAX_K else 0
+    if isinstance(self_train, bool) or not isinstance(self_train, int) or self_train < 0:
+        raise ValueError(f"self_train must be an int >= 0 (pseudo-labels per class) or None, got {self_train!r}")
     if head not in HEADS:
         raise ValueError(f"head must be one of {sorted(HEADS)}, got {head!r}")
     C = HEADS[head] if C is None else C
@@ -318,6 +314,12 @@ def fewshot_study(
             recipe_predict: Any = ensemble_predictor([ensemble_predictor(protonets), probe])
         else:
             recipe_predict = members[0] if meta_members == 1 else ensemble_predictor(protonets)
+        if self_train:  # the same mix, refitted on the support set + pseudo-labelled train images
+            log(f"[fewshot] self-training: {self_train} pseudo-labels per class from the unlabelled train images")
+            parts = [prototype_member(lr, train.images, test.images) for lr in members]
+            weights = [1 / (len(members) * (1 + mix_probe))] * len(members) + [0.5] * mix_probe
+            parts += [probe_member(*mix_feats, C=HEADS[MIX_HEAD])] if mix_probe else []
+            recipe_predict = self_trained_predictor(parts, train.labels.numpy(), per_class=self_train, weights=weights)
         methods = {RECIPE: recipe_predict, **methods}  # the recipe first in the results
         if learner_out is not None:  # the recipe as one model for new images (FewShotRecipe.load)
             recipe = FewShotRecipe(
@@ -330,6 +332,7 @@ def fewshot_study(
                 tta_views=tta_views if mix_probe else 0,
                 tta_preset=augment,
                 tta_seed=seed,
+                self_train=self_train,
             )
             recipe_file = recipe.save(Path(learner_out).with_name(RECIPE_FILE), member_files=files)
             meta_info["recipe_file"] = str(recipe_file)
@@ -376,6 +379,7 @@ def fewshot_study(
             "meta_members": meta_members if meta_steps else 0,
             "mix_probe": bool(meta_steps) and mix_probe,
             "tta_views": tta_views if meta_steps and mix_probe else 0,
+            "self_train": self_train if meta_steps else 0,
             "baselines": [b for b in _BASELINES if b in results],
         },
     }

@@ -8,7 +8,10 @@ classifier of new images: the ProtoNets' class probabilities averaged, then aver
 probabilities of a logistic regression (C = 0.1) on the standardised features of the support images (the
 ``probe`` head). With ``tta_views`` > 0 the probe's features (support and new images alike) are averaged over
 each image and that many fixed augmented views (:func:`~medmeta_lib.ssl.heads.tta_features`: the same seeded
-transforms for every image). Every image is classified on its own.
+transforms for every image). With ``self_train`` > 0 (``medmeta fewshot`` sets it for K <= 2), ``adapt`` also
+takes the unlabelled train images: the recipe fitted on the support set labels the ``self_train`` most
+confident of them per class, and is fitted again on the support set and those pseudo-labels
+(:mod:`medmeta_lib.ssl.self_training`). Every image to classify is classified on its own.
 
 The recipe is saved as ``recipe.safetensors`` beside the ProtoNets' files: the encoder's weights, the
 probe's statistics and, as metadata, the member files, layers, C and classes (no pickle).
@@ -33,6 +36,7 @@ from medmeta_lib.data.augment import PRESETS
 from medmeta_lib.ssl.features import PooledLayers
 from medmeta_lib.ssl.heads import tta_features
 from medmeta_lib.ssl.probe import fit_probe
+from medmeta_lib.ssl.self_training import pseudo_label
 from medmeta_lib.training.checkpoint import load_backbone, load_checkpoint, save_checkpoint
 from medmeta_lib.training.learner_io import load_learner
 
@@ -57,6 +61,7 @@ class FewShotRecipe:
             must then come from features computed the same way.
         tta_preset: ``ViewAugment`` preset of those views.
         tta_seed: seed of those views (the transforms are the same for every image).
+        self_train: pseudo-labels per class from the unlabelled images given to :meth:`adapt` (0: none).
 
     Example:
         >>> recipe = FewShotRecipe(members, encoder, layers=CONV4_BLOCKS_2_4, classes=("a", "b"),
@@ -75,6 +80,7 @@ class FewShotRecipe:
         tta_views: int = 0,
         tta_preset: str = "generic",
         tta_seed: int = 0,
+        self_train: int = 0,
     ) -> None:
         if not members or not all(hasattr(m, "adapt") for m in members):
             raise ValueError("FewShotRecipe: members must be one or more learners (e.g. meta-trained ProtoNets)")
@@ -88,7 +94,10 @@ class FewShotRecipe:
             raise ValueError(f"tta_preset must be one of {sorted(PRESETS)}, got {tta_preset!r}")
         if isinstance(tta_seed, bool) or not isinstance(tta_seed, int):
             raise ValueError(f"tta_seed must be an int, got {tta_seed!r}")
+        if isinstance(self_train, bool) or not isinstance(self_train, int) or self_train < 0:
+            raise ValueError(f"self_train must be an int >= 0 (pseudo-labels per class), got {self_train!r}")
         self.tta_views, self.tta_preset, self.tta_seed = tta_views, tta_preset, tta_seed
+        self.self_train = self_train
         self.members, self.encoder = list(members), encoder
         self.layers, self.classes, self.C = tuple(layers), tuple(classes), float(C)
         self.pooled = PooledLayers(encoder, self.layers)
@@ -103,16 +112,23 @@ class FewShotRecipe:
         feats = tta_features(self.pooled, images, views=self.tta_views, preset=self.tta_preset, seed=self.tta_seed)
         return (feats.numpy() - mean) / std
 
-    def adapt(self, support_x: Tensor, support_y: Tensor) -> Callable[[Tensor], np.ndarray]:
+    def adapt(
+        self, support_x: Tensor, support_y: Tensor, *, unlabelled: Tensor | None = None
+    ) -> Callable[[Tensor], np.ndarray]:
         """A classifier of new images from K labelled images per class.
 
         Args:
             support_x: ``(N, C, H, W)`` labelled images in ``[0, 1]``, like the training images.
             support_y: ``(N,)`` labels ``0 .. len(classes) - 1``, every class present.
+            unlabelled: the unlabelled train images, needed when ``self_train`` > 0 (images equal to a support
+                image are skipped); ignored otherwise. Their features take a while (all the views).
 
         Returns:
             A function ``(M, C, H, W)`` images -> ``(M, n_classes)`` class probabilities (numpy); each image's
-            row depends on that image and the support set only.
+            row depends on that image, the support set and (self-training) the unlabelled images only.
+
+        Raises:
+            ValueError: bad support labels, or ``self_train`` > 0 without ``unlabelled`` images.
 
         Example:
             >>> recipe.adapt(support_x, support_y)(new_images).shape  # doctest: +SKIP
@@ -126,6 +142,23 @@ class FewShotRecipe:
                 f"support labels {sorted(torch.unique(support_y).tolist())} must cover every class 0..{n - 1} "
                 f"({list(self.classes)})"
             )
+        if not self.self_train:
+            return self._fit(support_x, support_y)
+        if unlabelled is None:
+            raise ValueError(
+                f"this recipe self-trains ({self.self_train} pseudo-labels per class): pass unlabelled=<the "
+                "unlabelled train images>, or set recipe.self_train = 0"
+            )
+        seen = torch.zeros(len(unlabelled), dtype=torch.bool)
+        for image in support_x:  # a support image in the pool is not pseudo-labelled (as in the scored run)
+            seen |= (unlabelled == image).flatten(1).all(1)
+        pool = unlabelled[~seen]
+        sel, lab = pseudo_label(self._fit(support_x, support_y)(pool), [], per_class=self.self_train)
+        index = torch.from_numpy(sel)
+        return self._fit(torch.cat([support_x, pool[index]]), torch.cat([support_y, torch.from_numpy(lab)]))
+
+    def _fit(self, support_x: Tensor, support_y: Tensor) -> Callable[[Tensor], np.ndarray]:
+        n = len(self.classes)
         predictors = [m.adapt(support_x, support_y)[0] for m in self.members]
         probe = None
         if self.probe_stats is not None:
@@ -168,6 +201,7 @@ class FewShotRecipe:
             "probe": self.probe_stats is not None,
             "C": self.C,
             "tta": {"views": self.tta_views, "preset": self.tta_preset, "seed": self.tta_seed},
+            "self_train": self.self_train,
         }
         return save_checkpoint(path, tensors, meta)
 
@@ -208,4 +242,5 @@ class FewShotRecipe:
             tta_views=int(tta["views"]),
             tta_preset=str(tta["preset"]),
             tta_seed=int(tta["seed"]),
+            self_train=int(meta.get("self_train", 0)),  # files before self-training: none
         )

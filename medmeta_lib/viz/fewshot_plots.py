@@ -65,6 +65,10 @@ def fewshot_summary_figure(result: Mapping[str, Any], *, title: str | None = Non
         on = f" on features averaged over {views} fixed views" if views else ""
         ensemble = f"{ensemble or 'a ProtoNet'}, then 1:1 with the probe head{on}"
     ensemble = f" ({ensemble})" if ensemble else ""
+    if settings.get("self_train"):  # K <= 2 by default: the recipe refitted with pseudo-labelled train images
+        ensemble += (
+            f",\nrefitted once with {settings['self_train']} pseudo-labelled train images per class (self-training)"
+        )
     ax.set_title(
         title
         or f"K = {result['k_shot']} labelled images per class, {result['draws']} label draws, "

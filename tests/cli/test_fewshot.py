@@ -58,7 +58,9 @@ def test_results_json_and_summary_for_grey_and_colour(tmp_path: Path, capsys, ch
     assert ("--tta-views 1" in res["command"]) is not bool(plain)
     train = load_collection(str(npz), split="train")
     idx = torch.cat([torch.nonzero(train.labels == c).flatten()[:2] for c in range(n_classes)])
-    probs = recipe.adapt(train.images[idx], train.labels[idx])(load_collection(str(npz), split="test").images)
+    assert recipe.self_train == res["settings"]["self_train"] == 100 and "--self-train 100" in res["command"]  # K = 2
+    support = (train.images[idx], train.labels[idx])
+    probs = recipe.adapt(*support, unlabelled=train.images)(load_collection(str(npz), split="test").images)
     assert probs.shape[1] == n_classes and np.allclose(probs.sum(1), 1.0)
     printed = capsys.readouterr().out
     assert "| simclr_protonet" in printed and "| simclr_probe" in printed

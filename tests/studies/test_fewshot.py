@@ -10,8 +10,17 @@ from sklearn.linear_model import LogisticRegression
 import medmeta_lib.studies.fewshot as fewshot_mod
 from medmeta_lib.data import load_collection
 from medmeta_lib.ssl.features import CONV4_BLOCKS_2_4, PooledLayers, extract_features
+from medmeta_lib.ssl.self_training import pseudo_label
 from medmeta_lib.ssl.views import ContrastiveViews
-from medmeta_lib.studies.fewshot import HEADS, PROBE_RECIPE, RECIPE, check_fewshot_data, fewshot_study
+from medmeta_lib.studies.fewshot import (
+    HEADS,
+    PROBE_RECIPE,
+    RECIPE,
+    SELF_TRAIN,
+    SELF_TRAIN_MAX_K,
+    check_fewshot_data,
+    fewshot_study,
+)
 from medmeta_lib.studies.fewshot_recipe import RECIPE_FILE, FewShotRecipe
 from medmeta_lib.training.checkpoint import load_checkpoint
 from medmeta_lib.training.learner_io import load_learner
@@ -23,6 +32,7 @@ TINY = {
     "batch_size": 16,
     "hidden": 8,
     "meta_members": 2,
+    "self_train": 0,  # the plain recipe (auto would self-train at these K <= 2): its own test below
     "progress": False,
     "log": lambda s: None,
 }
@@ -158,7 +168,8 @@ def test_eleven_classes_in_colour(tmp_path: Path) -> None:
     """Many classes and RGB: every method predicts all 11 classes; accuracy without AUC (not two classes)."""
     npz = write_medmnist_npz(tmp_path / "rgb11.npz", n_classes=11, per_class=3, channels=3)
     train, test = load_collection(str(npz), split="train"), load_collection(str(npz), split="test")
-    out = fewshot_study(train, test, k_shot=1, scratch=False, meta_steps=1, **TINY)
+    out = fewshot_study(train, test, k_shot=1, scratch=False, meta_steps=1, **{**TINY, "self_train": None})
+    assert out["settings"]["self_train"] == SELF_TRAIN  # the default at K = 1: self-training, in colour too
     assert out["channels"] == 3 and len(out["classes"]) == 11 and set(out["results"]) == ALL
     for r in out["results"].values():
         assert 0.0 <= r["acc_mean"] <= 1.0 and "auc_mean" not in r
@@ -278,3 +289,41 @@ def test_the_recipe_mixes_the_protonets_with_the_probe_and_reloads_as_one_model(
         FewShotRecipe.load(path)  # a ProtoNet's file is not a recipe
     with pytest.raises(ValueError, match="mix_probe must be True or False"):
         fewshot_study(train, test, k_shot=2, mix_probe="yes", **TINY)  # type: ignore[arg-type]
+
+
+def test_self_training_refits_on_pseudo_labelled_train_images_and_reloads(pair, tmp_path: Path, scored: list) -> None:
+    """self_train: the mix labels its most confident train images per class, then is fitted again with them."""
+    train, test = pair
+    kw = {**TINY, "self_train": 3, "tta_views": 0}
+    out = fewshot_study(
+        train, test, k_shot=2, scratch=False, meta_steps=2, learner_out=tmp_path / "p.safetensors", **kw
+    )
+    assert out["settings"]["self_train"] == 3
+    recipe = FewShotRecipe.load(tmp_path)
+    assert recipe.self_train == 3
+    idx = np.concatenate([np.nonzero(train.labels.numpy() == c)[0][:2] for c in range(2)])
+    sx, sy = train.images[torch.from_numpy(idx)], train.labels[torch.from_numpy(idx)]
+    recipe.self_train = 0
+    plain = recipe.adapt(sx, sy)
+    rest = np.setdiff1d(np.arange(len(train)), idx)  # the train images outside the support set
+    sel, lab = pseudo_label(plain(train.images[torch.from_numpy(rest)]), [], per_class=3)
+    assert np.bincount(lab).tolist() == [3, 3]
+    refit = recipe.adapt(
+        torch.cat([sx, train.images[torch.from_numpy(rest[sel])]]), torch.cat([sy, torch.from_numpy(lab)])
+    )
+    want = refit(test.images)
+    np.testing.assert_allclose(scored[0](idx), want, atol=1e-4)  # what the study scored, step by step
+    assert not np.allclose(want, plain(test.images), atol=1e-3)  # the pseudo-labels moved the probabilities
+    recipe.self_train = 3
+    with pytest.raises(ValueError, match="pass unlabelled="):
+        recipe.adapt(sx, sy)
+    predict = recipe.adapt(sx, sy, unlabelled=train.images)  # the saved recipe repeats it
+    np.testing.assert_allclose(predict(test.images), want, atol=1e-4)
+    np.testing.assert_allclose(predict(test.images[5:6]), want[5:6], atol=1e-5)  # one test image alone
+    above = {**TINY, "self_train": None, "meta_members": 1, "draws": 1}
+    auto = fewshot_study(train, test, k_shot=SELF_TRAIN_MAX_K + 1, scratch=False, meta_steps=1, **above)
+    assert auto["settings"]["self_train"] == 0  # the default above K = 2: no self-training
+    with pytest.raises(ValueError, match="self_train must be an int >= 0"):
+        fewshot_study(train, test, k_shot=2, **{**TINY, "self_train": -1})
+    with pytest.raises(ValueError, match="self_train must be an int >= 0"):
+        FewShotRecipe(recipe.members, recipe.encoder, layers=recipe.layers, classes=recipe.classes, self_train=True)

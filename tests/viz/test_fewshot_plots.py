@@ -65,6 +65,10 @@ def test_the_probe_mix_is_named_in_the_title() -> None:
     result["settings"]["tta_views"] = 8  # the probe's test-time views are named too
     title = fewshot_summary_figure(result).axes[0].get_title()
     assert "then 1:1 with the probe head on features averaged over 8 fixed views)" in title
+    assert "pseudo-labelled" not in title
+    result["settings"]["self_train"] = 100  # self-training (K <= 2) is named on a line of its own
+    title = fewshot_summary_figure(result).axes[0].get_title()
+    assert "views),\nrefitted once with 100 pseudo-labelled train images per class (self-training)" in title
     plt.close("all")
 
 
