@@ -89,9 +89,10 @@ def test_no_test_label_is_read_before_scoring(pair, monkeypatch) -> None:
     monkeypatch.setattr(fewshot_mod, "compare_full_test_split", spy)
     scrambled = test.subset(torch.arange(len(test)))
     scrambled.labels = 1 - test.labels  # every test label wrong
-    a = fewshot_study(train, test, k_shot=2, scratch=False, meta_steps=2, **TINY)
-    b = fewshot_study(train, scrambled, k_shot=2, scratch=False, meta_steps=2, **TINY)
-    assert set(seen[0]) == ALL
+    default = {**TINY, "self_train": None}  # the default path at K = 2: self-training on the train images too
+    a = fewshot_study(train, test, k_shot=2, scratch=False, meta_steps=2, **default)
+    b = fewshot_study(train, scrambled, k_shot=2, scratch=False, meta_steps=2, **default)
+    assert set(seen[0]) == ALL and a["settings"]["self_train"] == 100
     for name in seen[0]:
         np.testing.assert_array_equal(seen[0][name], seen[1][name])
         assert a["results"][name]["acc_mean"] == pytest.approx(1 - b["results"][name]["acc_mean"])
