@@ -55,6 +55,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from recipe_predictors import prototype_predictor, self_trained_recipe, soft_kmeans_predictor
 from result_file import ResultFile
 from torch import nn
 
@@ -62,12 +63,10 @@ from medmeta_lib.config import PROJECT_ROOT, set_threads, shared_data_file
 from medmeta_lib.data.sources import load_collection
 from medmeta_lib.evaluation.full_test_split import learner_predictor, score_full_test_split
 from medmeta_lib.evaluation.intervals import paired_difference
-from medmeta_lib.learners.protonet import prototype_logits, prototypes
 from medmeta_lib.models.backbones import create_backbone
 from medmeta_lib.ssl.features import CONV4_BLOCKS_2_4, PooledLayers
 from medmeta_lib.ssl.finetune import finetune_predictor
-from medmeta_lib.ssl.heads import HEAD_C, ensemble_predictor, head_predictor, tta_features
-from medmeta_lib.ssl.self_training import probe_member, prototype_member, self_trained_predictor
+from medmeta_lib.ssl.heads import ensemble_predictor, head_predictor, tta_features
 from medmeta_lib.ssl.simclr import pretrain_simclr
 from medmeta_lib.ssl.simclr_config import SimCLRConfig
 from medmeta_lib.studies.medsynth_metatrain import metatrain_on_medsynth
@@ -200,34 +199,6 @@ def _meta_learners(a: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _prototype_predictor(ftr: np.ndarray, fte: np.ndarray, labels: np.ndarray) -> Any:
-    """A ProtoNet's prediction on precomputed embeddings: softmax of minus the squared distance to each class mean
-    of the support embeddings (``learners.protonet.prototypes`` and ``prototype_logits``), for ``--meta-tta``."""
-
-    emb, n_way = torch.from_numpy(fte), int(labels.max()) + 1
-
-    def predict(idx: np.ndarray) -> np.ndarray:
-        protos = prototypes(torch.from_numpy(ftr[idx]), torch.from_numpy(labels[idx]), n_way)
-        return prototype_logits(emb, protos).softmax(-1).numpy()
-
-    return predict
-
-
-def _self_trained(
-    a: argparse.Namespace, enc: str, per_class: int, learners: dict[str, Any], feats: Any, train: Any, test: Any
-) -> Any:
-    """``--self-train ENCODER:M``: the command's recipe (the mean of ``ENC/protonet300``, ``_m1``, ``_m2``, 1:1 with
-    ``ENC/probe+tta``), refitted once on support + M pseudo-labelled train-pool images per class
-    (``medmeta_lib.ssl.self_training``)."""
-    names = (f"{enc}/protonet300", f"{enc}/protonet300_m1", f"{enc}/protonet300_m2")
-    if any(n not in learners for n in names):
-        raise SystemExit(f"--self-train {enc}:{per_class} needs --meta {enc}:protonet:300 with seeds 0, 1 and 2")
-    members = [prototype_member(learners[n], train.images, test.images) for n in names]
-    members.append(probe_member(*feats[enc]["+tta"], C=HEAD_C["probe"]))
-    labels = train.labels.numpy()
-    return lambda: self_trained_predictor(members, labels, per_class=per_class, weights=[1 / 6] * 3 + [1 / 2])
-
-
 def _memo(predict: Any) -> Any:
     """``predict`` with its output kept per support set, so that a mix reuses its members' predictions."""
     memo: dict[bytes, np.ndarray] = {}
@@ -295,9 +266,18 @@ def evaluate(a: argparse.Namespace) -> None:
                 tta_features(lrn.backbone.eval(), x, views=a.tta_views, preset="chest_xray", seed=a.seed).numpy()
                 for x in (train.images, test.images)
             )
-            recipes[f"{name}+tta"] = lambda ftr=ftr, fte=fte: _prototype_predictor(ftr, fte, labels)
+            recipes[f"{name}+tta"] = lambda ftr=ftr, fte=fte: prototype_predictor(ftr, fte, labels)
+    if a.meta_skm:  # each ProtoNet's prototypes refined once with the unlabelled pool (soft k-means)
+        for name, lrn in list(learners.items()):
+            ftr, fte = (
+                tta_features(lrn.backbone.eval(), x, views=0, preset="chest_xray", seed=a.seed).numpy()
+                for x in (train.images, test.images)
+            )
+            recipes[f"{name}+skm"] = lambda ftr=ftr, fte=fte: soft_kmeans_predictor(ftr, fte, labels)
     for enc_name, per_class in (spec.split(":") for spec in a.self_train):  # ENCODER:M, the command's recipe
-        recipes[f"{enc_name}/st{per_class}"] = _self_trained(a, enc_name, int(per_class), learners, feats, train, test)
+        recipes[f"{enc_name}/st{per_class}"] = self_trained_recipe(
+            enc_name, int(per_class), learners, feats[enc_name]["+tta"], train, test
+        )
     if a.only:
         recipes = {n: m for n, m in recipes.items() if n in a.only or "/cl2_ft" in n}
     for ens in a.ensembles:
@@ -426,6 +406,12 @@ def main() -> None:
         nargs="*",
         default=[],
         help="evaluate: ENCODER:M, the command's recipe + M pseudo-labels per class",
+    )
+    p.add_argument(
+        "--meta-skm",
+        action="store_true",
+        help="evaluate: also score each --meta ProtoNet with its prototypes refined by one soft k-means step over the "
+        "unlabelled train images (NAME+skm; Ren et al. 2018)",
     )
     p.add_argument("--only", nargs="*", default=[], help="evaluate: score only these recipes (and the LP-FT ones)")
     p.add_argument("--split", default="val", choices=["val", "test"])
