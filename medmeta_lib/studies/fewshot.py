@@ -317,8 +317,10 @@ def fewshot_study(
         if self_train:  # the same mix, refitted on the support set + pseudo-labelled train images
             log(f"[fewshot] self-training: {self_train} pseudo-labels per class from the unlabelled train images")
             parts = [prototype_member(lr, train.images, test.images) for lr in members]
-            weights = [1 / (len(members) * (1 + mix_probe))] * len(members) + [0.5] * mix_probe
-            parts += [probe_member(*mix_feats, C=HEADS[MIX_HEAD])] if mix_probe else []
+            weights = [1 / len(members)] * len(members)  # the ProtoNets' mean ...
+            if mix_probe:  # ... 1:1 with the probe
+                parts.append(probe_member(*mix_feats, C=HEADS[MIX_HEAD]))
+                weights = [w / 2 for w in weights] + [0.5]
             recipe_predict = self_trained_predictor(parts, train.labels.numpy(), per_class=self_train, weights=weights)
         methods = {RECIPE: recipe_predict, **methods}  # the recipe first in the results
         if learner_out is not None:  # the recipe as one model for new images (FewShotRecipe.load)

@@ -149,6 +149,11 @@ class FewShotRecipe:
                 f"this recipe self-trains ({self.self_train} pseudo-labels per class): pass unlabelled=<the "
                 "unlabelled train images>, or set recipe.self_train = 0"
             )
+        if unlabelled.ndim != 4 or unlabelled.shape[1:] != support_x.shape[1:]:
+            raise ValueError(
+                f"unlabelled must be (M, C, H, W) images shaped like the support images {tuple(support_x.shape[1:])}, "
+                f"got {tuple(unlabelled.shape)}"
+            )
         seen = torch.zeros(len(unlabelled), dtype=torch.bool)
         for image in support_x:  # a support image in the pool is not pseudo-labelled (as in the scored run)
             seen |= (unlabelled == image).flatten(1).all(1)

@@ -318,6 +318,8 @@ def test_self_training_refits_on_pseudo_labelled_train_images_and_reloads(pair, 
     recipe.self_train = 3
     with pytest.raises(ValueError, match="pass unlabelled="):
         recipe.adapt(sx, sy)
+    with pytest.raises(ValueError, match="unlabelled must be"):
+        recipe.adapt(sx, sy, unlabelled=train.images[:, :, :5])  # another image size
     predict = recipe.adapt(sx, sy, unlabelled=train.images)  # the saved recipe repeats it
     np.testing.assert_allclose(predict(test.images), want, atol=1e-4)
     np.testing.assert_allclose(predict(test.images[5:6]), want[5:6], atol=1e-5)  # one test image alone
