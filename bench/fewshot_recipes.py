@@ -314,7 +314,9 @@ def evaluate(a: argparse.Namespace) -> None:
                 members = dict.fromkeys(make)  # a member repeated for weight is computed once
                 r["seconds"] = round(r["seconds"] + sum(rf.data["results"][m][str(k)]["seconds"] for m in members), 2)
             kept[rname] = {"correct": r["correct"], "score": r["score"]}
-            rf.data["results"].setdefault(rname, {})[str(k)] = _summary(r)
+            summary = _summary(r)  # + each class's recall (the parts of balanced accuracy), mean over draws
+            summary["recall_per_class"] = [round(float(r["correct"][:, ty == c].mean()), 4) for c in np.unique(ty)]
+            rf.data["results"].setdefault(rname, {})[str(k)] = summary
             rf.save()
             print(
                 f"K={k:2d} {rname:32s} acc {r['acc_mean']:.3f} bal {r['bal_acc_mean']:.3f} auc {r['auc_mean']:.3f}",
