@@ -30,9 +30,16 @@ A recipe is an encoder (or an ensemble of encoders), a feature transform and a h
   ``--meta ENCODER:protonet:300:metric=cosine`` passes learner arguments (``protonet300_cosine``:
   Meta-Baseline's scaled-cosine prototypes); a ``seed=N`` argument sets the meta-training seed (MedSynth, its
   episodes and the learner's start; the name gains ``_mN``), the label draws keep ``--seed``;
+- ``<learner><steps>+tta`` (``--meta-tta``) and ``+skm`` (``--meta-skm``): the ProtoNets on embeddings averaged
+  over the fixed views, or with their prototypes refined by one soft k-means step over the unlabelled train images;
+  ``ENC/st<M>`` (``--self-train ENC:M``): the command's recipe self-trained with M pseudo-labels per class
+  (``bench/recipe_predictors.py``);
 - ``--mixes [LABEL=]A+B+C``: the mean class probabilities of recipes, learners or earlier mixes scored in the
   same run (e.g. ProtoNets meta-trained with three seeds from one encoder, then that mean and a probe; a member
   may contain ``+`` itself, e.g. ``ENC/probe+tta``); its seconds are the sum of its members'.
+
+The encoders and their ``pretrain`` step are in ``bench/fewshot_encoders.py``. Every result row also holds each
+class's recall (``recall_per_class``: the two halves of balanced accuracy).
 
 Meta-trained learners are saved under ``ENC_DIR/meta/`` with their encoder file's SHA-256, and loaded from there by
 later runs while the encoder is unchanged (the test run scores the very learners the validation run selected on,
@@ -55,6 +62,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from fewshot_encoders import LAYERS, VARIANTS, pretrain
 from recipe_predictors import prototype_predictor, self_trained_recipe, soft_kmeans_predictor
 from result_file import ResultFile
 from torch import nn
@@ -64,85 +72,14 @@ from medmeta_lib.data.sources import load_collection
 from medmeta_lib.evaluation.full_test_split import learner_predictor, score_full_test_split
 from medmeta_lib.evaluation.intervals import paired_difference
 from medmeta_lib.models.backbones import create_backbone
-from medmeta_lib.ssl.features import CONV4_BLOCKS_2_4, PooledLayers
+from medmeta_lib.ssl.features import PooledLayers
 from medmeta_lib.ssl.finetune import finetune_predictor
 from medmeta_lib.ssl.heads import ensemble_predictor, head_predictor, tta_features
-from medmeta_lib.ssl.simclr import pretrain_simclr
-from medmeta_lib.ssl.simclr_config import SimCLRConfig
 from medmeta_lib.studies.medsynth_metatrain import metatrain_on_medsynth
-from medmeta_lib.training.checkpoint import load_backbone, load_checkpoint, save_backbone
+from medmeta_lib.training.checkpoint import load_backbone, load_checkpoint
 from medmeta_lib.training.learner_io import load_learner, save_learner
 
-_C4W64: dict[str, Any] = {"backbone": "conv4", "kwargs": {"hidden": 64, "norm": "group"}}
-_SCANNER_SHIFT = {"site_invariance": True, "site_views": "scanner_shift"}
-#: SimCLR variants: backbone, its arguments, epochs, seed, other SimCLRConfig fields
-#: (batch 256, τ = 0.2, AdamW 2e-3, chest-X-ray views)
-VARIANTS: dict[str, dict[str, Any]] = {
-    "c4w64_e30": {**_C4W64, "epochs": 30, "seed": 0},
-    "c4w64_e100": {**_C4W64, "epochs": 100, "seed": 0},
-    "c4w64_e300": {**_C4W64, "epochs": 300, "seed": 0},
-    "c4w128_e100": {"backbone": "conv4", "kwargs": {"hidden": 128, "norm": "group"}, "epochs": 100, "seed": 0},
-    "r12_e100": {"backbone": "resnet12", "kwargs": {"norm": "group"}, "epochs": 100, "seed": 0},
-    "c4w64_e100_s1": {**_C4W64, "epochs": 100, "seed": 1},
-    "c4w64_e100_s2": {**_C4W64, "epochs": 100, "seed": 2},
-    "r12_e300": {"backbone": "resnet12", "kwargs": {"norm": "group"}, "epochs": 300, "seed": 0},
-    "c4w128_e300": {"backbone": "conv4", "kwargs": {"hidden": 128, "norm": "group"}, "epochs": 300, "seed": 0},
-    "c4w64_e30_s1": {**_C4W64, "epochs": 30, "seed": 1},
-    "c4w64_e30_s2": {**_C4W64, "epochs": 30, "seed": 2},
-    # label-free scanner-shift positives (section 6): one view of each pair is the image after a simulated
-    # scanner change (bias field, contrast curve, blur, offset), aimed at the acquisition shift between splits
-    "c4w64_e30_ss": {**_C4W64, "epochs": 30, "seed": 0, "simclr": _SCANNER_SHIFT},
-    "c4w64_e30_ss_s1": {**_C4W64, "epochs": 30, "seed": 1, "simclr": _SCANNER_SHIFT},
-    "c4w64_e30_ss_s2": {**_C4W64, "epochs": 30, "seed": 2, "simclr": _SCANNER_SHIFT},
-    # twice as long: the training layout (models/training_layout.py) makes 60 epochs cost what 40 did
-    "c4w64_e60_ss": {**_C4W64, "epochs": 60, "seed": 0, "simclr": _SCANNER_SHIFT},
-    "c4w64_e60_ss_s1": {**_C4W64, "epochs": 60, "seed": 1, "simclr": _SCANNER_SHIFT},
-    "c4w64_e60_ss_s2": {**_C4W64, "epochs": 60, "seed": 2, "simclr": _SCANNER_SHIFT},
-}
-#: the layers a head reads, per backbone: the pooled outputs of the last three stages
-LAYERS = {"conv4": CONV4_BLOCKS_2_4, "resnet12": ("stages.1", "stages.2", "stages.3")}
 HEADS = ("probe", "cl2_probe", "cl2_ncm", "probe+tta", "cl2_probe+tta", "cl2_ncm+tta")
-
-
-def pretrain(a: argparse.Namespace) -> None:
-    enc_dir = Path(a.encoders)
-    enc_dir.mkdir(parents=True, exist_ok=True)
-    train = load_collection(a.data, split="train")
-    log = ResultFile(enc_dir / "pretrain.json", {"device": a.device, "threads": torch.get_num_threads()})
-    if log.path.exists():
-        log.data.update(json.loads(log.path.read_text()))
-    for name in a.variants:
-        v = VARIANTS[name]
-        target = enc_dir / f"{name}.safetensors"
-        if target.exists():
-            print(f"{name}: {target} exists, skipped")
-            continue
-        cfg = SimCLRConfig(
-            epochs=v["epochs"],
-            batch_size=256,
-            lr=2e-3,
-            temperature=0.2,
-            seed=v["seed"],
-            max_steps=a.max_steps,
-            **v.get("simclr", {}),
-        )
-        t0, cpu0 = time.perf_counter(), time.process_time()
-        res = pretrain_simclr(
-            train,
-            backbone=v["backbone"],
-            backbone_kwargs=v["kwargs"],
-            config=cfg,
-            out=Path(a.work) / f"{name}.ckpt.safetensors",
-            device=a.device,
-            progress=False,
-        )
-        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-        losses = [h["loss"] for h in res.history if "loss" in h]
-        save_backbone(target, res.encoder.cpu(), metadata={"variant": name, "epochs": v["epochs"]})
-        log.data[name] = {**v, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "final_loss": losses[-1]}
-        log.save()
-        print(f"{name}: {len(losses)} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}, {wall:.0f} s", flush=True)
-    log.finish()
 
 
 def _features(a: argparse.Namespace, name: str, train: Any, test: Any) -> dict[str, tuple[np.ndarray, np.ndarray]]:
