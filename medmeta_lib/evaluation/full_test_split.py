@@ -19,6 +19,7 @@ import torch
 from medmeta_lib.data.collection import ImageCollection
 from medmeta_lib.evaluation.episodic import inference_mode
 from medmeta_lib.evaluation.intervals import majority_rate, paired_difference, two_level_bootstrap
+from medmeta_lib.learners.base import parameter_state
 
 __all__ = [
     "SupportPredictor",
@@ -89,9 +90,7 @@ def learner_predictor(
         with torch.no_grad():
             if not getattr(learner, "support_free_features", False):
                 return torch.cat([predictor(x).softmax(-1) for x in chunks]).numpy()
-            # the test features, keyed on the parameters and their in-place version counters (stale after an
-            # optimiser step, a load_state_dict or a replaced parameter)
-            key = tuple(v for p in learner.parameters() for v in (id(p), p._version))
+            key = parameter_state(learner)  # the test features go stale with the weights
             if key not in cache:
                 cache.clear()
                 cache[key] = torch.cat([predictor.embed(x) for x in chunks])

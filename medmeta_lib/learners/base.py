@@ -24,7 +24,7 @@ from medmeta_lib.data.episodes import Episode
 from medmeta_lib.learners.trace import AdaptationTrace, accuracy
 from medmeta_lib.models.task_norm import TaskBatchNorm2d, context_forward, frozen_forward
 
-__all__ = ["Learner", "Predictor", "check_int", "check_positive"]
+__all__ = ["Learner", "Predictor", "check_int", "check_positive", "parameter_state"]
 
 
 class Predictor:
@@ -95,6 +95,23 @@ def check_positive(name: str, value: Any) -> float:
     if value == float("inf"):
         raise ValueError(f"{name} must be finite, got {value!r}")
     return float(value)
+
+
+def parameter_state(module: nn.Module) -> tuple[int, ...]:
+    """The identity and in-place version of every parameter of ``module``: a key for features computed with it.
+
+    It changes after an optimiser step, a ``load_state_dict`` or a replaced parameter, so features stored
+    under it go stale together with the weights.
+
+    Example:
+        >>> net = nn.Linear(2, 2)
+        >>> before = parameter_state(net)
+        >>> with torch.no_grad():
+        ...     _ = net.weight.mul_(2.0)
+        >>> parameter_state(net) == before
+        False
+    """
+    return tuple(v for p in module.parameters() for v in (id(p), p._version))
 
 
 class Learner(nn.Module):

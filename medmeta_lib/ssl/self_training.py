@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
+from medmeta_lib.learners.base import parameter_state
 from medmeta_lib.ssl.probe import probe_predictor
 
 __all__ = ["Member", "probe_member", "prototype_member", "pseudo_label", "self_trained_predictor"]
@@ -41,6 +42,11 @@ Predictor = Callable[[np.ndarray], np.ndarray]
 #: ``labels`` (only the entries at the indices it is given are read), predicting the pool itself
 #: (``on_pool=True``) or the images to score (``False``)
 Member = Callable[[np.ndarray, bool], Predictor]
+
+
+def _check_per_class(per_class: Any) -> None:
+    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 0:
+        raise ValueError(f"per_class must be an int >= 0, got {per_class!r}")
 
 
 def pseudo_label(probs: ArrayLike, support: ArrayLike, *, per_class: int) -> tuple[np.ndarray, np.ndarray]:
@@ -62,8 +68,7 @@ def pseudo_label(probs: ArrayLike, support: ArrayLike, *, per_class: int) -> tup
         >>> pseudo_label(p, [0], per_class=1)
         (array([1, 2]), array([0, 1]))
     """
-    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 0:
-        raise ValueError(f"per_class must be an int >= 0, got {per_class!r}")
+    _check_per_class(per_class)
     p = np.asarray(probs, dtype=np.float64)
     if p.ndim != 2 or p.shape[1] < 2:
         raise ValueError(f"probs must be (N, n_classes >= 2) probabilities, got shape {p.shape}")
@@ -109,7 +114,7 @@ def self_trained_predictor(
         raise ValueError(f"weights must be {len(members)} non-negative numbers, not all 0; got {weights!r}")
     w = w / w.sum()
     labels0 = np.asarray(pool_labels).ravel().astype(np.int64)
-    pseudo_label(np.full((1, 2), 0.5), [], per_class=per_class)  # validates per_class
+    _check_per_class(per_class)
 
     def mix(labels: np.ndarray, idx: np.ndarray, on_pool: bool) -> np.ndarray:
         out = sum(wi * np.asarray(m(labels, on_pool)(idx)) for wi, m in zip(w, members, strict=True))
@@ -157,7 +162,7 @@ def prototype_member(learner: Any, pool_images: torch.Tensor, eval_images: torch
             f"prototype_member: {type(learner).__name__}'s features depend on the support set (e.g. batch norm); "
             "self-training needs support-free features"
         )
-    stored: dict[tuple[Any, ...], torch.Tensor] = {}
+    stored: dict[bool, tuple[tuple[int, ...], torch.Tensor]] = {}  # on_pool -> (parameter state, embeddings)
 
     def make(labels: np.ndarray, on_pool: bool) -> Predictor:
         n_way = int(labels.max()) + 1
@@ -167,13 +172,12 @@ def prototype_member(learner: Any, pool_images: torch.Tensor, eval_images: torch
         def predict(idx: np.ndarray) -> np.ndarray:
             sx, sy = pool_images[torch.from_numpy(idx)], torch.from_numpy(labels[idx])
             predictor, _ = learner.adapt(sx, sy)
-            # keyed on the parameters' in-place versions too: stale after an optimiser step (as learner_predictor)
-            key = (on_pool, *(v for p in learner.parameters() for v in (id(p), p._version)))
+            state = parameter_state(learner)  # the embeddings go stale with the weights, as in learner_predictor
             with torch.no_grad():
-                if key not in stored:
+                if on_pool not in stored or stored[on_pool][0] != state:
                     images = pool_images if on_pool else eval_images
-                    stored[key] = torch.cat([predictor.embed(x) for x in images.split(512)])
-                return predictor.classify(stored[key]).softmax(-1).numpy()
+                    stored[on_pool] = (state, torch.cat([predictor.embed(x) for x in images.split(512)]))
+                return predictor.classify(stored[on_pool][1]).softmax(-1).numpy()
 
         return predict
 
