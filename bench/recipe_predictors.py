@@ -19,7 +19,7 @@ import torch
 
 from medmeta_lib.learners.protonet import prototype_logits, prototypes
 from medmeta_lib.ssl.heads import HEAD_C
-from medmeta_lib.ssl.self_training import probe_member, prototype_member, self_trained_predictor
+from medmeta_lib.studies.fewshot_recipe import self_trained_recipe as recipe_predictor
 
 __all__ = ["prototype_predictor", "self_trained_recipe", "soft_kmeans_predictor"]
 
@@ -67,11 +67,13 @@ def self_trained_recipe(
     test: Any,
 ) -> Any:
     """``--self-train ENCODER:M``: the command's recipe (the mean of ``ENC/protonet300``, ``_m1``, ``_m2``, 1:1 with
-    ``ENC/probe+tta``), refitted once on support + M pseudo-labelled train-pool images per class."""
+    ``ENC/probe+tta``), refitted once on support + M pseudo-labelled train-pool images per class
+    (``medmeta_lib.studies.fewshot_recipe.self_trained_recipe``, what the command scores)."""
     names = (f"{enc}/protonet300", f"{enc}/protonet300_m1", f"{enc}/protonet300_m2")
     if any(n not in learners for n in names):
         raise SystemExit(f"--self-train {enc}:{per_class} needs --meta {enc}:protonet:300 with seeds 0, 1 and 2")
-    members = [prototype_member(learners[n], train.images, test.images) for n in names]
-    members.append(probe_member(*probe_feats, C=HEAD_C["probe"]))
+    protonets = [learners[n] for n in names]
     labels = train.labels.numpy()
-    return lambda: self_trained_predictor(members, labels, per_class=per_class, weights=[1 / 6] * 3 + [1 / 2])
+    return lambda: recipe_predictor(
+        protonets, train.images, test.images, labels, per_class=per_class, probe_features=probe_feats, C=HEAD_C["probe"]
+    )

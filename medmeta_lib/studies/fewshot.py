@@ -56,10 +56,9 @@ from medmeta_lib.models.backbones import create_backbone
 from medmeta_lib.ssl.features import CONV4_BLOCKS_2_4, PooledLayers, extract_features
 from medmeta_lib.ssl.heads import HEAD_C, ensemble_predictor, head_predictor, tta_features
 from medmeta_lib.ssl.probe import pool_standardisation
-from medmeta_lib.ssl.self_training import probe_member, prototype_member, self_trained_predictor
 from medmeta_lib.ssl.simclr import pretrain_simclr
 from medmeta_lib.ssl.simclr_config import SimCLRConfig
-from medmeta_lib.studies.fewshot_recipe import RECIPE_FILE, FewShotRecipe
+from medmeta_lib.studies.fewshot_recipe import RECIPE_FILE, FewShotRecipe, self_trained_recipe
 from medmeta_lib.studies.medsynth_metatrain import metatrain_on_medsynth
 from medmeta_lib.training.checkpoint import save_backbone
 from medmeta_lib.training.learner_io import build_learner, save_learner
@@ -309,19 +308,22 @@ def fewshot_study(
                 )
                 for x in (train.images, test.images)
             )
-        if mix_probe:  # ... then 1:1 with the probe head on the SimCLR features (BENCHMARKS.md section 13)
-            probe = head_predictor(MIX_HEAD, *mix_feats, train.labels, C=HEADS[MIX_HEAD])
-            recipe_predict: Any = ensemble_predictor([ensemble_predictor(protonets), probe])
-        else:
-            recipe_predict = members[0] if meta_members == 1 else ensemble_predictor(protonets)
         if self_train:  # the same mix, refitted on the support set + pseudo-labelled train images
             log(f"[fewshot] self-training: {self_train} pseudo-labels per class from the unlabelled train images")
-            parts = [prototype_member(lr, train.images, test.images) for lr in members]
-            weights = [1 / len(members)] * len(members)  # the ProtoNets' mean ...
-            if mix_probe:  # ... 1:1 with the probe
-                parts.append(probe_member(*mix_feats, C=HEADS[MIX_HEAD]))
-                weights = [w / 2 for w in weights] + [0.5]
-            recipe_predict = self_trained_predictor(parts, train.labels.numpy(), per_class=self_train, weights=weights)
+            recipe_predict: Any = self_trained_recipe(
+                members,
+                train.images,
+                test.images,
+                train.labels.numpy(),
+                per_class=self_train,
+                probe_features=mix_feats if mix_probe else None,
+                C=HEADS[MIX_HEAD],
+            )
+        elif mix_probe:  # ... then 1:1 with the probe head on the SimCLR features (BENCHMARKS.md section 13)
+            probe = head_predictor(MIX_HEAD, *mix_feats, train.labels, C=HEADS[MIX_HEAD])
+            recipe_predict = ensemble_predictor([ensemble_predictor(protonets), probe])
+        else:
+            recipe_predict = members[0] if meta_members == 1 else ensemble_predictor(protonets)
         methods = {RECIPE: recipe_predict, **methods}  # the recipe first in the results
         if learner_out is not None:  # the recipe as one model for new images (FewShotRecipe.load)
             recipe = FewShotRecipe(

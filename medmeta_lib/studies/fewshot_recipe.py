@@ -30,20 +30,50 @@ from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from torch import Tensor, nn
 
 from medmeta_lib.data.augment import PRESETS
 from medmeta_lib.ssl.features import PooledLayers
 from medmeta_lib.ssl.heads import tta_features
 from medmeta_lib.ssl.probe import fit_probe
-from medmeta_lib.ssl.self_training import pseudo_label
+from medmeta_lib.ssl.self_training import probe_member, prototype_member, pseudo_label, self_trained_predictor
 from medmeta_lib.training.checkpoint import load_backbone, load_checkpoint, save_checkpoint
 from medmeta_lib.training.learner_io import load_learner
 
-__all__ = ["RECIPE_FILE", "FewShotRecipe"]
+__all__ = ["RECIPE_FILE", "FewShotRecipe", "self_trained_recipe"]
 
 #: the recipe's file name in a ``medmeta fewshot`` output folder
 RECIPE_FILE = "recipe.safetensors"
+
+
+def self_trained_recipe(
+    protonets: Sequence[Any],
+    pool_images: Tensor,
+    eval_images: Tensor,
+    pool_labels: np.ndarray,
+    *,
+    per_class: int,
+    probe_features: tuple[ArrayLike, ArrayLike] | None = None,
+    C: float = 0.1,
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The recipe, self-trained, as a support-set predictor of ``eval_images`` (what ``medmeta fewshot`` scores).
+
+    The ProtoNets' mean, 1:1 with the ``probe`` head on ``probe_features`` (pool, eval) when given, refitted
+    once with ``per_class`` pseudo-labelled pool images per class
+    (:func:`~medmeta_lib.ssl.self_training.self_trained_predictor`); :meth:`FewShotRecipe.adapt` with
+    ``unlabelled`` images repeats it for new images.
+
+    Example:
+        >>> predict = self_trained_recipe(protonets, train.images, test.images, train.labels.numpy(),
+        ...                               per_class=100, probe_features=(pool_feats, test_feats))  # doctest: +SKIP
+    """
+    members = [prototype_member(p, pool_images, eval_images) for p in protonets]
+    weights = [1 / len(protonets)] * len(protonets)  # the ProtoNets' mean ...
+    if probe_features is not None:  # ... 1:1 with the probe
+        members.append(probe_member(*probe_features, C=C))
+        weights = [w / 2 for w in weights] + [0.5]
+    return self_trained_predictor(members, pool_labels, per_class=per_class, weights=weights)
 
 
 class FewShotRecipe:
