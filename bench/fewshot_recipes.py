@@ -197,20 +197,17 @@ def evaluate(a: argparse.Namespace) -> None:
             finetune_predictor(e, ly, train.images, test.images, train.labels, steps=s, lr=r, preset="chest_xray")
         )
     learners = _meta_learners(a)  # pretrain → meta-train: learners meta-trained on MedSynth from an encoder
-    if a.meta_tta:  # each ProtoNet's embeddings averaged over the image and the same fixed views as "+tta"
+    # each ProtoNet on stored embeddings: averaged over the image and the same fixed views as "+tta" (--meta-tta),
+    # or plain with its prototypes refined once over the unlabelled pool by soft k-means (--meta-skm)
+    variants = [("+tta", a.tta_views, prototype_predictor)] if a.meta_tta else []
+    variants += [("+skm", 0, soft_kmeans_predictor)] if a.meta_skm else []
+    for suffix, views, make in variants:
         for name, lrn in list(learners.items()):
             ftr, fte = (
-                tta_features(lrn.backbone.eval(), x, views=a.tta_views, preset="chest_xray", seed=a.seed).numpy()
+                tta_features(lrn.backbone.eval(), x, views=views, preset="chest_xray", seed=a.seed).numpy()
                 for x in (train.images, test.images)
             )
-            recipes[f"{name}+tta"] = lambda ftr=ftr, fte=fte: prototype_predictor(ftr, fte, labels)
-    if a.meta_skm:  # each ProtoNet's prototypes refined once with the unlabelled pool (soft k-means)
-        for name, lrn in list(learners.items()):
-            ftr, fte = (
-                tta_features(lrn.backbone.eval(), x, views=0, preset="chest_xray", seed=a.seed).numpy()
-                for x in (train.images, test.images)
-            )
-            recipes[f"{name}+skm"] = lambda ftr=ftr, fte=fte: soft_kmeans_predictor(ftr, fte, labels)
+            recipes[f"{name}{suffix}"] = lambda ftr=ftr, fte=fte, make=make: make(ftr, fte, labels)
     for enc_name, per_class in (spec.split(":") for spec in a.self_train):  # ENCODER:M, the command's recipe
         recipes[f"{enc_name}/st{per_class}"] = self_trained_recipe(
             enc_name, int(per_class), learners, feats[enc_name]["+tta"], train, test
