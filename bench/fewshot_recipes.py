@@ -252,7 +252,7 @@ def evaluate(a: argparse.Namespace) -> None:
                 r["seconds"] = round(r["seconds"] + sum(rf.data["results"][m][str(k)]["seconds"] for m in members), 2)
             kept[rname] = {"correct": r["correct"], "score": r["score"]}
             summary = _summary(r)  # + each class's recall (the parts of balanced accuracy), mean over draws
-            summary["recall_per_class"] = [round(float(r["correct"][:, ty == c].mean()), 4) for c in np.unique(ty)]
+            summary["recall_per_class"] = [round(st["mean"], 4) for st in r["recall_per_class"].values()]
             rf.data["results"].setdefault(rname, {})[str(k)] = summary
             rf.save()
             print(

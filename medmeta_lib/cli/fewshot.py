@@ -96,22 +96,28 @@ def _cell(r: dict[str, Any], metric: str) -> str:
     return f"{r[f'{metric}_mean']:.3f}{band}"
 
 
+def _recalls(r: dict[str, Any]) -> str:
+    rc = r.get("recall_per_class") or {}
+    return ", ".join(f"{name} {st['mean']:.3f}" for name, st in rc.items()) or "–"
+
+
 def fewshot_table(result: dict[str, Any]) -> str:
-    """The results as a Markdown table (95% intervals over label draws and test images).
+    """The results as a Markdown table (95% intervals over label draws and test images; each class's recall).
 
     Example:
         >>> print(fewshot_table(fewshot_study(train, test, k_shot=10)))  # doctest: +SKIP
     """
     lines = [
-        "| method | accuracy | balanced accuracy | AUC | seconds |",
-        "|---|---|---|---|---|",
+        "| method | accuracy | balanced accuracy | recall per class | AUC | seconds |",
+        "|---|---|---|---|---|---|",
     ]
     stage_s = {"pretrain": result["pretrain"]["seconds"], "meta": (result.get("meta_train") or {}).get("seconds", 0.0)}
     for name, r in result["results"].items():
         star = " (best)" if name == result["best"] else ""
         secs = r.get("seconds", 0.0) + sum(stage_s[s] for s in _STAGES.get(name, ()))
-        lines.append(f"| {name}{star} | {_cell(r, 'acc')} | {_cell(r, 'bal_acc')} | {_cell(r, 'auc')} | {secs:.0f} |")
-    lines.append(f"| majority class | {result['majority_rate']:.3f} | {1 / len(result['classes']):.3f} | | |")
+        cells = f"{_cell(r, 'acc')} | {_cell(r, 'bal_acc')} | {_recalls(r)} | {_cell(r, 'auc')}"
+        lines.append(f"| {name}{star} | {cells} | {secs:.0f} |")
+    lines.append(f"| majority class | {result['majority_rate']:.3f} | {1 / len(result['classes']):.3f} | | | |")
     return "\n".join(lines)
 
 

@@ -138,8 +138,10 @@ def evaluate_full_test_split(
     Returns:
         ``{"learner", "k_shot", "draws", "test_images", "transductive", "majority_rate",
         "acc_mean", "acc_ci95", "acc_ci95_total", "acc_lo95", "acc_hi95", the same for "bal_acc" and (two
-        classes) "auc", "per_draw_acc", "seconds"}``: ``ci95`` is over the label draws (``1.96·sd/√draws``);
-        ``ci95_total``/``lo95``/``hi95`` come from a bootstrap over draws *and* test images.
+        classes) "auc", "recall_per_class", "per_draw_acc", "seconds"}``: ``ci95`` is over the label draws
+        (``1.96·sd/√draws``); ``ci95_total``/``lo95``/``hi95`` come from a bootstrap over draws *and* test
+        images. ``recall_per_class`` maps each test class's name to the same five numbers for its recall (the
+        share of its images predicted right; balanced accuracy is their mean).
 
     Example:
         >>> r = evaluate_full_test_split(learner, train, test, k_shot=10, draws=100)  # doctest: +SKIP
@@ -221,7 +223,7 @@ def score_full_test_split(
     ty = test.labels.numpy()
     correct = probs.argmax(-1) == ty[None, :]
     score = probs[:, :, 1] if n_way == 2 else None
-    stats = two_level_bootstrap(correct, ty, score, n_boot=n_boot, seed=seed)
+    stats = two_level_bootstrap(correct, ty, score, n_boot=n_boot, seed=seed, per_class=True)
     out: dict[str, Any] = {
         "learner": name,
         "k_shot": k_shot,
@@ -231,9 +233,13 @@ def score_full_test_split(
         "majority_rate": majority_rate(ty),
         "seconds": round(seconds, 2),
     }
+    recalls = {m: st for m, st in stats.items() if m.startswith("recall_")}
     for metric, st in stats.items():
-        for key, value in st.items():
-            out[f"{metric}_{key}"] = value
+        if metric not in recalls:
+            for key, value in st.items():
+                out[f"{metric}_{key}"] = value
+    names = test.class_names  # each class's recall under its name (two classes: specificity, sensitivity)
+    out["recall_per_class"] = {names[int(m.removeprefix("recall_"))]: st for m, st in recalls.items()}
     out["per_draw_acc"] = correct.mean(1).tolist()
     if keep_predictions:
         out["correct"], out["score"] = correct, score

@@ -62,13 +62,15 @@ def _weighted_acc(correct: np.ndarray, w: np.ndarray) -> np.ndarray:
     return correct @ w.T / w.sum(1)[None, :]
 
 
+def _weighted_recall(correct: np.ndarray, y: np.ndarray, w: np.ndarray, c: int) -> np.ndarray:
+    """``(D, B)``: recall of class ``c`` (the share of its images predicted right) under each replicate's weights."""
+    m = y == c
+    wc = w[:, m]
+    return correct[:, m] @ wc.T / np.maximum(wc.sum(1), 1e-12)[None, :]
+
+
 def _weighted_bal_acc(correct: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
-    recalls = []
-    for c in np.unique(y):
-        m = y == c
-        wc = w[:, m]
-        recalls.append(correct[:, m] @ wc.T / np.maximum(wc.sum(1), 1e-12)[None, :])
-    return np.mean(recalls, axis=0)
+    return np.mean([_weighted_recall(correct, y, w, int(c)) for c in np.unique(y)], axis=0)
 
 
 def _weighted_auc(score: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -93,24 +95,30 @@ def _weighted_auc(score: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray
     return out
 
 
-def split_metrics(correct: np.ndarray, y: np.ndarray, score: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def split_metrics(
+    correct: np.ndarray, y: np.ndarray, score: np.ndarray | None = None, *, per_class: bool = False
+) -> dict[str, np.ndarray]:
     """Per-draw metrics ``{"acc", "bal_acc"[, "auc"]}`` (each ``(D,)``) from ``(D, N)`` matrices.
 
     Args:
         correct: ``(D, N)`` booleans, draw ``d``'s prediction for test image ``n`` is right.
         y: ``(N,)`` test labels.
         score: ``(D, N)`` positive-class probability (two classes only), for the AUC.
+        per_class: also ``"recall_<c>"`` for every class ``c`` in ``y``: the share of its images predicted
+            right (balanced accuracy is their mean; with two classes, specificity and sensitivity).
 
     Example:
-        >>> m = split_metrics(np.array([[True, False, True, True]]), np.array([0, 0, 1, 1]))
-        >>> float(m["acc"][0]), float(m["bal_acc"][0])
-        (0.75, 0.75)
+        >>> m = split_metrics(np.array([[True, False, True, True]]), np.array([0, 0, 1, 1]), per_class=True)
+        >>> float(m["acc"][0]), float(m["bal_acc"][0]), float(m["recall_0"][0]), float(m["recall_1"][0])
+        (0.75, 0.75, 0.5, 1.0)
     """
     correct, y = _check(correct, y, score)
     ones = np.ones((1, correct.shape[1]))
     out = {"acc": _weighted_acc(correct, ones)[:, 0], "bal_acc": _weighted_bal_acc(correct, y, ones)[:, 0]}
     if score is not None:
         out["auc"] = _weighted_auc(np.asarray(score, dtype=np.float64), y, ones)[:, 0]
+    if per_class:
+        out.update({f"recall_{c}": _weighted_recall(correct, y, ones, int(c))[:, 0] for c in np.unique(y)})
     return out
 
 
@@ -139,6 +147,8 @@ def _boot_metric(name: str, correct: np.ndarray, y: np.ndarray, score: np.ndarra
         return _weighted_acc(correct, w)
     if name == "bal_acc":
         return _weighted_bal_acc(correct, y, w)
+    if name.startswith("recall_"):
+        return _weighted_recall(correct, y, w, int(name.removeprefix("recall_")))
     assert score is not None
     return _weighted_auc(score, y, w)
 
@@ -156,6 +166,7 @@ def two_level_bootstrap(
     *,
     n_boot: int = 1000,
     seed: int = 0,
+    per_class: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Mean of each metric with its draw-only interval and an interval that includes test-set sampling.
 
@@ -165,10 +176,12 @@ def two_level_bootstrap(
         score: ``(D, N)`` positive-class probabilities for the AUC (two classes), or ``None``.
         n_boot: bootstrap replicates.
         seed: bootstrap seed.
+        per_class: also each class's recall, ``recall_<c>`` (:func:`split_metrics`).
 
     Returns:
         ``{metric: {"mean", "ci95" (1.96·sd/√D over draws), "lo95", "hi95" (percentiles of the two-level
-        bootstrap), "ci95_total" (half their distance)}}`` for ``acc``, ``bal_acc`` and ``auc``.
+        bootstrap), "ci95_total" (half their distance)}}`` for ``acc``, ``bal_acc``, ``auc`` and, with
+        ``per_class``, ``recall_<c>``.
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -181,7 +194,7 @@ def two_level_bootstrap(
         raise ValueError(f"n_boot must be an int >= 10, got {n_boot!r}")
     sc = None if score is None else np.asarray(score, dtype=np.float64)
     w, draws = _replicates(correct.shape[0], correct.shape[1], n_boot, seed)
-    per = split_metrics(correct, y, sc)
+    per = split_metrics(correct, y, sc, per_class=per_class)
     out = {}
     cols = np.arange(n_boot)[:, None]
     for name, values in per.items():

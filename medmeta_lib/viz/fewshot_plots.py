@@ -1,4 +1,4 @@
-"""The summary figure of ``medmeta fewshot``: every method's accuracy, balanced accuracy and AUC with intervals."""
+"""The summary figure of ``medmeta fewshot``: every method's metrics and each class's recall, with intervals."""
 
 from __future__ import annotations
 
@@ -8,10 +8,27 @@ from typing import Any
 __all__ = ["fewshot_summary_figure"]
 
 _METRICS = (("acc", "accuracy"), ("bal_acc", "balanced accuracy"), ("auc", "AUC"))
+#: each class's recall gets its own group up to this many classes (two: specificity and sensitivity)
+_MAX_RECALL_GROUPS = 4
+
+
+def _stat(r: Mapping[str, Any], metric: str) -> tuple[float, float, float] | None:
+    """``(mean, lo95, hi95)`` of a metric in one method's row (``recall: NAME``: that class's recall)."""
+    if metric.startswith("recall: "):
+        st = (r.get("recall_per_class") or {}).get(metric.removeprefix("recall: "))
+        return None if st is None else (st["mean"], st.get("lo95", st["mean"]), st.get("hi95", st["mean"]))
+    if f"{metric}_mean" not in r:
+        return None
+    m = r[f"{metric}_mean"]
+    return m, r.get(f"{metric}_lo95", m), r.get(f"{metric}_hi95", m)
 
 
 def fewshot_summary_figure(result: Mapping[str, Any], *, title: str | None = None) -> Any:
     """Grouped bars (one group per metric, one bar per method) with the draw-and-test-image 95% intervals.
+
+    The groups are accuracy, balanced accuracy, AUC (two classes) and, up to four classes, each class's recall:
+    the two halves of balanced accuracy, which show which class a method misses (specificity and sensitivity
+    when the second class is the finding).
 
     The majority-class rate is drawn as a dashed line on the accuracy group: an accuracy below it is no
     better than always predicting the most frequent class. Dotted lines mark chance on balanced accuracy
@@ -32,22 +49,22 @@ def fewshot_summary_figure(result: Mapping[str, Any], *, title: str | None = Non
     methods = list(result["results"])
     if not methods:
         raise ValueError("fewshot_summary_figure: the result has no methods")
-    metrics = [(m, label) for m, label in _METRICS if all(f"{m}_mean" in result["results"][n] for n in methods)]
-    fig, ax = plt.subplots(figsize=(8.5, 3.4))
+    classes = list(result.get("classes", ()))
+    recalls = [(f"recall: {c}", f"recall:\n{c}") for c in classes] if len(classes) <= _MAX_RECALL_GROUPS else []
+    metrics = [(m, label) for m, label in [*_METRICS, *recalls] if all(_stat(result["results"][n], m) for n in methods)]
+    fig, ax = plt.subplots(figsize=(8.5 + 0.8 * max(len(metrics) - 3, 0), 3.4))
     width = 0.8 / len(methods)
     for i, name in enumerate(methods):
         r = result["results"][name]
         x = np.arange(len(metrics)) + (i - (len(methods) - 1) / 2) * width
-        mean = np.array([r[f"{m}_mean"] for m, _ in metrics])
-        lo = np.array([r.get(f"{m}_lo95", r[f"{m}_mean"]) for m, _ in metrics])
-        hi = np.array([r.get(f"{m}_hi95", r[f"{m}_mean"]) for m, _ in metrics])
+        mean, lo, hi = np.array([_stat(r, m) for m, _ in metrics]).T
         best = name == result.get("best")
         ax.bar(x, mean, width * 0.92, label=name + (" (best)" if best else ""), edgecolor="black" if best else None)
         ax.errorbar(x, mean, yerr=[mean - lo, hi - mean], fmt="none", ecolor="black", capsize=2, lw=0.8)
     rate = result.get("majority_rate")
     if rate is not None:
         ax.hlines(rate, -0.45, 0.45, colors="grey", linestyles="dashed", label=f"majority class {rate:.3f}")
-    n_classes = len(result.get("classes", ()))
+    n_classes = len(classes)
     chance = {"auc": 0.5, **({"bal_acc": 1 / n_classes} if n_classes else {})}  # what guessing scores
     floors = [(i, chance[m]) for i, (m, _) in enumerate(metrics) if m in chance]
     for j, (i, y) in enumerate(floors):

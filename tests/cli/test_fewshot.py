@@ -42,6 +42,8 @@ def test_results_json_and_summary_for_grey_and_colour(tmp_path: Path, capsys, ch
     for r in res["results"].values():
         assert {"acc_mean", "acc_ci95", "acc_lo95", "acc_hi95", "bal_acc_mean", "bal_acc_lo95"} <= set(r)
         assert ("auc_mean" in r) == (n_classes == 2) and r["draws"] == 3
+        assert list(r["recall_per_class"]) == res["classes"]  # each class's recall, under its name
+        assert np.mean([st["mean"] for st in r["recall_per_class"].values()]) == pytest.approx(r["bal_acc_mean"])
     assert res["majority_rate"] == pytest.approx(1 / n_classes)  # balanced tiny test split
     assert res["command"].startswith("medmeta fewshot --data") and (out / "figures" / "summary.png").stat().st_size
     assert "--head cl2_probe" in res["command"] and res["settings"]["head"] == "cl2_probe"
@@ -64,7 +66,9 @@ def test_results_json_and_summary_for_grey_and_colour(tmp_path: Path, capsys, ch
     assert probs.shape[1] == n_classes and np.allclose(probs.sum(1), 1.0)
     printed = capsys.readouterr().out
     assert "| simclr_protonet" in printed and "| simclr_probe" in printed
-    assert "majority class" in printed and "wrote" in printed
+    assert "majority class" in printed and "wrote" in printed and "| recall per class |" in printed
+    row = res["results"]["simclr_probe"]["recall_per_class"]
+    assert ", ".join(f"{c} {st['mean']:.3f}" for c, st in row.items()) in printed
 
 
 def test_a_dataset_without_a_test_split_or_with_too_few_images_is_refused(tmp_path: Path, capsys) -> None:

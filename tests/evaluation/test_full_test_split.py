@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+from sklearn.metrics import balanced_accuracy_score, recall_score, roc_auc_score
 
 from medmeta_lib.data.collection import ImageCollection
 from medmeta_lib.evaluation.full_test_split import (
@@ -45,7 +45,7 @@ def test_metrics_equal_an_independent_loop_with_sklearn() -> None:
     rng = np.random.default_rng(7)
     labels = train.labels.numpy()
     pools = [np.nonzero(labels == c)[0] for c in range(2)]
-    accs, bals, aucs = [], [], []
+    accs, bals, aucs, recalls = [], [], [], []
     for _ in range(4):
         idx = np.concatenate([rng.choice(p, size=3, replace=False) for p in pools])
         pred, _ = learner.adapt(train.images[torch.from_numpy(idx)], torch.tensor([0, 0, 0, 1, 1, 1]))
@@ -55,6 +55,7 @@ def test_metrics_equal_an_independent_loop_with_sklearn() -> None:
         accs.append(float((probs.argmax(1) == y).mean()))
         bals.append(balanced_accuracy_score(y, probs.argmax(1)))
         aucs.append(roc_auc_score(y, probs[:, 1]))
+        recalls.append(recall_score(y, probs.argmax(1), average=None))
     assert r["acc_mean"] == pytest.approx(np.mean(accs), abs=1e-12)
     assert r["bal_acc_mean"] == pytest.approx(np.mean(bals), abs=1e-12)
     assert r["auc_mean"] == pytest.approx(np.mean(aucs), abs=1e-6)
@@ -64,6 +65,12 @@ def test_metrics_equal_an_independent_loop_with_sklearn() -> None:
     for m in ("acc", "bal_acc", "auc"):
         assert r[f"{m}_lo95"] <= r[f"{m}_mean"] <= r[f"{m}_hi95"]
         assert r[f"{m}_ci95_total"] > 0 and r[f"{m}_ci95"] > 0
+    # each class's recall under its name, its mean over draws the two halves of balanced accuracy
+    rc = r["recall_per_class"]
+    assert list(rc) == ["normal", "pneumonia"]
+    assert [rc[c]["mean"] for c in rc] == pytest.approx(np.mean(recalls, axis=0), abs=1e-12)
+    assert np.mean([rc[c]["mean"] for c in rc]) == pytest.approx(r["bal_acc_mean"], abs=1e-12)
+    assert all(st["lo95"] <= st["mean"] <= st["hi95"] for st in rc.values())
 
 
 def test_inductive_result_does_not_depend_on_the_batch_size_transductive_does() -> None:

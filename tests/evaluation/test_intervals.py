@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+from sklearn.metrics import balanced_accuracy_score, recall_score, roc_auc_score
 
 from medmeta_lib.evaluation.intervals import (
     _boot_metric,
@@ -32,6 +32,19 @@ def test_split_metrics_match_scikit_learn() -> None:
         assert m["auc"][d] == pytest.approx(roc_auc_score(y, score[d]), abs=1e-12)
 
 
+def test_per_class_recall_matches_scikit_learn_and_averages_to_balanced_accuracy() -> None:
+    y, score, pred = _data(d=3, n=90, seed=4)
+    m = split_metrics(pred == y[None, :], y, score, per_class=True)
+    for d in range(3):
+        assert [m["recall_0"][d], m["recall_1"][d]] == pytest.approx(recall_score(y, pred[d], average=None))
+        assert (m["recall_0"][d] + m["recall_1"][d]) / 2 == pytest.approx(m["bal_acc"][d])
+    assert "recall_0" not in split_metrics(pred == y[None, :], y, score)  # only when asked
+    r = two_level_bootstrap(pred == y[None, :], y, score, n_boot=200, per_class=True)
+    for c in (0, 1):
+        assert r[f"recall_{c}"]["lo95"] <= r[f"recall_{c}"]["mean"] <= r[f"recall_{c}"]["hi95"]
+        assert r[f"recall_{c}"]["mean"] == pytest.approx(float(m[f"recall_{c}"].mean()))
+
+
 def test_bootstrap_weights_equal_resampled_data() -> None:
     # a replicate's weighted metric equals scikit-learn on the explicitly repeated images
     y, score, pred = _data(d=2, n=60, seed=1)
@@ -40,12 +53,14 @@ def test_bootstrap_weights_equal_resampled_data() -> None:
     correct = (pred == y[None, :]).astype(float)
     acc = _boot_metric("acc", correct, y, None, w)
     bal = _boot_metric("bal_acc", correct, y, None, w)
+    rec1 = _boot_metric("recall_1", correct, y, None, w)
     auc = _boot_metric("auc", correct, y, score, w)
     for b in range(3):
         idx = np.repeat(np.arange(60), w[b].astype(int))
         for d in range(2):
             assert acc[d, b] == pytest.approx(float((pred[d][idx] == y[idx]).mean()), abs=1e-12)
             assert bal[d, b] == pytest.approx(balanced_accuracy_score(y[idx], pred[d][idx]), abs=1e-12)
+            assert rec1[d, b] == pytest.approx(recall_score(y[idx], pred[d][idx]), abs=1e-12)
             assert auc[d, b] == pytest.approx(roc_auc_score(y[idx], score[d][idx]), abs=1e-12)
 
 

@@ -46,6 +46,25 @@ def test_bars_floors_and_title(two_classes: bool) -> None:
     plt.close(fig)
 
 
+def test_each_class_recall_gets_a_group_up_to_four_classes() -> None:
+    result = _result(True)
+    for r in result["results"].values():
+        r["recall_per_class"] = {"normal": {"mean": 0.9, "lo95": 0.85, "hi95": 0.95}, "pneumonia": {"mean": 0.8}}
+    fig = fewshot_summary_figure(result)
+    ax = fig.axes[0]
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert ticks == ["accuracy", "balanced accuracy", "AUC", "recall:\nnormal", "recall:\npneumonia"]
+    assert len(ax.patches) == 2 * 5 and sorted({round(p.get_height(), 3) for p in ax.patches})[-1] == 0.9
+    plt.close(fig)
+    many = _result(False)
+    many["classes"] = list("abcde")
+    for r in many["results"].values():
+        r["recall_per_class"] = {c: {"mean": 0.5} for c in "abcde"}
+    fig = fewshot_summary_figure(many)
+    assert not any("recall" in t.get_text() for t in fig.axes[0].get_xticklabels())  # five classes: JSON only
+    plt.close(fig)
+
+
 def test_a_single_protonet_is_not_called_an_ensemble() -> None:
     result = _result(True)
     result["settings"]["meta_members"], result["meta_train"]["seeds"] = 1, [3]
