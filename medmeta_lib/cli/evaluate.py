@@ -53,6 +53,7 @@ def _write(a: argparse.Namespace, out: dict[str, Any]) -> None:
 
 
 def _full_test_split(a: argparse.Namespace, train: Any, test: Any) -> int:
+    from medmeta_lib.cli.fewshot import recall_text
     from medmeta_lib.evaluation.full_test_split import compare_full_test_split
 
     learners, ckpts = build_eval_learners(a, train, n_way=train.num_classes)
@@ -72,7 +73,8 @@ def _full_test_split(a: argparse.Namespace, train: Any, test: Any) -> int:
         auc = f", AUC {r['auc_mean']:.3f} ± {r['auc_ci95_total']:.3f}" if "auc_mean" in r else ""
         print(
             f"{name}: ACC {r['acc_mean']:.3f} ± {r['acc_ci95_total']:.3f}, balanced ACC {r['bal_acc_mean']:.3f} ± "
-            f"{r['bal_acc_ci95_total']:.3f}{auc} (draws + test images; majority class {r['majority_rate']:.3f})"
+            f"{r['bal_acc_ci95_total']:.3f}{auc} (draws + test images; majority class {r['majority_rate']:.3f}); "
+            f"recall per class: {recall_text(r)}"
         )
     for name, d in res["paired_vs_best"].items():
         b = d["bal_acc"]

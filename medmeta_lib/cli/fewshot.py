@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_fewshot_parser", "fewshot_command", "fewshot_table"]
+__all__ = ["add_fewshot_parser", "fewshot_command", "fewshot_table", "recall_text"]
 
 
 def add_fewshot_parser(sub: Any) -> None:
@@ -96,7 +96,13 @@ def _cell(r: dict[str, Any], metric: str) -> str:
     return f"{r[f'{metric}_mean']:.3f}{band}"
 
 
-def _recalls(r: dict[str, Any]) -> str:
+def recall_text(r: dict[str, Any]) -> str:
+    """Each class's mean recall in one method's result, as ``"name 0.825, name 0.903"`` (``"–"`` if absent).
+
+    Example:
+        >>> recall_text({"recall_per_class": {"normal": {"mean": 0.8251}, "pneumonia": {"mean": 0.903}}})
+        'normal 0.825, pneumonia 0.903'
+    """
     rc = r.get("recall_per_class") or {}
     return ", ".join(f"{name} {st['mean']:.3f}" for name, st in rc.items()) or "–"
 
@@ -115,7 +121,7 @@ def fewshot_table(result: dict[str, Any]) -> str:
     for name, r in result["results"].items():
         star = " (best)" if name == result["best"] else ""
         secs = r.get("seconds", 0.0) + sum(stage_s[s] for s in _STAGES.get(name, ()))
-        cells = f"{_cell(r, 'acc')} | {_cell(r, 'bal_acc')} | {_recalls(r)} | {_cell(r, 'auc')}"
+        cells = f"{_cell(r, 'acc')} | {_cell(r, 'bal_acc')} | {recall_text(r)} | {_cell(r, 'auc')}"
         lines.append(f"| {name}{star} | {cells} | {secs:.0f} |")
     lines.append(f"| majority class | {result['majority_rate']:.3f} | {1 / len(result['classes']):.3f} | | | |")
     return "\n".join(lines)

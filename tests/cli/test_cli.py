@@ -15,6 +15,7 @@ import torch
 
 import medmeta_lib.studies.experiment as experiment
 from medmeta_lib.cli import main
+from medmeta_lib.cli.fewshot import recall_text
 from medmeta_lib.data import load_collection
 from medmeta_lib.studies.experiment import evaluate_split
 from medmeta_lib.studies.experiment_split import make_split
@@ -234,6 +235,9 @@ def test_evaluate_full_test_split_reports_both_intervals_and_paired_differences(
             assert r[f"{m}_lo95"] <= r[f"{m}_mean"] <= r[f"{m}_hi95"]
             assert r[f"{m}_ci95"] >= 0 and r[f"{m}_ci95_total"] >= 0
         assert f"{name}: ACC {r['acc_mean']:.3f}" in captured.out
+        assert len(r["recall_per_class"]) == 2
+        assert sum(st["mean"] for st in r["recall_per_class"].values()) / 2 == pytest.approx(r["bal_acc_mean"])
+        assert f"recall per class: {recall_text(r)}" in captured.out  # each class's recall, under its name
     other = next(n for n in ("protonet", "baseline") if n != data["best"])
     assert set(data["paired_vs_best"]) == {other} and "inductive" in captured.out
     # --transductive is the named alternative and is recorded
