@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
-from medmeta_lib.learners.base import parameter_state
+from medmeta_lib.learners.base import check_int, parameter_state
 from medmeta_lib.ssl.probe import probe_predictor
 
 __all__ = ["Member", "probe_member", "prototype_member", "pseudo_label", "self_trained_predictor"]
@@ -42,11 +42,6 @@ Predictor = Callable[[np.ndarray], np.ndarray]
 #: ``labels`` (only the entries at the indices it is given are read), predicting the pool itself
 #: (``on_pool=True``) or the images to score (``False``)
 Member = Callable[[np.ndarray, bool], Predictor]
-
-
-def _check_per_class(per_class: Any) -> None:
-    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 0:
-        raise ValueError(f"per_class must be an int >= 0, got {per_class!r}")
 
 
 def pseudo_label(probs: ArrayLike, support: ArrayLike, *, per_class: int) -> tuple[np.ndarray, np.ndarray]:
@@ -68,7 +63,7 @@ def pseudo_label(probs: ArrayLike, support: ArrayLike, *, per_class: int) -> tup
         >>> pseudo_label(p, [0], per_class=1)
         (array([1, 2]), array([0, 1]))
     """
-    _check_per_class(per_class)
+    per_class = check_int("per_class", per_class, 0)
     p = np.asarray(probs, dtype=np.float64)
     if p.ndim != 2 or p.shape[1] < 2:
         raise ValueError(f"probs must be (N, n_classes >= 2) probabilities, got shape {p.shape}")
@@ -114,7 +109,7 @@ def self_trained_predictor(
         raise ValueError(f"weights must be {len(members)} non-negative numbers, not all 0; got {weights!r}")
     w = w / w.sum()
     labels0 = np.asarray(pool_labels).ravel().astype(np.int64)
-    _check_per_class(per_class)
+    per_class = check_int("per_class", per_class, 0)
 
     def mix(labels: np.ndarray, idx: np.ndarray, on_pool: bool) -> np.ndarray:
         out = sum(wi * np.asarray(m(labels, on_pool)(idx)) for wi, m in zip(w, members, strict=True))
