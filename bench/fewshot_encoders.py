@@ -1,8 +1,8 @@
 """The SimCLR encoders that ``fewshot_recipes.py`` scores: the variants and the ``pretrain`` step.
 
-Each variant is a backbone, its arguments, the SimCLR epochs and seed, and other ``SimCLRConfig`` fields (batch 256,
-τ = 0.2, AdamW 2e-3, chest-X-ray views); ``pretrain`` writes ``ENC_DIR/<name>.safetensors`` and the time it took to
-``ENC_DIR/pretrain.json``. Run it through ``fewshot_recipes.py pretrain``.
+Each variant is a backbone, its arguments, the SimCLR epochs and seed, and other ``SimCLRConfig`` fields (by default
+batch 256, τ = 0.2, AdamW 2e-3, chest-X-ray views); ``pretrain`` writes ``ENC_DIR/<name>.safetensors`` and the time
+it took to ``ENC_DIR/pretrain.json``. Run it through ``fewshot_recipes.py pretrain``.
 """
 
 from __future__ import annotations
@@ -49,6 +49,17 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "c4w64_e60_ss": {**_C4W64, "epochs": 60, "seed": 0, "simclr": _SCANNER_SHIFT},
     "c4w64_e60_ss_s1": {**_C4W64, "epochs": 60, "seed": 1, "simclr": _SCANNER_SHIFT},
     "c4w64_e60_ss_s2": {**_C4W64, "epochs": 60, "seed": 2, "simclr": _SCANNER_SHIFT},
+    # the NT-Xent temperature, 0.1 and 0.5 against the 0.2 above (section 17)
+    **{
+        f"c4w64_e60_ss_t{tag}{suffix}": {
+            **_C4W64,
+            "epochs": 60,
+            "seed": seed,
+            "simclr": {**_SCANNER_SHIFT, "temperature": tau},
+        }
+        for tag, tau in (("01", 0.1), ("05", 0.5))
+        for seed, suffix in ((0, ""), (1, "_s1"), (2, "_s2"))
+    },
 }
 #: the layers a head reads, per backbone: the pooled outputs of the last three stages
 LAYERS = {"conv4": CONV4_BLOCKS_2_4, "resnet12": ("stages.1", "stages.2", "stages.3")}
@@ -67,15 +78,8 @@ def pretrain(a: argparse.Namespace) -> None:
         if target.exists():
             print(f"{name}: {target} exists, skipped")
             continue
-        cfg = SimCLRConfig(
-            epochs=v["epochs"],
-            batch_size=256,
-            lr=2e-3,
-            temperature=0.2,
-            seed=v["seed"],
-            max_steps=a.max_steps,
-            **v.get("simclr", {}),
-        )
+        fields = {"batch_size": 256, "lr": 2e-3, "temperature": 0.2, **v.get("simclr", {})}
+        cfg = SimCLRConfig(epochs=v["epochs"], seed=v["seed"], max_steps=a.max_steps, **fields)
         t0, cpu0 = time.perf_counter(), time.process_time()
         res = pretrain_simclr(
             train,
