@@ -96,15 +96,32 @@ def _cell(r: dict[str, Any], metric: str) -> str:
     return f"{r[f'{metric}_mean']:.3f}{band}"
 
 
-def recall_text(r: dict[str, Any]) -> str:
+def recall_text(r: dict[str, Any], *, max_listed: int = 4) -> str:
     """Each class's mean recall in one method's result, as ``"name 0.825, name 0.903"`` (``"–"`` if absent).
+
+    With more than ``max_listed`` classes only the lowest and the highest recall are named, so that a table of
+    10+ classes stays readable; the JSON result always holds every class.
+
+    Args:
+        r: one method's result, with ``recall_per_class`` (class name -> ``{"mean": ...}``).
+        max_listed: list every class up to this many (>= 2).
+
+    Raises:
+        ValueError: if ``max_listed`` is not an int >= 2.
 
     Example:
         >>> recall_text({"recall_per_class": {"normal": {"mean": 0.8251}, "pneumonia": {"mean": 0.903}}})
         'normal 0.825, pneumonia 0.903'
+        >>> recall_text({"recall_per_class": {f"c{i}": {"mean": i / 10} for i in range(1, 6)}}, max_listed=4)
+        'lowest c1 0.100, highest c5 0.500 (5 classes)'
     """
-    rc = r.get("recall_per_class") or {}
-    return ", ".join(f"{name} {st['mean']:.3f}" for name, st in rc.items()) or "–"
+    if isinstance(max_listed, bool) or not isinstance(max_listed, int) or max_listed < 2:
+        raise ValueError(f"max_listed must be an int >= 2, got {max_listed!r}")
+    rc = {name: st["mean"] for name, st in (r.get("recall_per_class") or {}).items()}
+    if len(rc) > max_listed:
+        lo, hi = min(rc, key=rc.__getitem__), max(rc, key=rc.__getitem__)
+        return f"lowest {lo} {rc[lo]:.3f}, highest {hi} {rc[hi]:.3f} ({len(rc)} classes)"
+    return ", ".join(f"{name} {mean:.3f}" for name, mean in rc.items()) or "–"
 
 
 def fewshot_table(result: dict[str, Any]) -> str:

@@ -97,3 +97,17 @@ def test_asking_for_a_gpu_without_one_is_a_clear_error(tmp_path: Path, capsys) -
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "CUDA is not available" in err and "Traceback" not in err
+
+
+def test_recall_text_lists_few_classes_and_names_the_extremes_of_many():
+    from medmeta_lib.cli.fewshot import recall_text
+
+    two = {"recall_per_class": {"normal": {"mean": 0.8251}, "pneumonia": {"mean": 0.903}}}
+    assert recall_text(two) == "normal 0.825, pneumonia 0.903"  # in the classes' order
+    assert recall_text({}) == "–"
+    many = {"recall_per_class": {f"class{i}": {"mean": m} for i, m in enumerate([0.7, 0.95, 0.41, 0.8, 0.6, 0.9])}}
+    assert recall_text(many) == "lowest class2 0.410, highest class1 0.950 (6 classes)"
+    assert recall_text(many, max_listed=6).count(",") == 5  # every class when allowed
+    for bad in (1, 2.0, True, "4"):
+        with pytest.raises(ValueError, match="max_listed"):
+            recall_text(two, max_listed=bad)
