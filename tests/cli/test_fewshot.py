@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from medmeta_lib.cli import main
+from medmeta_lib.cli.fewshot import recall_text
 from medmeta_lib.data import load_collection
 from medmeta_lib.studies.fewshot_recipe import FewShotRecipe
 from tests.conftest import write_medmnist_npz
@@ -100,8 +101,6 @@ def test_asking_for_a_gpu_without_one_is_a_clear_error(tmp_path: Path, capsys) -
 
 
 def test_recall_text_lists_few_classes_and_names_the_extremes_of_many():
-    from medmeta_lib.cli.fewshot import recall_text
-
     two = {"recall_per_class": {"normal": {"mean": 0.8251}, "pneumonia": {"mean": 0.903}}}
     assert recall_text(two) == "normal 0.825, pneumonia 0.903"  # in the classes' order
     assert recall_text({}) == "–"
