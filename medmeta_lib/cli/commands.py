@@ -205,6 +205,7 @@ def _pretrain(a: argparse.Namespace, rank: int) -> int:
     cfg = SimCLRConfig(
         epochs=a.epochs,
         batch_size=a.batch_size,
+        temperature=a.temperature,
         seed=a.seed,
         site_invariance=a.site_invariance or a.site_views == "scanner_shift",
         site_views=a.site_views,
@@ -328,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common_data(pt)
     pt.add_argument("--epochs", type=int, default=30)
     pt.add_argument("--batch-size", type=int, default=256)
+    pt.add_argument("--temperature", type=float, default=0.2, help="NT-Xent temperature (SimCLR: 0.1-0.5)")
     pt.add_argument("--augment", default="chest_xray", help="augmentation preset")
     pt.add_argument(
         "--site-invariance",

@@ -31,6 +31,7 @@ def add_fewshot_parser(sub: Any) -> None:
     fs.add_argument("--out", default=None, help="output folder (default runs/fewshot-<time>)")
     fs.add_argument("--image-size", type=int, default=28)
     fs.add_argument("--epochs", type=int, default=60, help="SimCLR epochs over the unlabelled train images")
+    fs.add_argument("--temperature", type=float, default=0.2, help="SimCLR's NT-Xent temperature")
     fs.add_argument(
         "--augment", default="generic", help="SimCLR view preset: generic, chest_xray, dermoscopy, fundus, histology..."
     )
@@ -180,6 +181,7 @@ def fewshot_command(a: argparse.Namespace) -> int:
         draws=a.draws,
         seed=a.seed,
         epochs=a.epochs,
+        temperature=a.temperature,
         augment=a.augment,
         scanner_shift=not a.no_scanner_shift,
         head=a.head,
@@ -197,6 +199,7 @@ def fewshot_command(a: argparse.Namespace) -> int:
     result["seconds_total"] = round(time.perf_counter() - t0, 1)
     result["command"] = (
         f"medmeta fewshot --data {a.data} --k-shot {a.k_shot} --draws {a.draws} --epochs {a.epochs} "
+        f"--temperature {a.temperature} "
         f"--augment {a.augment} --head {a.head} --meta-steps {a.meta_steps} --meta-members {a.meta_members} "
         f"--tta-views {a.tta_views} --self-train {result['settings']['self_train']} --device {a.device} "
         f"--seed {a.seed}"

@@ -128,6 +128,7 @@ def fewshot_study(
     seed: int = 0,
     epochs: int = 60,
     batch_size: int = 256,
+    temperature: float = 0.2,
     augment: str = "generic",
     scanner_shift: bool = True,
     hidden: int = 64,
@@ -155,6 +156,8 @@ def fewshot_study(
         seed: seed of the pretraining, the random-init encoder and the draws.
         epochs: SimCLR epochs over the train images.
         batch_size: SimCLR batch size (capped at the number of train images).
+        temperature: SimCLR's NT-Xent temperature (> 0; 0.1 and 0.5 did not beat 0.2 on PneumoniaMNIST's
+            validation split, BENCHMARKS.md section 17).
         augment: ``ViewAugment`` preset of the SimCLR views (``"generic"`` suits any modality; e.g.
             ``"chest_xray"`` or ``"histology"`` when the data is one of those).
         scanner_shift: positives across a simulated scanner change (label-free); ``False``: two plain
@@ -207,6 +210,8 @@ def fewshot_study(
         raise ValueError(f"draws must be an int >= 1, got {draws!r}")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < np.inf:
+        raise ValueError(f"temperature must be a finite number > 0 (SimCLR uses 0.1-0.5), got {temperature!r}")
     if isinstance(meta_steps, bool) or not isinstance(meta_steps, int) or meta_steps < 0:
         raise ValueError(f"meta_steps must be an int >= 0 (0 leaves meta-training out), got {meta_steps!r}")
     if isinstance(meta_members, bool) or not isinstance(meta_members, int) or meta_members < 1:
@@ -237,7 +242,7 @@ def fewshot_study(
         epochs=epochs,
         batch_size=max(2, min(batch_size, len(train))),
         lr=2e-3,
-        temperature=0.2,
+        temperature=temperature,
         augment_preset=augment,
         site_invariance=scanner_shift,
         site_views="scanner_shift",
@@ -378,6 +383,7 @@ def fewshot_study(
             "device": device,
             "torch_threads": torch.get_num_threads(),  # float summation order: another count, other weights
             "batch_size": cfg.batch_size,
+            "temperature": temperature,
             "probe_layers": list(CONV4_BLOCKS_2_4),
             "meta_steps": meta_steps,
             "meta_members": meta_members if meta_steps else 0,

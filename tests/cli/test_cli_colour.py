@@ -26,8 +26,9 @@ def test_pretrain_meta_train_and_evaluate_on_rgb(tmp_path: Path, capsys: pytest.
     data = ["--data", str(npz), "--hidden", "8", "--no-progress"]
     enc = tmp_path / "encoder.safetensors"
     argv = ["pretrain", *data, "--epochs", "1", "--batch-size", "8", "--max-steps", "1", "--augment", "generic"]
-    assert main([*argv, "--out", str(enc)]) == 0, capsys.readouterr().err
-    assert load_checkpoint(enc).metadata["backbone"]["kwargs"]["in_channels"] == 3
+    assert main([*argv, "--temperature", "0.5", "--out", str(enc)]) == 0, capsys.readouterr().err
+    meta = load_checkpoint(enc).metadata
+    assert meta["backbone"]["kwargs"]["in_channels"] == 3 and meta["config"]["temperature"] == 0.5
 
     argv = ["meta-train", *data, *TASK, "--protocol", "none", "--learner", "protonet", "--encoder", str(enc)]
     assert main([*argv, "--steps", "1", "--meta-batch", "1", "--val-every", "0", "--out", str(tmp_path / "m")]) == 0

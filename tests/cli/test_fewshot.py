@@ -34,7 +34,8 @@ def test_results_json_and_summary_for_grey_and_colour(tmp_path: Path, capsys, ch
     out = tmp_path / "out"
     plain = ["--no-scanner-shift", "--no-mix-probe"] if channels == 3 else []  # the study's colour test: default
     tta = [] if plain else ["--tta-views", "1"]  # the mixed probe over one fixed view of each image too
-    assert main(["fewshot", "--data", str(npz), "--k-shot", "2", "--out", str(out), *FAST, *plain, *tta]) == 0
+    tau = ["--temperature", "0.5"] if channels == 3 else []  # a non-default SimCLR temperature reaches the study
+    assert main(["fewshot", "--data", str(npz), "--k-shot", "2", "--out", str(out), *FAST, *plain, *tta, *tau]) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["channels"] == channels and len(res["classes"]) == n_classes and res["k_shot"] == 2
     methods = {"simclr_protonet", "simclr_probe", "random_init_probe", "raw_pixels_probe", "scratch"}
@@ -48,6 +49,8 @@ def test_results_json_and_summary_for_grey_and_colour(tmp_path: Path, capsys, ch
     assert res["majority_rate"] == pytest.approx(1 / n_classes)  # balanced tiny test split
     assert res["command"].startswith("medmeta fewshot --data") and (out / "figures" / "summary.png").stat().st_size
     assert "--head cl2_probe" in res["command"] and res["settings"]["head"] == "cl2_probe"
+    assert res["settings"]["temperature"] == (0.5 if tau else 0.2)
+    assert f"--temperature {res['settings']['temperature']}" in res["command"]
     assert "--meta-steps 2" in res["command"] and "--meta-members 2" in res["command"]
     assert res["meta_train"]["seeds"] == [0, 1] and res["settings"]["meta_members"] == 2
     assert res["settings"]["scanner_shift"] is not plain and ("--no-scanner-shift" in res["command"]) is bool(plain)

@@ -330,3 +330,24 @@ def test_self_training_refits_on_pseudo_labelled_train_images_and_reloads(pair, 
         fewshot_study(train, test, k_shot=2, **{**TINY, "self_train": -1})
     with pytest.raises(ValueError, match="self_train must be an int >= 0"):
         FewShotRecipe(recipe.members, recipe.encoder, layers=recipe.layers, classes=recipe.classes, self_train=True)
+
+
+def test_the_simclr_temperature_reaches_the_loss_and_is_recorded(pair, monkeypatch) -> None:
+    train, test = pair
+    temperatures: list[float] = []
+
+    def spy(collection, **kw):
+        temperatures.append(kw["config"].temperature)
+        return real(collection, **kw)
+
+    real = fewshot_mod.pretrain_simclr
+    monkeypatch.setattr(fewshot_mod, "pretrain_simclr", spy)
+    default = fewshot_study(train, test, k_shot=2, scratch=False, **NO_META)
+    warm = fewshot_study(train, test, k_shot=2, scratch=False, temperature=0.5, **NO_META)
+    assert temperatures == [0.2, 0.5]  # the default is section 3's, kept by section 17
+    assert (default["settings"]["temperature"], warm["settings"]["temperature"]) == (0.2, 0.5)
+    assert default["pretrain"]["final_loss"] != warm["pretrain"]["final_loss"]  # another loss was minimised
+    for bad in (0, -0.1, float("nan"), float("inf"), True, "0.2"):
+        with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+            fewshot_study(train, test, k_shot=2, temperature=bad, **TINY)  # type: ignore[arg-type]
+    assert temperatures == [0.2, 0.5]  # refused before any pretraining
