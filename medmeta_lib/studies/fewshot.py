@@ -210,8 +210,6 @@ def fewshot_study(
         raise ValueError(f"draws must be an int >= 1, got {draws!r}")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < np.inf:
-        raise ValueError(f"temperature must be a finite number > 0 (SimCLR uses 0.1-0.5), got {temperature!r}")
     if isinstance(meta_steps, bool) or not isinstance(meta_steps, int) or meta_steps < 0:
         raise ValueError(f"meta_steps must be an int >= 0 (0 leaves meta-training out), got {meta_steps!r}")
     if isinstance(meta_members, bool) or not isinstance(meta_members, int) or meta_members < 1:
@@ -234,10 +232,7 @@ def fewshot_study(
     C = HEADS[head] if C is None else C
     if not (isinstance(C, (int, float)) and not isinstance(C, bool) and C > 0):
         raise ValueError(f"C must be a number > 0 (inverse regularisation strength), got {C!r}")
-    bkw = {"hidden": hidden, "norm": "group"}
-    views = "scanner-shift positives" if scanner_shift else "plain views"
-    log(f"[fewshot] SimCLR on {len(train)} unlabelled train images ({epochs} epochs, Conv-4-{hidden}, {views})")
-    t0 = time.perf_counter()
+    # SimCLRConfig validates the pretraining's settings (temperature, epochs, ...) before anything runs
     cfg = SimCLRConfig(
         epochs=epochs,
         batch_size=max(2, min(batch_size, len(train))),
@@ -248,6 +243,10 @@ def fewshot_study(
         site_views="scanner_shift",
         seed=seed,
     )
+    bkw = {"hidden": hidden, "norm": "group"}
+    views = "scanner-shift positives" if scanner_shift else "plain views"
+    log(f"[fewshot] SimCLR on {len(train)} unlabelled train images ({epochs} epochs, Conv-4-{hidden}, {views})")
+    t0 = time.perf_counter()
     pre = pretrain_simclr(
         train, backbone="conv4", backbone_kwargs=bkw, config=cfg, out=encoder_out, progress=progress, device=device
     )
