@@ -60,6 +60,17 @@ VARIANTS: dict[str, dict[str, Any]] = {
         for tag, tau in (("01", 0.1), ("05", 0.5))
         for seed, suffix in ((0, ""), (1, "_s1"), (2, "_s2"))
     },
+    # max-pools after blocks 1-2 only: blocks 3-4 stay at 7 x 7 instead of 3 x 3 and 1 x 1 (section 18)
+    **{
+        f"c4w64p2_e60_ss{suffix}": {
+            "backbone": "conv4",
+            "kwargs": {"hidden": 64, "norm": "group", "pools": 2},
+            "epochs": 60,
+            "seed": seed,
+            "simclr": _SCANNER_SHIFT,
+        }
+        for seed, suffix in ((0, ""), (1, "_s1"), (2, "_s2"))
+    },
 }
 #: the layers a head reads, per backbone: the pooled outputs of the last three stages
 LAYERS = {"conv4": CONV4_BLOCKS_2_4, "resnet12": ("stages.1", "stages.2", "stages.3")}

@@ -158,26 +158,32 @@ def count_parameters(module: nn.Module, *, trainable_only: bool = False) -> int:
 
 
 class Conv4(nn.Module):
-    """Four blocks of [3×3 conv, norm, ReLU, 2×2 max-pool], then global average pooling or flattening."""
+    """Four blocks of [3×3 conv, norm, ReLU, 2×2 max-pool], then global average pooling or flattening.
+
+    Only the first ``pools`` blocks max-pool; the others end in ``nn.Identity`` so that the layer names
+    (``features.3``, ``features.7``, ...) are the same for every ``pools``.
+    """
 
     def __init__(
-        self, in_channels: int, hidden: int, norm: str, pool: str, image_size: int | None
+        self, in_channels: int, hidden: int, norm: str, pool: str, image_size: int | None, pools: int = 4
     ) -> None:  # fmt: skip
         super().__init__()
         blocks: list[nn.Module] = []
         c = in_channels
-        for _ in range(4):
-            blocks += [nn.Conv2d(c, hidden, 3, padding=1), make_norm(norm, hidden), nn.ReLU(), MaxPool2x2()]
+        for i in range(4):
+            down: nn.Module = MaxPool2x2() if i < pools else nn.Identity()
+            blocks += [nn.Conv2d(c, hidden, 3, padding=1), make_norm(norm, hidden), nn.ReLU(), down]
             c = hidden
         self.features = nn.Sequential(*blocks)
         self.pool = pool
+        self.pools = pools
         self.image_size = image_size
         if pool == "avg":
             self.out_features = hidden
         else:
             assert image_size is not None
             side = image_size
-            for _ in range(4):
+            for _ in range(pools):
                 side //= 2
             self.out_features = hidden * side * side
 
@@ -196,7 +202,13 @@ class Conv4(nn.Module):
 
 @register_backbone("conv4")
 def conv4(
-    in_channels: int = 1, *, hidden: int = 64, norm: str = "batch", pool: str = "avg", image_size: int | None = None
+    in_channels: int = 1,
+    *,
+    hidden: int = 64,
+    norm: str = "batch",
+    pool: str = "avg",
+    image_size: int | None = None,
+    pools: int = 4,
 ) -> nn.Module:
     """Conv-4 (Vinyals et al. 2016; Finn et al. 2017): 4 × [3×3 conv ``hidden``, norm, ReLU, 2×2 max-pool].
 
@@ -205,25 +217,33 @@ def conv4(
         hidden: channels of every conv layer.
         norm: one of ``NORMS``.
         pool: ``"avg"`` (global average pooling, ``out_features = hidden``, any image size) or
-            ``"flatten"`` (``out_features = hidden · (image_size // 16)²``; needs ``image_size``).
+            ``"flatten"`` (``out_features = hidden · (image_size // 2**pools)²``; needs ``image_size``).
         image_size: square input side; required for (and only used with) ``pool="flatten"``.
+        pools: how many blocks, from the first, end in the 2×2 max-pool (0-4). At 28 px the default 4 gives
+            maps of 28 → 14 → 7 → 3 → 1 (the odd sides drop their last row and column); ``pools=2`` keeps
+            the last two blocks at 7 × 7 for about 18 % more multiply-adds.
 
     Example:
         >>> import torch
         >>> conv4(1, hidden=16)(torch.zeros(1, 1, 28, 28)).shape
         torch.Size([1, 16])
+        >>> conv4(1, hidden=16, pools=2).features(torch.zeros(1, 1, 28, 28)).shape
+        torch.Size([1, 16, 7, 7])
     """
     if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
         raise ValueError(f"conv4: hidden must be a positive int (channels per layer, e.g. 64), got {hidden!r}")
     check_norm(norm)
     if pool not in ("avg", "flatten"):
         raise ValueError(f"conv4: pool must be 'avg' or 'flatten', got {pool!r}")
+    if isinstance(pools, bool) or not isinstance(pools, int) or not 0 <= pools <= 4:
+        raise ValueError(f"conv4: pools must be an int in 0..4 (blocks that end in a 2×2 max-pool), got {pools!r}")
     if pool == "flatten":
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 16:
+        least = 2**pools
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < least:
             raise ValueError(
-                f"conv4: pool='flatten' needs image_size (an int ≥ 16, the input side), got {image_size!r}"
+                f"conv4: pool='flatten' needs image_size (an int ≥ {least}, the input side), got {image_size!r}"
             )
-    return Conv4(in_channels, hidden, norm, pool, image_size)
+    return Conv4(in_channels, hidden, norm, pool, image_size, pools)
 
 
 # ---------------------------------------------------------------- ResNet-12

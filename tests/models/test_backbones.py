@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +22,7 @@ from medmeta_lib.models import (
     replace_norm,
     resolve_backbone_kwargs,
 )
+from medmeta_lib.training.checkpoint import load_backbone, save_backbone
 
 # Tiny but structurally complete versions of every registered backbone (fast on 2 CPU cores).
 LR = 0.02  # inner step size of the MAML-style objective
@@ -100,6 +102,33 @@ def test_default_widths() -> None:
     assert flat(torch.zeros(2, 1, 64, 64)).shape == (2, 128)
     with pytest.raises(ValueError, match="image_size=64"):
         flat(torch.zeros(2, 1, 28, 28))
+
+
+def test_conv4_pools_keeps_layer_names_and_spatial_maps(tmp_path: Path) -> None:
+    x = torch.rand(2, 1, 28, 28)
+    sides = {pools: create_backbone("conv4", hidden=4, pools=pools).features(x).shape[-1] for pools in range(5)}
+    assert sides == {0: 28, 1: 14, 2: 7, 3: 3, 4: 1}
+    p2, p4 = create_backbone("conv4", hidden=4, pools=2), create_backbone("conv4", hidden=4)
+    # the same parameters under the same names: only blocks 3-4's pooling differs
+    assert [n for n, _ in p2.named_parameters()] == [n for n, _ in p4.named_parameters()]
+    assert isinstance(p2.features[11], nn.Identity) and isinstance(p4.features[11], nn.MaxPool2d)
+    p2.load_state_dict(p4.state_dict())
+    with torch.no_grad():
+        block2 = p4.features[:8](x)  # both nets agree up to the second pool
+        torch.testing.assert_close(p2.features[:8](x), block2)
+        torch.testing.assert_close(p2(x), p2.features(x).mean(dim=(-2, -1)))
+    assert create_backbone("conv4", hidden=4, pools=2, pool="flatten", image_size=28).out_features == 4 * 7 * 7
+    # old checkpoints (no ``pools`` in their spec) resolve to 4; a pools=2 encoder round-trips and is checked
+    assert resolve_backbone_kwargs("conv4", hidden=4)["pools"] == 4
+    path = save_backbone(tmp_path / "p2.safetensors", p2)
+    torch.testing.assert_close(load_backbone(path, expected_name="conv4", pools=2)(x), p2(x))
+    with pytest.raises(ValueError, match="pools"):
+        load_backbone(path, expected_name="conv4", pools=4)
+    for bad in (-1, 5, 2.0, True, "2"):
+        with pytest.raises(ValueError, match=r"pools must be an int in 0\.\.4"):
+            create_backbone("conv4", pools=bad)
+    with pytest.raises(ValueError, match="≥ 4"):
+        create_backbone("conv4", pools=2, pool="flatten", image_size=3)
 
 
 def test_resolve_kwargs_fills_defaults() -> None:
