@@ -1,4 +1,6 @@
-"""The ``medmeta`` command line (``medmeta run | lab | data | meta-train | evaluate | pretrain | docs-params``).
+"""The ``medmeta`` command line: run, lab, data, pretrain, meta-train, evaluate, fewshot (and docs-params).
+
+``program`` parses the arguments and dispatches to the bodies in ``commands``, ``evaluate`` and ``fewshot``.
 
 ``python -m medmeta_lib.cli`` is the same program (the entry point ``torchrun`` launches).
 
@@ -10,6 +12,6 @@ Example:
 
 from __future__ import annotations
 
-from medmeta_lib.cli.commands import build_parser, main
+from medmeta_lib.cli.program import build_parser, main
 
 __all__ = ["build_parser", "main"]

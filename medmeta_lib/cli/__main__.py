@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from medmeta_lib.cli.commands import main
+from medmeta_lib.cli.program import main
 
 raise SystemExit(main())

@@ -254,3 +254,18 @@ def test_the_fine_medsynth_taxonomy_from_the_command_line(tmp_path: Path) -> Non
     args = ["--n-per-class-site", "1", "--k-shot", "1", "--q-query", "1", "--episodes", "2"]
     assert main(["evaluate", "--data", "synthetic", "--learners", "protonet", *args, "--json", str(js)]) == 0
     assert json.loads(js.read_text())["settings"]["protocol"] == "class split: 46 train / 25 val / 25 test classes"
+
+
+def test_every_sub_command_has_a_body_and_the_parser_dispatches_to_it() -> None:
+    import argparse
+
+    from medmeta_lib.cli import build_parser
+    from medmeta_lib.cli.commands import COMMANDS
+    from medmeta_lib.cli.fewshot import fewshot_command
+
+    parser = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(subs.choices) == set(COMMANDS) | {"fewshot"}
+    for name, argv in {"run": ["run", "--smoke"], "lab": ["lab"], "docs-params": ["docs-params"]}.items():
+        assert parser.parse_args(argv).func is COMMANDS[name]
+    assert parser.parse_args(["fewshot", "--data", "x.npz", "--k-shot", "1"]).func is fewshot_command
