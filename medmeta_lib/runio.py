@@ -1,4 +1,7 @@
-"""Small, atomic JSON I/O for notebook metrics (what the pipeline merges into the run report)."""
+"""Small, atomic file I/O: text through a temporary file and a rename, and the notebooks' metrics JSON.
+
+The metrics are what the pipeline merges into the run report.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["read_metrics", "write_metrics"]
+__all__ = ["atomic_write_text", "read_metrics", "write_metrics"]
 
 
 def _clean(v: Any) -> Any:
@@ -22,6 +25,28 @@ def _clean(v: Any) -> Any:
     if hasattr(v, "item") and getattr(v, "ndim", 1) == 0:
         return _clean(v.item())
     return v
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same folder and ``os.replace``.
+
+    A crash or a full disk midway leaves any earlier ``path`` intact and no temporary file behind.
+
+    Example:
+        >>> import tempfile
+        >>> p = atomic_write_text(Path(tempfile.mkdtemp()) / "a.txt", "hello")
+        >>> p.read_text(encoding="utf-8")
+        'hello'
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def write_metrics(output_dir: str | Path, metrics: Mapping[str, Any], *, name: str = "metrics.json") -> Path:
@@ -37,11 +62,7 @@ def write_metrics(output_dir: str | Path, metrics: Mapping[str, Any], *, name: s
     """
     d = Path(output_dir)
     d.mkdir(parents=True, exist_ok=True)
-    path = d / name
-    tmp = d / f".{name}.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(_clean(metrics), indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(d / name, json.dumps(_clean(metrics), indent=2, default=str))
 
 
 def read_metrics(output_dir: str | Path, *, name: str = "metrics.json") -> dict[str, Any]:

@@ -230,6 +230,7 @@ def _pretrain(a: argparse.Namespace, rank: int) -> int:
 def _cmd_docs_params(a: argparse.Namespace) -> int:
     from medmeta_lib.config import PROJECT_ROOT
     from medmeta_lib.pipeline.runner import parameters_markdown
+    from medmeta_lib.runio import atomic_write_text
 
     table = parameters_markdown()
     if not a.write:
@@ -241,7 +242,7 @@ def _cmd_docs_params(a: argparse.Namespace) -> int:
     if begin not in text or end not in text:
         raise ValueError(f"{readme}: markers {begin} / {end} not found")
     head, rest = text.split(begin, 1)
-    readme.write_text(f"{head}{begin}\n{table}\n{end}{rest.split(end, 1)[1]}")
+    atomic_write_text(readme, f"{head}{begin}\n{table}\n{end}{rest.split(end, 1)[1]}")
     print(f"updated {readme}")
     return 0
 

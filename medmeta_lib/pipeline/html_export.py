@@ -24,6 +24,8 @@ import shutil
 import urllib.parse
 from pathlib import Path
 
+from medmeta_lib.runio import atomic_write_text
+
 __all__ = ["MATHJAX_CONFIG", "MATHJAX_DIRNAME", "export_html", "install_mathjax", "mathjax_source"]
 
 MATHJAX_DIRNAME = "mathjax"
@@ -125,8 +127,4 @@ def export_html(ipynb: str | Path, *, mathjax_dir: str | Path | None = None) -> 
         rel = Path(os.path.relpath(script.resolve(), src.resolve().parent)).as_posix()
         exporter.mathjax_url = f"{urllib.parse.quote(rel)}?config={MATHJAX_CONFIG}"
     body, _ = exporter.from_notebook_node(nbformat.read(str(src), as_version=4))
-    out = src.with_suffix(".html")
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    tmp.write_text(body, encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+    return atomic_write_text(src.with_suffix(".html"), body)

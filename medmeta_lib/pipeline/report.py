@@ -26,6 +26,7 @@ from typing import Any
 import jinja2
 
 from medmeta_lib.pipeline.report_summary import build_summary
+from medmeta_lib.runio import atomic_write_text
 
 __all__ = ["FIGURE_CAPTIONS", "NOTEBOOK_TITLES", "figure_caption", "headline_metrics", "render_report", "write_report"]
 
@@ -218,8 +219,4 @@ def write_report(
         PosixPath('runs/20240101-120000/index.html')
     """
     run_dir = Path(run_dir)
-    out = run_dir / "index.html"
-    tmp = out.with_name(".index.html.tmp")
-    tmp.write_text(render_report(run_dir, stems, metrics, failure=failure), encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+    return atomic_write_text(run_dir / "index.html", render_report(run_dir, stems, metrics, failure=failure))

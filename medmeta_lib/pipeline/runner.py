@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from medmeta_lib.pipeline.parameters import (
     notebook_parameters,
 )
 from medmeta_lib.pipeline.report import write_report
+from medmeta_lib.runio import atomic_write_text
 
 # every registered learner (the smoke chain exercises them all; the defaults train fewer)
 _SMOKE_LEARNERS = ["protonet", "anil", "fomaml", "maml", "metasgd", "baseline", "baseline++", "scratch", "weightgen"]
@@ -248,12 +248,6 @@ def _done_hash(done: Path) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def run_pipeline(
     *,
     out: Path | str | None = None,
@@ -306,7 +300,7 @@ def run_pipeline(
         nb_out.mkdir(exist_ok=True)
         params = {**(spec.chain(run_dir) if spec.chain else {}), **resolved[spec.key], "output_dir": str(nb_out)}
         all_params[spec.stem] = params
-        _atomic_write_text(params_file, yaml.safe_dump(all_params, sort_keys=False))
+        atomic_write_text(params_file, yaml.safe_dump(all_params, sort_keys=False))
         digest = _hash(params, spec.path)
         done = nb_out / DONE_FILE
         if not force and _done_hash(done) == digest:
@@ -339,14 +333,14 @@ def run_pipeline(
                 export_html(executed_nb, mathjax_dir=install_mathjax(run_dir))
         if failure:
             break
-        _atomic_write_text(done, json.dumps({"hash": digest, "seconds": round(time.time() - t0, 1)}))
+        atomic_write_text(done, json.dumps({"hash": digest, "seconds": round(time.time() - t0, 1)}))
         executed.append(spec.stem)
         # the one line per notebook (bench/bench_pipeline.py parses "[medmeta] <stem> done in <s> s")
         log(f"[medmeta] {spec.stem} done in {time.time() - t0:.0f} s → {executed_nb.with_suffix('.html')}")
     metrics = {
         s.stem: json.loads(p.read_text()) for s in NOTEBOOKS if (p := run_dir / s.stem / "metrics.json").exists()
     }
-    _atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=str))
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=str))
     write_report(run_dir, [s.stem for s in NOTEBOOKS], metrics, failure=failure)
     if failure:
         raise PipelineError(failure)

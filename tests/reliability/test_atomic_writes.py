@@ -121,3 +121,26 @@ def test_a_torn_pipeline_completion_marker_means_run_again(tmp_path: Path) -> No
     for torn in ('{"hash": "01234', "", "[1, 2]", '{"hash": 7}'):
         done.write_text(torn)
         assert _done_hash(done) is None, torn
+
+
+def test_a_failed_text_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the report, the exported notebooks, the pipeline's markers and metrics all go through atomic_write_text
+    from medmeta_lib.runio import atomic_write_text, write_metrics
+
+    path = atomic_write_text(tmp_path / "index.html", "old")
+    real_write = Path.write_text
+
+    def torn(self: Path, text: str, *args: object, **kwargs: object) -> int:
+        real_write(self, text[:3], encoding="utf-8")  # half the text reaches the disk, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", torn)
+    with pytest.raises(OSError, match="No space"):
+        atomic_write_text(path, "new and longer")
+    with pytest.raises(OSError, match="No space"):
+        write_metrics(tmp_path, {"acc": 0.5})
+    monkeypatch.undo()
+    assert path.read_text(encoding="utf-8") == "old"
+    assert not (tmp_path / "metrics.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.html"], "a temporary file was left behind"
+    assert atomic_write_text(path, "new").read_text(encoding="utf-8") == "new"
