@@ -176,7 +176,6 @@ class Conv4(nn.Module):
             c = hidden
         self.features = nn.Sequential(*blocks)
         self.pool = pool
-        self.pools = pools
         self.image_size = image_size
         if pool == "avg":
             self.out_features = hidden
