@@ -1,8 +1,9 @@
 """The SimCLR encoders that ``fewshot_recipes.py`` scores: the variants and the ``pretrain`` step.
 
-Each variant is a backbone, its arguments, the SimCLR epochs and seed, and other ``SimCLRConfig`` fields (by default
-batch 256, τ = 0.2, AdamW 2e-3, chest-X-ray views); ``pretrain`` writes ``ENC_DIR/<name>.safetensors`` and the time
-it took to ``ENC_DIR/pretrain.json``. Run it through ``fewshot_recipes.py pretrain``.
+Each variant is a backbone, its arguments, the SimCLR epochs and seed, other ``SimCLRConfig`` fields (by default
+batch 256, τ = 0.2, AdamW 2e-3, chest-X-ray views) and, optionally, MedSynth images pooled with the target's unlabelled
+train images (``"pool_medsynth"``: images per class and site); ``pretrain`` writes ``ENC_DIR/<name>.safetensors``
+and the time it took to ``ENC_DIR/pretrain.json``. Run it through ``fewshot_recipes.py pretrain``.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from typing import Any
 import torch
 from result_file import ResultFile
 
+from medmeta_lib.data.collection import ImageCollection
 from medmeta_lib.data.sources import load_collection
 from medmeta_lib.ssl.features import CONV4_BLOCKS_2_4
 from medmeta_lib.ssl.simclr import pretrain_simclr
 from medmeta_lib.ssl.simclr_config import SimCLRConfig
 from medmeta_lib.training.checkpoint import save_backbone
 
-__all__ = ["LAYERS", "VARIANTS", "pretrain"]
+__all__ = ["LAYERS", "VARIANTS", "pooled_with_medsynth", "pretrain"]
 
 _C4W64: dict[str, Any] = {"backbone": "conv4", "kwargs": {"hidden": 64, "norm": "group"}}
 _SCANNER_SHIFT = {"site_invariance": True, "site_views": "scanner_shift"}
@@ -71,9 +73,44 @@ VARIANTS: dict[str, dict[str, Any]] = {
         }
         for seed, suffix in ((0, ""), (1, "_s1"), (2, "_s2"))
     },
+    # SimCLR on the target's train images pooled with MedSynth's train split (the one the ProtoNets meta-train on:
+    # all modalities, 40 per class and site, 4,800 images); 30 epochs of the pool cost what 60 of the target do
+    # (section 20)
+    **{
+        f"c4w64_e30_ms{suffix}": {
+            **_C4W64,
+            "epochs": 30,
+            "seed": seed,
+            "simclr": _SCANNER_SHIFT,
+            "pool_medsynth": 40,
+        }
+        for seed, suffix in ((0, ""), (1, "_s1"), (2, "_s2"))
+    },
 }
 #: the layers a head reads, per backbone: the pooled outputs of the last three stages
 LAYERS = {"conv4": CONV4_BLOCKS_2_4, "resnet12": ("stages.1", "stages.2", "stages.3")}
+
+
+def pooled_with_medsynth(train: ImageCollection, *, n_per_class_site: int, seed: int) -> ImageCollection:
+    """The target's images and MedSynth's train split in one collection, for label-free pretraining.
+
+    MedSynth is generated at the target's size and channels; its classes and sites follow the target's (the ids are
+    offset), so every image keeps its own label and site although SimCLR reads neither.
+    """
+    synth = load_collection(
+        "synthetic", split="train", image_size=train.image_size, n_per_class_site=n_per_class_site, seed=seed
+    )
+    synth_images = synth.images.expand(-1, train.channels, -1, -1)
+    assert train.sites is not None and synth.sites is not None and train.site_names and synth.site_names
+    return ImageCollection(
+        images=torch.cat([train.images, synth_images]),
+        labels=torch.cat([train.labels, synth.labels + train.num_classes]),
+        class_names=train.class_names + tuple(f"medsynth:{c}" for c in synth.class_names),
+        sites=torch.cat([train.sites, synth.sites + train.num_sites]),
+        site_names=train.site_names + tuple(f"medsynth:{s}" for s in synth.site_names),
+        source=f"{train.source} + MedSynth train ({n_per_class_site} per class and site, seed {seed})",
+        split="train",
+    )
 
 
 def pretrain(a: argparse.Namespace) -> None:
@@ -92,8 +129,12 @@ def pretrain(a: argparse.Namespace) -> None:
         fields = {"batch_size": 256, "lr": 2e-3, "temperature": 0.2, **v.get("simclr", {})}
         cfg = SimCLRConfig(epochs=v["epochs"], seed=v["seed"], max_steps=a.max_steps, **fields)
         t0, cpu0 = time.perf_counter(), time.process_time()
+        data = train
+        if "pool_medsynth" in v:
+            data = pooled_with_medsynth(train, n_per_class_site=v["pool_medsynth"], seed=v["seed"])
+            print(f"{name}: {data!r}", flush=True)
         res = pretrain_simclr(
-            train,
+            data,
             backbone=v["backbone"],
             backbone_kwargs=v["kwargs"],
             config=cfg,
