@@ -22,7 +22,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ import nbformat
 import pytest
 
 from medmeta_lib.pipeline.runner import NOTEBOOKS as PIPELINE_NOTEBOOKS
+from tests.conftest import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -101,12 +101,6 @@ class Lab:
         return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _children(pid: int) -> list[int]:
     """PIDs whose parent is ``pid`` (Linux /proc; empty elsewhere): the server's kernels."""
     kids = []
@@ -148,7 +142,7 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
     (notif / "notification.jupyterlab-settings").write_text(
         json.dumps({"fetchNews": "false", "checkForUpdates": False})
     )
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = free_port(), secrets.token_hex(16)
     cmd = [
         sys.executable,
         "-m",
