@@ -124,13 +124,16 @@ def _backbone_kwargs(a: argparse.Namespace) -> dict:
 
 def _distributed(a: argparse.Namespace, body: Callable[[argparse.Namespace, int], int]) -> int:
     """Run ``body(a, rank)`` in the process group torchrun describes (one process without torchrun)."""
-    from medmeta_lib.training.distributed import distributed_session
+    from medmeta_lib.training.distributed import distributed_session, exit_failed_session
 
+    world = 1
     try:
-        with distributed_session(timeout_s=a.dist_timeout) as (rank, _):
+        with distributed_session(timeout_s=a.dist_timeout) as (rank, world):
             return body(a, rank)
     except RuntimeError as e:  # no rendezvous, a rank died: the message says what to do
         print(f"medmeta {a.cmd}: error: {e}", file=sys.stderr)
+        if world > 1:  # the group was joined and has been left: exit now, not through a teardown that may abort
+            exit_failed_session(1)
         return 1
 
 

@@ -138,11 +138,11 @@ def _entry(rank: int, port: int, root: str, job: str) -> None:
     try:
         with D.distributed_session(timeout_s=30):
             globals()[job](rank, Path(root))
-    except SystemExit:
-        raise
+    except SystemExit as e:  # a job's own failure code (rank 0 of _job_die): leave as the CLI does
+        D.exit_failed_session(int(e.code or 0))
     except BaseException:
         Path(root, f"traceback_rank{rank}.txt").write_text(traceback.format_exc())
-        raise SystemExit(1) from None
+        D.exit_failed_session(1)
 
 
 # ----------------------------------------------------------------------------- test side
