@@ -89,3 +89,15 @@ def one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def one_thread_module() -> Iterator[None]:
+    """``one_thread`` for a whole module (``pytestmark = pytest.mark.usefixtures("one_thread_module")``): on the
+    shared 2-core machine torch's default threads oversubscribe, and tiny models run many times slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)

@@ -22,14 +22,7 @@ from medmeta_lib.studies.adaptation import (
 from medmeta_lib.studies.saliency import _InContext, gradient_x_input, occlusion_map, saliency_before_after
 from tests.conftest import make_collection
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # 2 shared cores: one intra-op thread is ~50x faster than two under load for these tiny models
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def learner(name: str, n_way: int = 3, norm: str = "batch", seed: int = 0):

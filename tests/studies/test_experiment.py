@@ -26,13 +26,7 @@ TASK = {"n_way": 5, "k_shot": 1, "q_query": 2}
 TINY = MetaTrainConfig(steps=1, meta_batch=1, val_every=0, seed=0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine torch's default threads oversubscribe (10x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 @pytest.fixture(scope="module")

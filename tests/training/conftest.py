@@ -1,23 +1,11 @@
-"""Fixtures of the meta-training tests (``test_meta_train*.py``)."""
+"""Fixtures of the meta-training tests (``test_meta_train*.py``); ``one_thread_module`` is in ``tests/conftest.py``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-import torch
 
 from medmeta_lib.data.collection import ImageCollection
 from medmeta_lib.data.synthetic import MedSynth
-
-
-@pytest.fixture(scope="module")
-def one_thread_module() -> Iterator[None]:
-    """One intra-op thread: on a shared 2-core machine torch's default threads oversubscribe (10x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
