@@ -166,14 +166,6 @@ def _tracebacks(root: Path) -> str:
     return "\n".join(p.read_text() for p in sorted(root.glob("traceback_rank*.txt")))
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _learner_tensors(path: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in load_checkpoint(path).tensors.items() if k.startswith(("learner.", "optim."))}
 

@@ -12,13 +12,7 @@ from medmeta_lib.models import create_backbone
 from medmeta_lib.ui.adaptation_explorer import AdaptationExplorer
 from tests.conftest import make_collection
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def learners():
