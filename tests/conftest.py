@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib
@@ -80,24 +81,26 @@ def toy() -> ImageCollection:
     return make_collection()
 
 
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """Run torch on one thread (the machine's 2 cores are shared; results depend on the thread count)."""
+@contextmanager
+def _single_thread() -> Iterator[None]:
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         yield
     finally:
         torch.set_num_threads(n)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread (the machine's 2 cores are shared; results depend on the thread count)."""
+    with _single_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
 def one_thread_module() -> Iterator[None]:
     """``one_thread`` for a whole module (``pytestmark = pytest.mark.usefixtures("one_thread_module")``): on the
     shared 2-core machine torch's default threads oversubscribe, and tiny models run many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with _single_thread():
         yield
-    finally:
-        torch.set_num_threads(n)
