@@ -22,6 +22,7 @@ from medmeta_lib.data.sources import load_collection
 from medmeta_lib.ssl.features import CONV4_BLOCKS_2_4
 from medmeta_lib.ssl.simclr import pretrain_simclr
 from medmeta_lib.ssl.simclr_config import SimCLRConfig
+from medmeta_lib.studies.medsynth_metatrain import medsynth_train_split
 from medmeta_lib.training.checkpoint import save_backbone
 
 __all__ = ["LAYERS", "VARIANTS", "pooled_with_medsynth", "pretrain"]
@@ -94,16 +95,16 @@ LAYERS = {"conv4": CONV4_BLOCKS_2_4, "resnet12": ("stages.1", "stages.2", "stage
 def pooled_with_medsynth(train: ImageCollection, *, n_per_class_site: int, seed: int) -> ImageCollection:
     """The target's images and MedSynth's train split in one collection, for label-free pretraining.
 
-    MedSynth is generated at the target's size and channels; its classes and sites follow the target's (the ids are
-    offset), so every image keeps its own label and site although SimCLR reads neither.
+    MedSynth is the set ``metatrain_on_medsynth`` meta-trains on, at the target's size and channels
+    (``medsynth_train_split``); its classes and sites follow the target's (the ids are offset), so every image keeps
+    its own label and site although SimCLR reads neither.
     """
-    synth = load_collection(
-        "synthetic", split="train", image_size=train.image_size, n_per_class_site=n_per_class_site, seed=seed
+    synth = medsynth_train_split(
+        image_size=train.image_size, channels=train.channels, n_per_class_site=n_per_class_site, seed=seed
     )
-    synth_images = synth.images.expand(-1, train.channels, -1, -1)
     assert train.sites is not None and synth.sites is not None and train.site_names and synth.site_names
     return ImageCollection(
-        images=torch.cat([train.images, synth_images]),
+        images=torch.cat([train.images, synth.images]),
         labels=torch.cat([train.labels, synth.labels + train.num_classes]),
         class_names=train.class_names + tuple(f"medsynth:{c}" for c in synth.class_names),
         sites=torch.cat([train.sites, synth.sites + train.num_sites]),

@@ -9,7 +9,7 @@
 * :mod:`~medmeta_lib.studies.saliency` — saliency maps before and after adaptation;
 * :mod:`~medmeta_lib.studies.weights` — what a weight-generating learner's second network wrote;
 * :mod:`~medmeta_lib.studies.medsynth_metatrain` — a learner meta-trained on MedSynth tasks from a
-  pretrained encoder (the meta-train stage of pretrain → meta-train);
+  pretrained encoder (the meta-train stage of pretrain → meta-train), and the MedSynth images it uses;
 * :mod:`~medmeta_lib.studies.fewshot` — the best few-shot recipe on a user's dataset, beside its baselines
   (``medmeta fewshot``);
 * :mod:`~medmeta_lib.studies.fewshot_recipe` — that recipe saved as one model, adapted to labelled images and
@@ -41,7 +41,7 @@ from medmeta_lib.studies.experiment_split import (
 )
 from medmeta_lib.studies.fewshot import MIX_HEAD, PROBE_RECIPE, RECIPE, check_fewshot_data, fewshot_study
 from medmeta_lib.studies.fewshot_recipe import RECIPE_FILE, FewShotRecipe
-from medmeta_lib.studies.medsynth_metatrain import MEDSYNTH_TASKS, metatrain_on_medsynth
+from medmeta_lib.studies.medsynth_metatrain import MEDSYNTH_TASKS, medsynth_train_split, metatrain_on_medsynth
 from medmeta_lib.studies.saliency import SALIENCY_METHODS, gradient_x_input, occlusion_map, saliency_before_after
 from medmeta_lib.studies.sites import (
     leave_one_site_out,
@@ -73,6 +73,7 @@ __all__ = [
     "learner_defaults",
     "leave_one_site_out",
     "make_split",
+    "medsynth_train_split",
     "metatrain_on_medsynth",
     "obtain_learners",
     "obtain_split",

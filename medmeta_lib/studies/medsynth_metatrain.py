@@ -20,16 +20,46 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from medmeta_lib.data.collection import ImageCollection
 from medmeta_lib.data.episodes import EpisodeSampler
 from medmeta_lib.data.sources import load_collection
 from medmeta_lib.learners.base import check_int
 from medmeta_lib.training.learner_io import build_learner
 from medmeta_lib.training.meta_training import MetaTrainConfig, meta_train
 
-__all__ = ["MEDSYNTH_TASKS", "metatrain_on_medsynth"]
+__all__ = ["MEDSYNTH_TASKS", "medsynth_train_split", "metatrain_on_medsynth"]
 
 #: the meta-training tasks: classes per task, support and query images per class
 MEDSYNTH_TASKS = {"n_way": 5, "k_shot": 5, "q_query": 15}
+
+
+def medsynth_train_split(
+    *, image_size: int = 28, channels: int = 1, n_per_class_site: int = 40, seed: int = 0
+) -> ImageCollection:
+    """The MedSynth images :func:`metatrain_on_medsynth` meta-trains on, at a target's size and channels.
+
+    Args:
+        image_size: the target's image side; MedSynth is generated at that size.
+        channels: the target's channels (1 or 3); MedSynth's greyscale images are repeated to match.
+        n_per_class_site: images per class and site (30 classes, 4 sites).
+        seed: the generation seed.
+
+    Raises:
+        ValueError: for a bad ``channels`` or ``n_per_class_site``.
+
+    Example:
+        >>> medsynth_train_split(n_per_class_site=1).images.shape
+        torch.Size([120, 1, 28, 28])
+    """
+    n_per_class_site = check_int("n_per_class_site", n_per_class_site, 1)
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (greyscale) or 3 (RGB), got {channels!r}")
+    synth = load_collection(
+        "synthetic", split="train", image_size=image_size, n_per_class_site=n_per_class_site, seed=seed
+    )
+    if channels == 3:
+        synth = replace(synth, images=synth.images.expand(-1, 3, -1, -1).contiguous())
+    return synth
 
 
 def metatrain_on_medsynth(
@@ -71,15 +101,8 @@ def metatrain_on_medsynth(
     """
     n_way = check_int("n_way", n_way, 2)
     steps = check_int("steps", steps, 1)
-    n_per_class_site = check_int("n_per_class_site", n_per_class_site, 1)
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 (greyscale) or 3 (RGB), got {channels!r}")
     t0 = time.perf_counter()
-    synth = load_collection(
-        "synthetic", split="train", image_size=image_size, n_per_class_site=n_per_class_site, seed=seed
-    )
-    if channels == 3:
-        synth = replace(synth, images=synth.images.expand(-1, 3, -1, -1).contiguous())
+    synth = medsynth_train_split(image_size=image_size, channels=channels, n_per_class_site=n_per_class_site, seed=seed)
     t = MEDSYNTH_TASKS
     sampler = EpisodeSampler(synth, t["n_way"], t["k_shot"], t["q_query"], seed=seed, same_modality=True)
     lr = build_learner(

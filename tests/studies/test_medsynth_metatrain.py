@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from medmeta_lib.models.backbones import create_backbone
-from medmeta_lib.studies.medsynth_metatrain import MEDSYNTH_TASKS, metatrain_on_medsynth
+from medmeta_lib.studies.medsynth_metatrain import MEDSYNTH_TASKS, medsynth_train_split, metatrain_on_medsynth
 from medmeta_lib.training.checkpoint import save_backbone
 
 SMALL = {"steps": 2, "n_per_class_site": 5, "image_size": 16}
@@ -46,3 +46,15 @@ def test_bad_arguments_are_refused(tmp_path: Path) -> None:
         metatrain_on_medsynth(path, n_way=2, steps=0)
     with pytest.raises(ValueError, match="in_channels"):  # a greyscale encoder cannot read the RGB copies
         metatrain_on_medsynth(path, n_way=2, channels=3, **SMALL)
+
+
+def test_the_medsynth_images_match_the_target_size_and_channels() -> None:
+    grey = medsynth_train_split(image_size=16, n_per_class_site=1, seed=3)
+    rgb = medsynth_train_split(image_size=16, channels=3, n_per_class_site=1, seed=3)
+    assert grey.images.shape == (120, 1, 16, 16) and rgb.images.shape == (120, 3, 16, 16)
+    assert all(torch.equal(rgb.images[:, c], grey.images[:, 0]) for c in range(3))  # the grey image, repeated
+    assert torch.equal(rgb.labels, grey.labels) and grey.split == "train"
+    with pytest.raises(ValueError, match="channels must be 1"):
+        medsynth_train_split(channels=2)
+    with pytest.raises(ValueError, match="n_per_class_site must be an integer >= 1"):
+        medsynth_train_split(n_per_class_site=0)
