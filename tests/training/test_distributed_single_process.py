@@ -101,29 +101,35 @@ def test_torchrun_command() -> None:
         torchrun_command("evaluate", args)
 
 
-def test_exit_failed_session_flushes_and_exits_with_the_code(monkeypatch, capsys) -> None:
+@pytest.fixture
+def exit_codes(monkeypatch) -> list[int]:
+    """The codes ``os._exit`` is called with; the stub raises SystemExit instead of ending the test process."""
     codes: list[int] = []
 
     def fake_exit(code: int) -> None:
         codes.append(code)
-        raise SystemExit(code)  # stands in for os._exit, which would end the test process
+        raise SystemExit(code)
 
     monkeypatch.setattr(D.os, "_exit", fake_exit)
+    return codes
+
+
+def test_exit_failed_session_flushes_and_exits_with_the_code(exit_codes: list[int], capsys) -> None:
     print("reported before the exit")
     with pytest.raises(SystemExit):
         D.exit_failed_session(3)
-    assert codes == [3] and "reported before the exit" in capsys.readouterr().out
+    assert exit_codes == [3] and "reported before the exit" in capsys.readouterr().out
     for bad in (-1, 256, True, 1.0):
         with pytest.raises(ValueError, match=r"code must be an int in 0\.\.255"):
             D.exit_failed_session(bad)  # type: ignore[arg-type]
 
 
-def test_cli_leaves_a_failed_multi_process_session_through_exit_failed_session(monkeypatch, capsys) -> None:
+def test_cli_leaves_a_failed_multi_process_session_through_exit_failed_session(
+    exit_codes: list[int], monkeypatch, capsys
+) -> None:
     from contextlib import contextmanager
 
     from medmeta_lib.cli import commands
-
-    codes: list[int] = []
 
     @contextmanager
     def two_ranks(**_: object):
@@ -133,19 +139,14 @@ def test_cli_leaves_a_failed_multi_process_session_through_exit_failed_session(m
     def one_process(**_: object):
         yield 0, 1
 
-    def fake_exit(code: int) -> None:
-        codes.append(code)
-        raise SystemExit(code)
-
     def body(a: object, rank: int) -> int:
         raise RuntimeError("rank 0/2: the gradient all-reduce failed: another rank stopped")
 
     monkeypatch.setattr(D, "distributed_session", two_ranks)
-    monkeypatch.setattr(D.os, "_exit", fake_exit)
     args = argparse.Namespace(cmd="meta-train", dist_timeout=None)
     with pytest.raises(SystemExit):
         commands._distributed(args, body)
-    assert codes == [1] and "another rank stopped" in capsys.readouterr().err
+    assert exit_codes == [1] and "another rank stopped" in capsys.readouterr().err
     # one process (no group joined): the error is returned as before, the interpreter exits normally
     monkeypatch.setattr(D, "distributed_session", one_process)
-    assert commands._distributed(args, body) == 1 and codes == [1]
+    assert commands._distributed(args, body) == 1 and exit_codes == [1]
