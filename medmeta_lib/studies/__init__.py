@@ -9,7 +9,8 @@
 * :mod:`~medmeta_lib.studies.saliency` — saliency maps before and after adaptation;
 * :mod:`~medmeta_lib.studies.weights` — what a weight-generating learner's second network wrote;
 * :mod:`~medmeta_lib.studies.medsynth_metatrain` — a learner meta-trained on MedSynth tasks from a
-  pretrained encoder (the meta-train stage of pretrain → meta-train), and the MedSynth images it uses;
+  pretrained encoder (the meta-train stage of pretrain → meta-train), the MedSynth images it uses, and
+  the same on tasks from any grouped collection (``metatrain_on_tasks``);
 * :mod:`~medmeta_lib.studies.fewshot` — the best few-shot recipe on a user's dataset, beside its baselines
   (``medmeta fewshot``);
 * :mod:`~medmeta_lib.studies.fewshot_recipe` — that recipe saved as one model, adapted to labelled images and
@@ -41,7 +42,12 @@ from medmeta_lib.studies.experiment_split import (
 )
 from medmeta_lib.studies.fewshot import MIX_HEAD, PROBE_RECIPE, RECIPE, check_fewshot_data, fewshot_study
 from medmeta_lib.studies.fewshot_recipe import RECIPE_FILE, FewShotRecipe
-from medmeta_lib.studies.medsynth_metatrain import MEDSYNTH_TASKS, medsynth_train_split, metatrain_on_medsynth
+from medmeta_lib.studies.medsynth_metatrain import (
+    MEDSYNTH_TASKS,
+    medsynth_train_split,
+    metatrain_on_medsynth,
+    metatrain_on_tasks,
+)
 from medmeta_lib.studies.saliency import SALIENCY_METHODS, gradient_x_input, occlusion_map, saliency_before_after
 from medmeta_lib.studies.sites import (
     leave_one_site_out,
@@ -75,6 +81,7 @@ __all__ = [
     "make_split",
     "medsynth_train_split",
     "metatrain_on_medsynth",
+    "metatrain_on_tasks",
     "obtain_learners",
     "obtain_split",
     "occlusion_map",

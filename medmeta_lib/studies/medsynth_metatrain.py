@@ -27,7 +27,7 @@ from medmeta_lib.learners.base import check_int
 from medmeta_lib.training.learner_io import build_learner
 from medmeta_lib.training.meta_training import MetaTrainConfig, meta_train
 
-__all__ = ["MEDSYNTH_TASKS", "medsynth_train_split", "metatrain_on_medsynth"]
+__all__ = ["MEDSYNTH_TASKS", "medsynth_train_split", "metatrain_on_medsynth", "metatrain_on_tasks"]
 
 #: the meta-training tasks: classes per task, support and query images per class
 MEDSYNTH_TASKS = {"n_way": 5, "k_shot": 5, "q_query": 15}
@@ -103,20 +103,75 @@ def metatrain_on_medsynth(
     steps = check_int("steps", steps, 1)
     t0 = time.perf_counter()
     synth = medsynth_train_split(image_size=image_size, channels=channels, n_per_class_site=n_per_class_site, seed=seed)
+    lr, info = metatrain_on_tasks(
+        encoder,
+        synth,
+        n_way=n_way,
+        learner=learner,
+        learner_kwargs=learner_kwargs,
+        steps=steps,
+        seed=seed,
+        progress=progress,
+    )
+    info["data"] = f"MedSynth train, {len(synth)} images, {synth.num_classes} classes, {synth.num_sites} sites"
+    info["seconds"] = round(time.perf_counter() - t0, 1)  # MedSynth's generation included
+    return lr, info
+
+
+def metatrain_on_tasks(
+    encoder: str | Path,
+    tasks: ImageCollection,
+    *,
+    n_way: int,
+    learner: str = "protonet",
+    learner_kwargs: Mapping[str, Any] | None = None,
+    steps: int = 300,
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[Any, dict[str, Any]]:
+    """Meta-train ``learner`` from ``encoder`` on tasks drawn from ``tasks``, then set it to ``n_way`` classes.
+
+    The tasks have :data:`MEDSYNTH_TASKS`' shape (5-way 5-shot, 15 queries per class), their classes drawn
+    within one group of ``tasks.class_modalities`` when it has them (a MedSynth modality, or one clustering of
+    unlabelled images whose clusters are the classes); 4 tasks per outer step.
+
+    Args:
+        encoder: an encoder checkpoint; it fixes the architecture.
+        tasks: the labelled images tasks are drawn from (at least 5 classes of at least 20 images).
+        n_way: classes of the target task the returned learner predicts.
+        learner: a learner name (``create_learner``).
+        learner_kwargs: its keyword arguments.
+        steps: outer steps (4 tasks each).
+        seed: seed of the episode stream and the learner.
+        progress: show the meta-training progress bar.
+
+    Returns:
+        ``(learner, info)``, as :func:`metatrain_on_medsynth`'s.
+
+    Raises:
+        ValueError: for a bad ``n_way`` or ``steps``, or ``tasks`` too small for the task shape.
+
+    Example:
+        >>> lr, info = metatrain_on_tasks("encoder.safetensors", my_collection, n_way=2)  # doctest: +SKIP
+    """
+    n_way = check_int("n_way", n_way, 2)
+    steps = check_int("steps", steps, 1)
+    t0 = time.perf_counter()
     t = MEDSYNTH_TASKS
-    sampler = EpisodeSampler(synth, t["n_way"], t["k_shot"], t["q_query"], seed=seed, same_modality=True)
+    grouped = tasks.class_modalities is not None
+    sampler = EpisodeSampler(tasks, t["n_way"], t["k_shot"], t["q_query"], seed=seed, same_modality=grouped)
     lr = build_learner(
-        learner, n_way=t["n_way"], in_channels=channels, encoder=encoder, learner_kwargs=learner_kwargs, seed=seed
+        learner, n_way=t["n_way"], in_channels=tasks.channels, encoder=encoder, learner_kwargs=learner_kwargs, seed=seed
     )
     cfg = MetaTrainConfig(steps=steps, meta_batch=4, val_every=0, seed=seed)
-    res = meta_train(lr, sampler, config=cfg, progress=progress, metadata={"data_source": synth.source})
+    res = meta_train(lr, sampler, config=cfg, progress=progress, metadata={"data_source": tasks.source})
     res.learner.set_n_way(n_way)
     res.learner.spec["n_way"] = n_way  # a saved copy (save_learner) is rebuilt for the target's classes
     losses = [h["loss"] for h in res.history if "loss" in h]
     info = {
         "learner": learner,
         "learner_kwargs": dict(learner_kwargs or {}),
-        "data": f"MedSynth train, {len(synth)} images, {synth.num_classes} classes, {synth.num_sites} sites",
+        "data": f"{tasks.source} {tasks.split}, {len(tasks)} images, {tasks.num_classes} classes",
         "tasks": dict(MEDSYNTH_TASKS),
         "steps": steps,
         "meta_batch": cfg.meta_batch,

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
+from medmeta_lib.data.collection import ImageCollection
+from medmeta_lib.data.episodes import EpisodeSampler
 from medmeta_lib.models.backbones import create_backbone
-from medmeta_lib.studies.medsynth_metatrain import MEDSYNTH_TASKS, medsynth_train_split, metatrain_on_medsynth
+from medmeta_lib.studies import medsynth_metatrain
+from medmeta_lib.studies.medsynth_metatrain import (
+    MEDSYNTH_TASKS,
+    medsynth_train_split,
+    metatrain_on_medsynth,
+    metatrain_on_tasks,
+)
 from medmeta_lib.training.checkpoint import save_backbone
 
 SMALL = {"steps": 2, "n_per_class_site": 5, "image_size": 16}
@@ -58,3 +67,34 @@ def test_the_medsynth_images_match_the_target_size_and_channels() -> None:
         medsynth_train_split(channels=2)
     with pytest.raises(ValueError, match="n_per_class_site must be an integer >= 1"):
         medsynth_train_split(n_per_class_site=0)
+
+
+def test_meta_training_on_any_grouped_collection_draws_its_tasks_and_returns_the_target_ways(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, start = _encoder(tmp_path, 1)
+    samplers: list[EpisodeSampler] = []
+
+    def recorded(*args: Any, **kwargs: Any) -> EpisodeSampler:
+        samplers.append(EpisodeSampler(*args, **kwargs))
+        return samplers[-1]
+
+    monkeypatch.setattr(medsynth_metatrain, "EpisodeSampler", recorded)
+    torch.manual_seed(0)
+    tasks = ImageCollection(
+        images=torch.rand(240, 1, 16, 16),
+        labels=torch.arange(12).repeat_interleave(20),
+        class_names=tuple(f"c{i}" for i in range(12)),
+        class_modalities=("a",) * 6 + ("b",) * 6,  # two groups of six classes: each task's five come from one
+        source="clusters",
+    )
+    learner, info = metatrain_on_tasks(path, tasks, n_way=3, steps=2)
+    assert [s.same_modality for s in samplers] == [True]  # a task's classes come from one group
+    groups = tasks.class_modalities or ()
+    assert all(len({groups[c] for c in samplers[0].sample().classes}) == 1 for _ in range(20))
+    assert learner.n_way == 3 and info["data"] == "clusters train, 240 images, 12 classes" and info["steps"] == 2
+    assert any(
+        not torch.equal(a, b) for a, b in zip(start.state_dict().values(), learner.backbone.state_dict().values())
+    )
+    with pytest.raises(ValueError, match="steps must be an integer >= 1"):
+        metatrain_on_tasks(path, tasks, n_way=2, steps=0)
