@@ -30,7 +30,9 @@ A recipe is an encoder (or an ensemble of encoders), a feature transform and a h
   MedSynth (5-way 5-shot tasks, all modalities) starting from the encoder, then adapted to each support set;
   ``--meta ENCODER:protonet:300:metric=cosine`` passes learner arguments (``protonet300_cosine``:
   Meta-Baseline's scaled-cosine prototypes); a ``seed=N`` argument sets the meta-training seed (MedSynth, its
-  episodes and the learner's start; the name gains ``_mN``), the label draws keep ``--seed``;
+  episodes and the learner's start; the name gains ``_mN``), the label draws keep ``--seed``; ``tasks=cactus``
+  meta-trains on clusters of the train pool's unlabelled images instead of MedSynth (``cactus_tasks.py``; the name
+  gains ``_cactus``);
 - ``<learner><steps>+tta`` (``--meta-tta``) and ``+skm`` (``--meta-skm``): the ProtoNets on embeddings averaged
   over the fixed views, or with their prototypes refined by one soft k-means step over the unlabelled train images;
   ``ENC/st<M>`` (``--self-train ENC:M``): the command's recipe self-trained with M pseudo-labels per class
@@ -63,6 +65,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from cactus_tasks import cactus_tasks
 from fewshot_encoders import LAYERS, VARIANTS, pretrain
 from recipe_predictors import prototype_predictor, self_trained_recipe, soft_kmeans_predictor
 from result_file import ResultFile
@@ -76,7 +79,7 @@ from medmeta_lib.models.backbones import create_backbone
 from medmeta_lib.ssl.features import PooledLayers
 from medmeta_lib.ssl.finetune import finetune_predictor
 from medmeta_lib.ssl.heads import ensemble_predictor, head_predictor, tta_features
-from medmeta_lib.studies.medsynth_metatrain import metatrain_on_medsynth
+from medmeta_lib.studies.medsynth_metatrain import metatrain_on_medsynth, metatrain_on_tasks
 from medmeta_lib.training.checkpoint import load_backbone, load_checkpoint
 from medmeta_lib.training.learner_io import load_learner, save_learner
 
@@ -111,15 +114,18 @@ def _head(head: str, feats: dict[str, tuple[np.ndarray, np.ndarray]], labels: np
     return head_predictor(base, *feats["+tta" if tta else ""], labels, C=float(c) if c else None)
 
 
-def _meta_learners(a: argparse.Namespace) -> dict[str, Any]:
+def _meta_learners(a: argparse.Namespace, train: Any) -> dict[str, Any]:
     """``--meta ENCODER:LEARNER:STEPS``: the learner meta-trained on MedSynth (5-way 5-shot, all modalities;
-    ``medmeta_lib.studies.medsynth_metatrain``) starting from the encoder, then set to 2 ways."""
+    ``medmeta_lib.studies.medsynth_metatrain``) starting from the encoder, then set to 2 ways; with ``tasks=cactus``
+    on clusters of the train pool's unlabelled images instead (``cactus_tasks.py``)."""
     out: dict[str, Any] = {}
+    clustered: dict[str, Any] = {}  # the CACTUs tasks of each encoder, shared by its meta-training seeds
     for spec in a.meta:  # ENCODER:LEARNER:STEPS[:key=value,...], e.g. c4w64_e300:protonet:300:metric=cosine
         enc_name, learner, steps, *extra = spec.split(":")
         kw = dict(item.split("=", 1) for item in extra[0].split(",")) if extra else {}
         seed = int(kw.pop("seed", a.seed))  # meta-training seed (MedSynth, episodes, learner); not the draws'
         name = f"{enc_name}/{learner}{steps}" + "".join(f"_{v}" for v in kw.values())
+        tasks = kw.pop("tasks", "medsynth")  # or "cactus": clusters of the target's unlabelled train images
         name += f"_m{seed}" if seed != a.seed else ""
         saved = Path(a.encoders) / "meta" / f"{name.replace('/', '__')}.safetensors"
         path = Path(a.encoders) / f"{enc_name}.safetensors"
@@ -129,9 +135,25 @@ def _meta_learners(a: argparse.Namespace) -> dict[str, Any]:
             print(f"{name}: loaded {saved}", flush=True)
             continue
         t0 = time.process_time()
-        out[name], info = metatrain_on_medsynth(
-            path, n_way=2, learner=learner, learner_kwargs=kw, steps=int(steps), seed=seed
-        )
+        if tasks == "cactus":
+            if enc_name not in clustered:
+                clustered[enc_name] = cactus_tasks(load_backbone(path), train.images)
+                sizes = clustered[enc_name].meta["cluster_sizes"]
+                print(
+                    f"{enc_name}: {len(sizes)} CACTUs clusters of {min(sizes)}-{max(sizes)} images, "
+                    f"{time.process_time() - t0:.0f} CPU s",
+                    flush=True,
+                )
+            out[name], info = metatrain_on_tasks(
+                path, clustered[enc_name], n_way=2, learner=learner, learner_kwargs=kw, steps=int(steps), seed=seed
+            )
+            info["cluster_sizes"] = clustered[enc_name].meta["cluster_sizes"]
+        elif tasks == "medsynth":
+            out[name], info = metatrain_on_medsynth(
+                path, n_way=2, learner=learner, learner_kwargs=kw, steps=int(steps), seed=seed
+            )
+        else:
+            raise SystemExit(f"--meta {spec}: tasks must be medsynth or cactus, got {tasks!r}")
         saved.parent.mkdir(exist_ok=True)
         save_learner(saved, out[name], None, {"meta_train": info, "encoder": str(path), "encoder_sha256": enc_sha})
         print(f"{name}: meta-trained in {time.process_time() - t0:.0f} CPU s, saved to {saved}", flush=True)
@@ -199,7 +221,7 @@ def evaluate(a: argparse.Namespace) -> None:
         recipes[f"{enc_name}/cl2_ft{steps}@{lr}"] = lambda e=enc, ly=layers, s=int(steps), r=float(lr): (
             finetune_predictor(e, ly, train.images, test.images, train.labels, steps=s, lr=r, preset="chest_xray")
         )
-    learners = _meta_learners(a)  # pretrain → meta-train: learners meta-trained on MedSynth from an encoder
+    learners = _meta_learners(a, train)  # pretrain → meta-train: learners meta-trained on MedSynth from an encoder
     # each ProtoNet on stored embeddings: averaged over the image and the same fixed views as "+tta" (--meta-tta),
     # or plain with its prototypes refined once over the unlabelled pool by soft k-means (--meta-skm)
     variants = [("+tta", a.tta_views, prototype_predictor)] if a.meta_tta else []
