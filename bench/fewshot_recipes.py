@@ -32,7 +32,7 @@ A recipe is an encoder (or an ensemble of encoders), a feature transform and a h
   Meta-Baseline's scaled-cosine prototypes); a ``seed=N`` argument sets the meta-training seed (MedSynth, its
   episodes and the learner's start; the name gains ``_mN``), the label draws keep ``--seed``; ``tasks=cactus``
   meta-trains on clusters of the train pool's unlabelled images instead of MedSynth (``cactus_tasks.py``; the name
-  gains ``_cactus``);
+  gains ``_cactus``), ``tasks=medsynth_fine`` on MedSynth's fine taxonomy (96 classes);
 - ``<learner><steps>+tta`` (``--meta-tta``) and ``+skm`` (``--meta-skm``): the ProtoNets on embeddings averaged
   over the fixed views, or with their prototypes refined by one soft k-means step over the unlabelled train images;
   ``ENC/st<M>`` (``--self-train ENC:M``): the command's recipe self-trained with M pseudo-labels per class
@@ -139,21 +139,18 @@ def _meta_learners(a: argparse.Namespace, train: Any) -> dict[str, Any]:
             if enc_name not in clustered:
                 clustered[enc_name] = cactus_tasks(load_backbone(path), train.images)
                 sizes = clustered[enc_name].meta["cluster_sizes"]
-                print(
-                    f"{enc_name}: {len(sizes)} CACTUs clusters of {min(sizes)}-{max(sizes)} images, "
-                    f"{time.process_time() - t0:.0f} CPU s",
-                    flush=True,
-                )
+                cpu = time.process_time() - t0
+                print(f"{enc_name}: {len(sizes)} CACTUs clusters of {min(sizes)}-{max(sizes)}, {cpu:.0f} CPU s")
             out[name], info = metatrain_on_tasks(
                 path, clustered[enc_name], n_way=2, learner=learner, learner_kwargs=kw, steps=int(steps), seed=seed
             )
             info["cluster_sizes"] = clustered[enc_name].meta["cluster_sizes"]
-        elif tasks == "medsynth":
-            out[name], info = metatrain_on_medsynth(
-                path, n_way=2, learner=learner, learner_kwargs=kw, steps=int(steps), seed=seed
-            )
+        elif tasks in ("medsynth", "medsynth_fine"):  # MedSynth's coarse (30) or fine (96) classes
+            tax = {"medsynth": "coarse", "medsynth_fine": "fine"}[tasks]
+            args = {"learner": learner, "learner_kwargs": kw, "steps": int(steps), "seed": seed, "taxonomy": tax}
+            out[name], info = metatrain_on_medsynth(path, n_way=2, **args)
         else:
-            raise SystemExit(f"--meta {spec}: tasks must be medsynth or cactus, got {tasks!r}")
+            raise SystemExit(f"--meta {spec}: tasks must be medsynth, medsynth_fine or cactus, got {tasks!r}")
         saved.parent.mkdir(exist_ok=True)
         save_learner(saved, out[name], None, {"meta_train": info, "encoder": str(path), "encoder_sha256": enc_sha})
         print(f"{name}: meta-trained in {time.process_time() - t0:.0f} CPU s, saved to {saved}", flush=True)

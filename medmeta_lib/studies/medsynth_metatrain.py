@@ -34,18 +34,20 @@ MEDSYNTH_TASKS = {"n_way": 5, "k_shot": 5, "q_query": 15}
 
 
 def medsynth_train_split(
-    *, image_size: int = 28, channels: int = 1, n_per_class_site: int = 40, seed: int = 0
+    *, image_size: int = 28, channels: int = 1, n_per_class_site: int = 40, seed: int = 0, taxonomy: str = "coarse"
 ) -> ImageCollection:
     """The MedSynth images :func:`metatrain_on_medsynth` meta-trains on, at a target's size and channels.
 
     Args:
         image_size: the target's image side; MedSynth is generated at that size.
         channels: the target's channels (1 or 3); MedSynth's greyscale images are repeated to match.
-        n_per_class_site: images per class and site (30 classes, 4 sites).
+        n_per_class_site: images per class and site (30 classes, 4 sites; 96 classes with ``"fine"``).
         seed: the generation seed.
+        taxonomy: ``"coarse"`` (one class per finding) or ``"fine"`` (each finding split by side and size or
+            severity; harder tasks within a modality).
 
     Raises:
-        ValueError: for a bad ``channels`` or ``n_per_class_site``.
+        ValueError: for a bad ``channels``, ``n_per_class_site`` or ``taxonomy``.
 
     Example:
         >>> medsynth_train_split(n_per_class_site=1).images.shape
@@ -55,7 +57,12 @@ def medsynth_train_split(
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 (greyscale) or 3 (RGB), got {channels!r}")
     synth = load_collection(
-        "synthetic", split="train", image_size=image_size, n_per_class_site=n_per_class_site, seed=seed
+        "synthetic",
+        split="train",
+        image_size=image_size,
+        n_per_class_site=n_per_class_site,
+        seed=seed,
+        taxonomy=taxonomy,
     )
     if channels == 3:
         synth = replace(synth, images=synth.images.expand(-1, 3, -1, -1).contiguous())
@@ -73,6 +80,7 @@ def metatrain_on_medsynth(
     steps: int = 300,
     n_per_class_site: int = 40,
     seed: int = 0,
+    taxonomy: str = "coarse",
     progress: bool = False,
 ) -> tuple[Any, dict[str, Any]]:
     """Meta-train ``learner`` on MedSynth tasks starting from ``encoder``, then set it to ``n_way`` classes.
@@ -87,13 +95,14 @@ def metatrain_on_medsynth(
         steps: outer steps (4 tasks each).
         n_per_class_site: MedSynth images per class and site (30 classes, 4 sites).
         seed: seed of MedSynth, the episode stream and the learner.
+        taxonomy: MedSynth's class taxonomy, ``"coarse"`` (the measured choice) or ``"fine"``.
         progress: show the meta-training progress bar.
 
     Returns:
         ``(learner, info)``; ``info`` records the data, tasks, steps, seconds and the first and last loss.
 
     Raises:
-        ValueError: for a bad ``n_way``, ``channels``, ``steps`` or ``n_per_class_site``.
+        ValueError: for a bad ``n_way``, ``channels``, ``steps``, ``n_per_class_site`` or ``taxonomy``.
 
     Example:
         >>> lr, info = metatrain_on_medsynth("runs/fewshot/encoder.safetensors", n_way=2)  # doctest: +SKIP
@@ -102,7 +111,9 @@ def metatrain_on_medsynth(
     n_way = check_int("n_way", n_way, 2)
     steps = check_int("steps", steps, 1)
     t0 = time.perf_counter()
-    synth = medsynth_train_split(image_size=image_size, channels=channels, n_per_class_site=n_per_class_site, seed=seed)
+    synth = medsynth_train_split(
+        image_size=image_size, channels=channels, n_per_class_site=n_per_class_site, seed=seed, taxonomy=taxonomy
+    )
     lr, info = metatrain_on_tasks(
         encoder,
         synth,

@@ -69,6 +69,19 @@ def test_the_medsynth_images_match_the_target_size_and_channels() -> None:
         medsynth_train_split(n_per_class_site=0)
 
 
+def test_the_fine_taxonomy_splits_each_finding_and_keeps_the_modalities(tmp_path: Path) -> None:
+    coarse = medsynth_train_split(image_size=16, n_per_class_site=1, seed=3)
+    fine = medsynth_train_split(image_size=16, n_per_class_site=1, seed=3, taxonomy="fine")
+    assert (coarse.num_classes, fine.num_classes) == (30, 96) and len(fine) == 96 * 4
+    assert set(fine.class_modalities or ()) == set(coarse.class_modalities or ())  # tasks stay within a modality
+    assert any(n.startswith("chest_xray/pneumonia-") for n in fine.class_names)
+    with pytest.raises(ValueError, match="taxonomy must be one of"):
+        medsynth_train_split(taxonomy="finest")
+    path, _ = _encoder(tmp_path, 1)
+    _, info = metatrain_on_medsynth(path, n_way=2, taxonomy="fine", **SMALL)
+    assert info["data"] == f"MedSynth train, {96 * 4 * SMALL['n_per_class_site']} images, 96 classes, 4 sites"
+
+
 def test_meta_training_on_any_grouped_collection_draws_its_tasks_and_returns_the_target_ways(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
