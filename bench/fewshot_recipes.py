@@ -140,7 +140,10 @@ def _meta_learners(a: argparse.Namespace, train: Any) -> dict[str, Any]:
                 clustered[enc_name] = cactus_tasks(load_backbone(path), train.images)
                 sizes = clustered[enc_name].meta["cluster_sizes"]
                 cpu = time.process_time() - t0
-                print(f"{enc_name}: {len(sizes)} CACTUs clusters of {min(sizes)}-{max(sizes)}, {cpu:.0f} CPU s")
+                print(
+                    f"{enc_name}: {len(sizes)} CACTUs clusters of {min(sizes)}-{max(sizes)}, {cpu:.0f} CPU s",
+                    flush=True,
+                )
             out[name], info = metatrain_on_tasks(
                 path, clustered[enc_name], n_way=2, learner=learner, learner_kwargs=kw, steps=int(steps), seed=seed
             )
