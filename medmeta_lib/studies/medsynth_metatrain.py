@@ -93,7 +93,7 @@ def metatrain_on_medsynth(
         learner: a learner name (``create_learner``); ProtoNet is the measured choice.
         learner_kwargs: its keyword arguments (e.g. ``{"metric": "cosine"}`` for Meta-Baseline's ProtoNet).
         steps: outer steps (4 tasks each).
-        n_per_class_site: MedSynth images per class and site (30 classes, 4 sites).
+        n_per_class_site: MedSynth images per class and site (30 classes, 4 sites; 96 classes with ``"fine"``).
         seed: seed of MedSynth, the episode stream and the learner.
         taxonomy: MedSynth's class taxonomy, ``"coarse"`` (the measured choice) or ``"fine"``.
         progress: show the meta-training progress bar.
