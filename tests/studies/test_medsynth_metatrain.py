@@ -111,3 +111,11 @@ def test_meta_training_on_any_grouped_collection_draws_its_tasks_and_returns_the
     )
     with pytest.raises(ValueError, match="steps must be an integer >= 1"):
         metatrain_on_tasks(path, tasks, n_way=2, steps=0)
+    two = ImageCollection(
+        images=torch.rand(60, 1, 16, 16),
+        labels=torch.arange(2).repeat_interleave(30),
+        class_names=("a", "b"),
+        source="mine.csv",
+    )
+    with pytest.raises(ValueError, match=r"mine.csv: .* need at least 5 classes of at least 20 images; 2 class"):
+        metatrain_on_tasks(path, two, n_way=2, steps=1)
