@@ -52,6 +52,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "c4w64_e60_ss": {**_C4W64, "epochs": 60, "seed": 0, "simclr": _SCANNER_SHIFT},
     "c4w64_e60_ss_s1": {**_C4W64, "epochs": 60, "seed": 1, "simclr": _SCANNER_SHIFT},
     "c4w64_e60_ss_s2": {**_C4W64, "epochs": 60, "seed": 2, "simclr": _SCANNER_SHIFT},
+    # twice as long again (section 23)
+    **{
+        f"c4w64_e120_ss{suffix}": {**_C4W64, "epochs": 120, "seed": seed, "simclr": _SCANNER_SHIFT}
+        for seed, suffix in ((0, ""), (1, "_s1"), (2, "_s2"))
+    },
     # the NT-Xent temperature, 0.1 and 0.5 against the 0.2 above (section 17)
     **{
         f"c4w64_e60_ss_t{tag}{suffix}": {
