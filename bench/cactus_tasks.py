@@ -15,8 +15,11 @@ from sklearn.cluster import KMeans
 from torch import nn
 
 from medmeta_lib.data.collection import ImageCollection
+from medmeta_lib.learners.base import check_int
 
 __all__ = ["cactus_tasks"]
+
+_SIZES = ("partitions", "clusters", "min_size")
 
 
 def cactus_tasks(
@@ -51,9 +54,7 @@ def cactus_tasks(
         >>> cactus_tasks(enc, torch.rand(300, 1, 28, 28), partitions=2, clusters=5).num_classes  # doctest: +SKIP
         10
     """
-    for name, value in (("partitions", partitions), ("clusters", clusters), ("min_size", min_size)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    partitions, clusters, min_size = (check_int(n, v, 1) for n, v in zip(_SIZES, (partitions, clusters, min_size)))
     encoder.eval()
     with torch.no_grad():
         emb = torch.cat([encoder(images[i : i + batch]) for i in range(0, len(images), batch)])

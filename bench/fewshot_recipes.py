@@ -149,9 +149,10 @@ def _meta_learners(a: argparse.Namespace, train: Any) -> dict[str, Any]:
             )
             info["cluster_sizes"] = clustered[enc_name].meta["cluster_sizes"]
         elif tasks in ("medsynth", "medsynth_fine"):  # MedSynth's coarse (30) or fine (96) classes
-            tax = {"medsynth": "coarse", "medsynth_fine": "fine"}[tasks]
-            args = {"learner": learner, "learner_kwargs": kw, "steps": int(steps), "seed": seed, "taxonomy": tax}
-            out[name], info = metatrain_on_medsynth(path, n_way=2, **args)
+            taxonomy = "fine" if tasks == "medsynth_fine" else "coarse"
+            out[name], info = metatrain_on_medsynth(
+                path, n_way=2, learner=learner, learner_kwargs=kw, steps=int(steps), seed=seed, taxonomy=taxonomy
+            )
         else:
             raise SystemExit(f"--meta {spec}: tasks must be medsynth, medsynth_fine or cactus, got {tasks!r}")
         saved.parent.mkdir(exist_ok=True)
