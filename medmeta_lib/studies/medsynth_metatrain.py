@@ -20,8 +20,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from medmeta_lib.data.collection import ImageCollection
 from medmeta_lib.data.episodes import EpisodeSampler
 from medmeta_lib.data.sources import load_collection
@@ -171,16 +169,14 @@ def metatrain_on_tasks(
     steps = check_int("steps", steps, 1)
     t0 = time.perf_counter()
     t = MEDSYNTH_TASKS
-    need = t["k_shot"] + t["q_query"]
-    enough = int((torch.bincount(tasks.labels, minlength=tasks.num_classes) >= need).sum())
-    if enough < t["n_way"]:
-        raise ValueError(
-            f"{tasks.source}: meta-training tasks are {t['n_way']}-way {t['k_shot']}-shot {t['q_query']}-query, so "
-            f"they need at least {t['n_way']} classes of at least {need} images; {enough} class(es) have that many. "
-            "Add classes or images (metatrain_on_medsynth's MedSynth always has enough)"
-        )
     grouped = tasks.class_modalities is not None
-    sampler = EpisodeSampler(tasks, t["n_way"], t["k_shot"], t["q_query"], seed=seed, same_modality=grouped)
+    try:  # the sampler checks that the collection (each group of it) has enough classes of enough images
+        sampler = EpisodeSampler(tasks, t["n_way"], t["k_shot"], t["q_query"], seed=seed, same_modality=grouped)
+    except ValueError as err:
+        raise ValueError(
+            f"{err} metatrain_on_tasks fixes that task shape (MEDSYNTH_TASKS): add classes or images instead "
+            "(metatrain_on_medsynth's MedSynth always has enough)"
+        ) from err
     lr = build_learner(
         learner, n_way=t["n_way"], in_channels=tasks.channels, encoder=encoder, learner_kwargs=learner_kwargs, seed=seed
     )

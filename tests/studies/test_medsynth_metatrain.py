@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -117,5 +118,12 @@ def test_meta_training_on_any_grouped_collection_draws_its_tasks_and_returns_the
         class_names=("a", "b"),
         source="mine.csv",
     )
-    with pytest.raises(ValueError, match=r"mine.csv: .* need at least 5 classes of at least 20 images; 2 class"):
+    with pytest.raises(
+        ValueError,
+        match=r"mine.csv: cannot draw 5-way 5-shot 15-query episodes: only 2 class\(es\) have at least K\+Q=20 .*"
+        r"metatrain_on_tasks fixes that task shape",
+    ):
         metatrain_on_tasks(path, two, n_way=2, steps=1)
+    split = replace(tasks, class_modalities=("a", "b", "c") * 4)  # twelve classes, but four per group
+    with pytest.raises(ValueError, match=r"only 4 class\(es\) of one modality .* metatrain_on_tasks fixes"):
+        metatrain_on_tasks(path, split, n_way=2, steps=1)
