@@ -174,7 +174,7 @@ def test_sampler_property(n_classes, per_class, n, k, q, seed):
     )
     possible = n <= n_classes and k + q <= per_class
     if not possible:
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=rf"cannot draw {n}-way {k}-shot {q}-query episodes"):
             EpisodeSampler(col, n, k, q, seed=seed)
         return
     ep = EpisodeSampler(col, n, k, q, seed=seed).sample()

@@ -114,6 +114,23 @@ def test_load_npz_rgb_flat_labels_and_resize(tmp_path: Path) -> None:
         assert torch.allclose(r.images.mean((2, 3)), col.images.mean((2, 3)), atol=0.03)
 
 
+@pytest.mark.parametrize("size", [64, 14])
+def test_resizing_rgb_keeps_each_channel_and_its_orientation(tmp_path: Path, size: int) -> None:
+    """Red rises left to right, green top to bottom, blue is flat: a swapped channel or axis would show."""
+    ramp = np.linspace(0, 255, 28)
+    img = np.zeros((28, 28, 3))
+    img[..., 0], img[..., 1], img[..., 2] = ramp[None, :], ramp[:, None], 77
+    images = np.repeat(img.round().astype(np.uint8)[None], 2, axis=0)
+    p = tmp_path / "ramps.npz"
+    np.savez(p, test_images=images, test_labels=np.array([[0], [1]]))
+    red, green, blue = load_npz(p, split="test", image_size=size).images[0]
+    assert red.shape == (size, size)
+    assert torch.all(red.diff(dim=1) >= 0) and float(red[:, -1].mean() - red[:, 0].mean()) > 0.8
+    assert torch.allclose(red, red[:1].expand_as(red), atol=1e-6)  # constant down each column
+    assert torch.allclose(green, red.T, atol=1e-6)  # the same ramp, top to bottom
+    assert torch.allclose(blue, torch.full_like(blue, 77 / 255), atol=1e-5)
+
+
 def test_constant_image_resizes_to_the_same_constant(tmp_path: Path) -> None:
     p = tmp_path / "const.npz"
     img = np.full((2, 28, 28), 77, np.uint8)

@@ -10,6 +10,7 @@ from medmeta_lib.data.episodes import EpisodeSampler
 from medmeta_lib.learners import create_learner
 from medmeta_lib.learners.weightgen import supervised_contrastive_loss
 from medmeta_lib.models import create_backbone
+from medmeta_lib.models.task_norm import context_forward
 from tests.conftest import make_collection
 
 
@@ -52,7 +53,6 @@ def test_identity_generator_is_the_cosine_prototype_classifier_exactly() -> None
     pred, _ = learner.adapt(ep.support_x, ep.support_y)
     with torch.no_grad():
         # reference written out by hand: class means with the support's statistics, cosine to each, times τ
-        from medmeta_lib.models.task_norm import context_forward
 
         s, q = context_forward(learner.backbone, ep.support_x, ep.query_x)
         means = torch.stack([s[ep.support_y == c].mean(0) for c in range(3)])
@@ -66,7 +66,6 @@ def test_training_loss_is_infonce_against_the_generated_weights_and_reaches_the_
     learner = _trained_generator(_wg())
     ep = _episode(2)
     loss, _ = learner.task_loss(ep)
-    from medmeta_lib.models.task_norm import context_forward
 
     s, q = context_forward(learner.backbone, ep.support_x, ep.query_x)
     w, b = learner.generate(s, ep.support_y)
@@ -90,8 +89,16 @@ def test_supervised_contrastive_term_matches_a_loop_reference() -> None:
         total += -sum(float(z[i] @ z[j] / 0.1 - denom) for j in pos) / len(pos)
         n += 1
     assert float(supervised_contrastive_loss(e, y, 0.1)) == pytest.approx(total / n, rel=1e-5)
-    learner = _wg(supcon_weight=0.5)
-    assert float(learner.task_loss(_episode())[0].detach()) > float(_wg().task_loss(_episode())[0].detach())
+    # in the learner: the InfoNCE loss plus 0.5 x this term over the episode's support and query embeddings
+    learner, ep = _wg(supcon_weight=0.5), _episode()
+    with torch.no_grad():
+        with_term = learner.task_loss(ep)[0]
+        learner.supcon_weight = 0.0
+        without = learner.task_loss(ep)[0]
+        s, q = context_forward(learner.backbone, ep.support_x, ep.query_x)
+        term = supervised_contrastive_loss(torch.cat([s, q]), torch.cat([ep.support_y, ep.query_y]))
+    torch.testing.assert_close(with_term - without, 0.5 * term, atol=1e-5, rtol=1e-5)
+    assert float(term) > 0
 
 
 def test_generated_then_refined_and_any_number_of_classes() -> None:

@@ -38,11 +38,12 @@ def test_training_in_the_layout_computes_what_the_default_layout_computes(
     (fast, g_fast), (plain, g_plain) = _loss_and_grads(net, x, layout=True), _loss_and_grads(twin, x, layout=False)
     assert fast == pytest.approx(plain, rel=1e-6)
     assert g_fast.keys() == g_plain.keys() and len(g_fast) == len(list(net.parameters()))
-    # the same gradients, to float32 rounding (about 1e-5 of the largest; biases before a norm have a zero
-    # gradient in exact arithmetic, so they are compared on that scale, not their own)
+    # the same gradients, to float32 rounding: every difference within 1e-4 of the largest gradient (up to
+    # 3.4e-5 seen over five seeds per case). An absolute bound on that scale, not a relative one: biases before
+    # a norm have a zero gradient in exact arithmetic, so their own scale is rounding noise
     scale = max(float(g.abs().max()) for g in g_plain.values())
     for name, g in g_fast.items():
-        torch.testing.assert_close(g, g_plain[name], rtol=1e-3, atol=1e-4 * scale, msg=name)
+        torch.testing.assert_close(g, g_plain[name], rtol=0.0, atol=1e-4 * scale, msg=name)
     for name, p in net.named_parameters():
         assert p.is_contiguous(), f"{name} left channels-last after the block"
     assert not any(r.inplace for r in _relus(net)), "ReLUs restored to out-of-place"

@@ -49,6 +49,7 @@ def learner_metrics(seed: int = SEED) -> dict[str, dict[str, Any]]:
     for name in list_learners():
         kw = {**learner_defaults(name, col), **({"inner_steps": 2, "eval_steps": 3} if "maml" in name else {})}
         learner = build_learner(name, backbone_kwargs={"hidden": 8}, n_way=2, learner_kwargs=kw, seed=seed)
+        init = _digest(learner)
         res = meta_train(
             learner, train, config=MetaTrainConfig(steps=3, meta_batch=2, val_every=0, seed=seed), progress=False
         )
@@ -58,6 +59,8 @@ def learner_metrics(seed: int = SEED) -> dict[str, dict[str, Any]]:
             "acc": ev.per_episode_acc,
             "auc": ev.auc_mean,
             "params": _digest(learner),
+            "trained": learner.meta_trainable,
+            "moved": _digest(learner) != init,
         }
     return out
 
@@ -84,8 +87,12 @@ def test_same_seed_same_metrics_for_every_learner(one_thread: None) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     fresh = json.loads(proc.stdout.strip().splitlines()[-1])
     assert json.dumps(fresh, sort_keys=True) == json.dumps(json.loads(json.dumps(first)), sort_keys=True)
-    # the runs really trained something: parameters differ between learners and from initialisation
-    assert len({m["params"] for m in first.values()}) >= 6
+    # the runs really trained something: every meta-trainable learner took its 3 steps and moved from its start
+    trained = {name: m for name, m in first.items() if m["trained"]}
+    assert len(trained) >= 6
+    assert all(len(m["train"]) == 3 and m["moved"] for m in trained.values()), {
+        name: (len(m["train"]), m["moved"]) for name, m in trained.items()
+    }
 
 
 def test_another_seed_gives_other_results(one_thread: None) -> None:

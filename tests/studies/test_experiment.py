@@ -310,7 +310,7 @@ def test_leave_one_site_out_one_row_per_site_held_out_site_unseen(cols, training
     assert [(sites, query) for _, sites, query in site_eval_spy] == expect
 
 
-def test_site_transfer_matrix_trains_at_one_site_tests_at_each(cols, training_spy) -> None:
+def test_site_transfer_matrix_trains_at_one_site_tests_at_each(cols, training_spy, site_eval_spy) -> None:
     tr, te = cols["train"], cols["test"]
     out = site_transfer_matrix(
         "protonet", tr, te, config=TINY, episodes=2, seed=0, backbone_kwargs={"hidden": HIDDEN}, **TASK
@@ -320,6 +320,9 @@ def test_site_transfer_matrix_trains_at_one_site_tests_at_each(cols, training_sp
     assert all(0.0 <= a <= 1.0 for r in out["acc"] for a in r)
     assert [c["sites"] for c in training_spy] == [(0,), (1,), (2,)]
     assert all(c["drawn"] == set(c["sites"]) for c in training_spy)
+    # each row's learner is scored on new patients (the test collection) at every site, support and queries there
+    assert all(col is te for col, _, _ in site_eval_spy)
+    assert [(sites, query) for _, sites, query in site_eval_spy] == [((t,), ()) for _ in range(3) for t in range(3)]
 
 
 # ------------------------------------------------------------------ train_learners / obtain_learners

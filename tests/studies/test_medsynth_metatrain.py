@@ -32,10 +32,22 @@ def _encoder(tmp_path: Path, channels: int) -> tuple[Path, torch.nn.Module]:
 
 @pytest.mark.parametrize(("channels", "n_way"), [(1, 2), (3, 4)])
 def test_the_learner_starts_from_the_encoder_trains_and_predicts_the_target_classes(
-    tmp_path: Path, channels: int, n_way: int
+    tmp_path: Path, channels: int, n_way: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path, start = _encoder(tmp_path, channels)
+    at_start: list[dict[str, torch.Tensor]] = []
+    real = medsynth_metatrain.meta_train
+
+    def spy(learner: Any, *args: Any, **kw: Any) -> Any:
+        at_start.append({k: v.clone() for k, v in learner.backbone.state_dict().items()})
+        return real(learner, *args, **kw)
+
+    monkeypatch.setattr(medsynth_metatrain, "meta_train", spy)
     learner, info = metatrain_on_medsynth(path, n_way=n_way, channels=channels, **SMALL)
+    assert len(at_start) == 1 and at_start[0].keys() == start.state_dict().keys()
+    assert all(
+        torch.equal(at_start[0][k], v) for k, v in start.state_dict().items()
+    )  # meta-training began at the encoder
     assert learner.n_way == n_way and learner.spec["encoder"] == str(path)
     assert info["steps"] == 2 and info["tasks"] == MEDSYNTH_TASKS and info["final_loss"] > 0
     moved = [not torch.equal(a, b) for a, b in zip(start.state_dict().values(), learner.backbone.state_dict().values())]

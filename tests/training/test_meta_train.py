@@ -320,14 +320,11 @@ def test_learner_starts_from_a_simclr_style_checkpoint(cols, tmp_path: Path) -> 
     assert same_state(state_of(learner.backbone), state_of(enc))
 
 
-def test_encoder_learner_without_backbone_kwargs_round_trips_or_is_refused(cols, tmp_path: Path) -> None:
-    """Either a clear ValueError up front, or a checkpoint that load_learner rebuilds exactly."""
+def test_encoder_learner_without_backbone_kwargs_takes_the_encoders_architecture(cols, tmp_path: Path) -> None:
+    """No backbone_kwargs: the encoder's own spec fixes the architecture, and the checkpoint rebuilds exactly."""
     path = save_backbone(tmp_path / "encoder.safetensors", create_backbone("conv4", hidden=HIDDEN))
-    try:
-        learner = build_learner("protonet", n_way=N_WAY, encoder=path)  # no backbone_kwargs (default hidden=64)
-    except ValueError as err:
-        assert "hidden" in str(err)
-        return
+    learner = build_learner("protonet", n_way=N_WAY, encoder=path)  # no backbone_kwargs (conv4's default is 64)
+    assert learner.spec["backbone"]["kwargs"]["hidden"] == HIDDEN
     cfg = MetaTrainConfig(steps=1, meta_batch=1, val_every=0)
     res = meta_train(learner, task_sampler(cols["train"]), config=cfg, out=tmp_path / "run", progress=False)
     assert same_state(state_of(learner), state_of(load_learner(res.last_checkpoint)))

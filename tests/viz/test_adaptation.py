@@ -64,7 +64,7 @@ def test_adaptation_curves_figure_bands_lines_and_carried_protonet(episode):
     assert len(dashed) == 2 and list(dashed[0].x) == [1, 2, 3, 4]
     assert sum(t.fill == "toself" for t in fig.data) >= 2  # CI bands
     assert any(s.y0 == pytest.approx(1 / 3) for s in fig.layout.shapes)  # chance line
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"curves is empty"):
         adaptation_curves_figure({})
 
 

@@ -41,11 +41,31 @@ def test_rows_columns_titles_and_flat_maps():
     plt.close(fig)
 
 
-def test_rgb_and_shape_checks():
+@pytest.mark.parametrize("method", ["occlusion", "gradient"])
+def test_rgb_images_are_shown_in_colour_and_maps_reduced_over_channels(method: str):
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 8, 8)
+    images[:, 0] *= 0.2  # distinct channels: a channel swap or an H/W transpose would show
+    maps = torch.randn(2, 3, 8, 8)
+    fig = saliency_figure(images, maps, 2 * maps, method=method)
+    assert len(fig.axes) == 7  # 3 rows x 2 images + colour bar
+    grid = np.array(fig.axes[:6]).reshape(3, 2)
+    reduced = maps[:, 0] if method == "occlusion" else maps.sum(1)  # occlusion's channels are one map repeated
+    for i in range(2):
+        shown = np.asarray(grid[0, i].images[0].get_array())
+        assert shown.shape == (8, 8, 3)
+        np.testing.assert_allclose(shown, images[i].permute(1, 2, 0).numpy(), rtol=0, atol=1e-7)
+        np.testing.assert_allclose(
+            np.asarray(grid[1, i].images[-1].get_array()), reduced[i].numpy(), rtol=1e-5, atol=1e-6
+        )
+        np.testing.assert_allclose(
+            np.asarray(grid[2, i].images[-1].get_array()), 2 * reduced[i].numpy(), rtol=1e-5, atol=1e-6
+        )
+    plt.close(fig)
+
+
+def test_shape_checks():
     images = torch.rand(2, 3, 8, 8)
     maps = torch.rand(2, 3, 8, 8)
-    fig = saliency_figure(images, maps, maps, method="occlusion")
-    assert len(fig.axes) == 7
-    plt.close(fig)
     with pytest.raises(ValueError, match="match the images"):
         saliency_figure(images, maps[:1], maps)
