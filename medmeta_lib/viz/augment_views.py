@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
-import numpy as np
 from matplotlib.figure import Figure
 from torch import Tensor
 
 from medmeta_lib.data.augment import ViewAugment
+from medmeta_lib.viz.data_plots import _show
 
 __all__ = ["views_figure"]
-
-
-def _show(ax, img: Tensor) -> None:
-    arr = img.detach().cpu().float().numpy()
-    if arr.shape[0] == 1:
-        ax.imshow(arr[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    else:
-        ax.imshow(np.clip(arr.transpose(1, 2, 0), 0, 1), interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
 
 
 def views_figure(images: Tensor, augment: ViewAugment, *, n_views: int = 6, cell: float = 1.3) -> Figure:
@@ -47,9 +37,9 @@ def views_figure(images: Tensor, augment: ViewAugment, *, n_views: int = 6, cell
     rows = images.shape[0]
     fig, axes = plt.subplots(rows, n_views + 1, figsize=(cell * (n_views + 1), cell * rows + 0.4), squeeze=False)
     for i in range(rows):
-        _show(axes[i, 0], images[i])
+        _show(axes[i, 0], images[i], "nearest")
         for j, v in enumerate(views):
-            _show(axes[i, j + 1], v[i])
+            _show(axes[i, j + 1], v[i], "nearest")
     axes[0, 0].set_title("original", fontsize=8)
     for j in range(n_views):
         axes[0, j + 1].set_title(f"view {j + 1}", fontsize=8)

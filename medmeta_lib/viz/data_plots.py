@@ -23,12 +23,13 @@ __all__ = [
 ]
 
 
-def _show(ax, img) -> None:
-    arr = img.numpy() if hasattr(img, "numpy") else np.asarray(img)
+def _show(ax, img, interpolation: str | None = None) -> None:
+    """Draw a ``(C, H, W)`` image in ``[0, 1]`` (a tensor or an array): greyscale or colour, no ticks."""
+    arr = img.detach().cpu().float().numpy() if hasattr(img, "detach") else np.asarray(img)
     if arr.shape[0] == 1:
-        ax.imshow(arr[0], cmap="gray", vmin=0, vmax=1)
+        ax.imshow(arr[0], cmap="gray", vmin=0, vmax=1, interpolation=interpolation)
     else:
-        ax.imshow(np.clip(arr.transpose(1, 2, 0), 0, 1))
+        ax.imshow(np.clip(arr.transpose(1, 2, 0), 0, 1), interpolation=interpolation)
     ax.set_xticks([])
     ax.set_yticks([])
 
