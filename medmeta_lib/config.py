@@ -38,7 +38,14 @@ def data_dir() -> Path:
 
 
 def runs_dir() -> Path:
-    """Return the directory that holds pipeline runs: ``$MEDMETA_RUNS_DIR`` or ``<project>/runs``."""
+    """Return the directory that holds pipeline runs: ``$MEDMETA_RUNS_DIR`` or ``<project>/runs``.
+
+    Example:
+        >>> from unittest import mock
+        >>> with mock.patch.dict(os.environ, {"MEDMETA_RUNS_DIR": "/tmp/my_runs"}):
+        ...     runs_dir().as_posix()
+        '/tmp/my_runs'
+    """
     env = os.environ.get("MEDMETA_RUNS_DIR")
     return Path(env).expanduser() if env else PROJECT_ROOT / "runs"
 
@@ -78,7 +85,14 @@ def select_device(device: str = "auto") -> torch.device:
 
 
 def set_threads(n: int | None = None) -> int:
-    """Set torch's intra-op threads (``None``: ``$MEDMETA_THREADS`` or all cores). Returns the count."""
+    """Set torch's intra-op threads (``None``: ``$MEDMETA_THREADS`` or all cores). Returns the count.
+
+    Example:
+        >>> before = torch.get_num_threads()
+        >>> set_threads(1), torch.get_num_threads()
+        (1, 1)
+        >>> _ = set_threads(before)  # restore
+    """
     if n is None:
         n = int(os.environ.get("MEDMETA_THREADS", os.cpu_count() or 1))
     if n < 1:

@@ -66,7 +66,15 @@ def write_metrics(output_dir: str | Path, metrics: Mapping[str, Any], *, name: s
 
 
 def read_metrics(output_dir: str | Path, *, name: str = "metrics.json") -> dict[str, Any]:
-    """Read ``output_dir/name``; a missing file is a FileNotFoundError that names it."""
+    """Read ``output_dir/name``; a missing file is a FileNotFoundError that names it.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     _ = write_metrics(d, {"acc": 0.5, "loss": float("nan")})
+        ...     read_metrics(d)
+        {'acc': 0.5, 'loss': None}
+    """
     path = Path(output_dir) / name
     if not path.exists():
         raise FileNotFoundError(f"{path}: no metrics file; run the notebook that writes it first")

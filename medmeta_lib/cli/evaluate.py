@@ -18,6 +18,16 @@ def build_eval_learners(a: argparse.Namespace, train: Any, *, n_way: int) -> tup
 
     Returns:
         ``(learners, checkpoints)``.
+
+    Example:
+        >>> import torch
+        >>> from medmeta_lib.cli.program import build_parser
+        >>> from medmeta_lib.data import ImageCollection
+        >>> train = ImageCollection(torch.rand(8, 1, 28, 28), torch.arange(8) % 4, tuple("abcd"))
+        >>> a = build_parser().parse_args(["evaluate", "--learners", "protonet,baseline"])
+        >>> learners, checkpoints = build_eval_learners(a, train, n_way=2)
+        >>> sorted(learners), learners["baseline"].num_train_classes, checkpoints
+        (['baseline', 'protonet'], 4, {})
     """
     from medmeta_lib.studies.experiment import learner_defaults
     from medmeta_lib.training.learner_io import build_learner, load_learner
@@ -102,7 +112,15 @@ def _full_test_split(a: argparse.Namespace, train: Any, test: Any) -> int:
 
 
 def evaluate_command(a: argparse.Namespace, *, load_pair: Callable[..., tuple], make_split: Callable[..., Any]) -> int:
-    """Run ``medmeta evaluate`` (``load_pair`` and ``make_split`` are the CLI's shared helpers)."""
+    """Run ``medmeta evaluate`` (``load_pair`` and ``make_split`` are the CLI's shared helpers).
+
+    Example:
+        >>> from medmeta_lib.cli.program import build_parser
+        >>> a = build_parser().parse_args(["evaluate", "--learners", "protonet", "--episodes", "100"])
+        >>> a.learners, a.episodes, a.split, a.full_test_split
+        ('protonet', 100, 'test', False)
+        >>> evaluate_command(a, load_pair=load_pair, make_split=make_split)  # doctest: +SKIP
+    """
     train, test = load_pair(a, a.split)
     if a.full_test_split:
         return _full_test_split(a, train, test)

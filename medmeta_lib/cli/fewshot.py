@@ -17,7 +17,15 @@ __all__ = ["add_fewshot_parser", "fewshot_command", "fewshot_table", "recall_tex
 
 
 def add_fewshot_parser(sub: Any) -> None:
-    """Register ``medmeta fewshot`` on the sub-command parsers ``sub``."""
+    """Register ``medmeta fewshot`` on the sub-command parsers ``sub``.
+
+    Example:
+        >>> sub = argparse.ArgumentParser().add_subparsers()
+        >>> add_fewshot_parser(sub)
+        >>> a = sub.choices["fewshot"].parse_args(["--data", "my.npz", "--k-shot", "5"])
+        >>> a.k_shot, a.draws, a.head, a.func is fewshot_command
+        (5, 100, 'cl2_probe', True)
+    """
     fs = sub.add_parser(
         "fewshot",
         help="few-shot classification of your own dataset: SimCLR on its unlabelled train images, ProtoNets "
@@ -146,7 +154,15 @@ def fewshot_table(result: dict[str, Any]) -> str:
 
 
 def fewshot_command(a: argparse.Namespace) -> int:
-    """Run :func:`~medmeta_lib.studies.fewshot.fewshot_study` and write ``results.json`` and ``summary.png``."""
+    """Run :func:`~medmeta_lib.studies.fewshot.fewshot_study` and write ``results.json`` and ``summary.png``.
+
+    Example:
+        >>> from medmeta_lib.cli.program import build_parser
+        >>> a = build_parser().parse_args(["fewshot", "--data", "my.npz", "--k-shot", "5"])
+        >>> a.func is fewshot_command, a.meta_members, a.tta_views
+        (True, 3, 8)
+        >>> fewshot_command(a)  # doctest: +SKIP
+    """
     from medmeta_lib.config import runs_dir
     from medmeta_lib.data import load_collection
     from medmeta_lib.runio import write_metrics

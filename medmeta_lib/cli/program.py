@@ -63,7 +63,13 @@ def _common_training(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``medmeta`` argument parser (sub-commands: run, lab, data, pretrain, meta-train, evaluate, fewshot)."""
+    """The ``medmeta`` argument parser (sub-commands: run, lab, data, pretrain, meta-train, evaluate, fewshot).
+
+    Example:
+        >>> a = build_parser().parse_args(["meta-train", "--learner", "maml", "--out", "runs/m", "--steps", "50"])
+        >>> a.cmd, a.learner, a.steps, a.n_way, a.k_shot
+        ('meta-train', 'maml', 50, 5, 5)
+    """
     p = argparse.ArgumentParser(prog="medmeta", description="MedMeta Workbench: meta-learning for medical images")
     sub = p.add_subparsers(dest="cmd", required=True)
 

@@ -117,6 +117,13 @@ def bias_field(coeffs: Tensor, size: tuple[int, int]) -> Tensor:
     Args:
         coeffs: ``(B, 4, 4)`` Legendre coefficients (entries with i + j > 3 are ignored).
         size: ``(H, W)``.
+
+    Example:
+        >>> c = torch.zeros(2, 4, 4); c[1, 0, 0] = math.log(2.0)  # image 1: a constant factor 2
+        >>> c[:, 3, 3] = 5.0  # i + j > 3: ignored
+        >>> f = bias_field(c, (8, 6))
+        >>> f.shape, f[0].unique().tolist(), f[1].unique().tolist()
+        (torch.Size([2, 1, 8, 6]), [1.0], [2.0])
     """
     h, w = size
     py = _legendre(torch.linspace(-1, 1, h, dtype=coeffs.dtype, device=coeffs.device))
@@ -127,7 +134,13 @@ def bias_field(coeffs: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def adjust_gamma(images: Tensor, gamma: Tensor) -> Tensor:
-    """``x ** gamma`` per image (``gamma`` ``(B,)``) for images in [0, 1]: MONAI's AdjustContrast on a [0, 1] image."""
+    """``x ** gamma`` per image (``gamma`` ``(B,)``) for images in [0, 1]: MONAI's AdjustContrast on a [0, 1] image.
+
+    Example:
+        >>> y = adjust_gamma(torch.full((2, 1, 2, 2), 0.25), torch.tensor([1.0, 0.5]))
+        >>> y.shape, y[:, 0, 0, 0].tolist()
+        (torch.Size([2, 1, 2, 2]), [0.25, 0.5])
+    """
     return images.clamp(0, 1) ** gamma.to(images)[:, None, None, None]
 
 

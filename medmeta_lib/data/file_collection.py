@@ -38,7 +38,15 @@ def check_file_args(image_size: int, channels: int | str, on_error: str, split: 
 
 
 def warn_no_split(where: str, split: str, why: str) -> None:
-    """Warn that a source without splits returns every image whatever ``split`` asked for."""
+    """Warn that a source without splits returns every image whatever ``split`` asked for.
+
+    Example:
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     warn_no_split("xrays/", "test", "no split folders")
+        >>> str(caught[0].message).split(". ")[0]
+        "xrays/: no split folders, so split='test' returns every image, the same as split='train'"
+    """
     warnings.warn(
         f"{where}: {why}, so split={split!r} returns every image, the same as split='train'. Do not train and "
         "evaluate on both; split by class (split_classes) or add split folders / a 'split' column",
@@ -59,6 +67,14 @@ def read_all(
 
     Images of different native sizes are all centre-cropped and resized to ``image_size``; that is
     reported in one warning (with examples), because it is rarely intended in a single dataset.
+
+    Example:
+        >>> with warnings.catch_warnings(record=True) as caught:  # an unreadable file, skipped
+        ...     warnings.simplefilter("always")
+        ...     read_all([Path("notes.txt")], image_size=28, channels=1, on_error="skip", where="demo", describe=str)
+        ([], [])
+        >>> str(caught[0].message).splitlines()[0]
+        'demo: 1 of 1 file(s) could not be read as images:'
     """
     images, ok, failed = [], [], []
     sizes: list[tuple[int, int]] = []
@@ -116,7 +132,15 @@ def build_collection(
     files: Sequence[str],
     allow_empty_classes: bool,
 ) -> ImageCollection:
-    """Stack the images read from files into an :class:`ImageCollection` that remembers each file."""
+    """Stack the images read from files into an :class:`ImageCollection` that remembers each file.
+
+    Example:
+        >>> c = build_collection([torch.zeros(1, 8, 8)] * 2, [0, 1], [0, 0], class_names=("a", "b"),
+        ...                      site_names=("s0",), source="demo", split="train", files=["a/1.png", "b/2.png"],
+        ...                      allow_empty_classes=False)
+        >>> len(c), c.image_size, c.meta["files"]
+        (2, 8, ('a/1.png', 'b/2.png'))
+    """
     if not images:
         raise ValueError(f"{source}: no image could be read")
     return ImageCollection(

@@ -50,7 +50,15 @@ def image_suffix(path: Path) -> str:
 
 
 def is_dicom_without_suffix(path: Path) -> bool:
-    """DICOM files often have no extension (``IM0001``); they carry ``DICM`` at byte 128."""
+    """DICOM files often have no extension (``IM0001``); they carry ``DICM`` at byte 128.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.NamedTemporaryFile() as f:  # a name without extension, like IM0001
+        ...     _ = f.write(bytes(128) + b"DICM"); f.flush()
+        ...     is_dicom_without_suffix(Path(f.name)), is_dicom_without_suffix(Path("IM0001.png"))
+        (True, False)
+    """
     if path.suffix:
         return False
     try:
@@ -141,7 +149,13 @@ def read_image(path: str | os.PathLike[str], *, image_size: int = 28, channels: 
 
 
 def read_sized(p: Path, *, image_size: int, channels: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """:func:`read_image`, also returning the picture's native ``(height, width)`` before crop and resize."""
+    """:func:`read_image`, also returning the picture's native ``(height, width)`` before crop and resize.
+
+    Example:
+        >>> x, hw = read_sized(Path("chest.png"), image_size=28, channels=1)  # doctest: +SKIP
+        >>> x.shape, hw  # a 640 px wide, 480 px high PNG  # doctest: +SKIP
+        (torch.Size([1, 28, 28]), (480, 640))
+    """
     kind = _kind(p)
     loader, reader = _reader(kind)
     with warnings.catch_warnings():

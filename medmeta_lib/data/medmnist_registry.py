@@ -82,7 +82,14 @@ class MedMNISTInfo:
 
 
 def check_medmnist_size(size: int) -> None:
-    """Raise ``ValueError`` unless ``size`` is an official MedMNIST side (28, 64, 128 or 224)."""
+    """Raise ``ValueError`` unless ``size`` is an official MedMNIST side (28, 64, 128 or 224).
+
+    Example:
+        >>> check_medmnist_size(64)  # an official size: no error
+        >>> check_medmnist_size(32)
+        Traceback (most recent call last):
+        ValueError: size must be one of (28, 64, 128, 224) (the official MedMNIST sizes), got 32
+    """
     if size not in MEDMNIST_SIZES:
         raise ValueError(f"size must be one of {MEDMNIST_SIZES} (the official MedMNIST sizes), got {size!r}")
 

@@ -11,7 +11,13 @@ __all__ = ["project_2d", "sample_indices", "site_predictability"]
 
 
 def sample_indices(collection: ImageCollection, max_images: int, *, seed: int = 0) -> np.ndarray:
-    """Up to ``max_images`` indices drawn uniformly without replacement (sorted), seeded."""
+    """Up to ``max_images`` indices drawn uniformly without replacement (sorted), seeded.
+
+    Example:
+        >>> c = ImageCollection(images=torch.rand(10, 1, 4, 4), labels=torch.arange(10) % 2, class_names=("a", "b"))
+        >>> sample_indices(c, 4, seed=0).tolist(), len(sample_indices(c, 20))
+        ([2, 4, 5, 7], 10)
+    """
     if max_images < 1:
         raise ValueError(f"max_images must be >= 1, got {max_images}")
     n = len(collection)
@@ -53,6 +59,13 @@ def site_predictability(collection: ImageCollection, *, max_images: int = 2000, 
 
     A value well above chance means the acquisition shift is visible in the pixels: a model can
     tell hospitals apart, and may latch onto that instead of the pathology.
+
+    Example:
+        >>> x = torch.cat([torch.full((6, 1, 4, 4), 0.2), torch.full((6, 1, 4, 4), 0.8)])  # site 1 is brighter
+        >>> c = ImageCollection(images=x, labels=torch.tensor([0, 1] * 6), class_names=("a", "b"),
+        ...                     sites=torch.tensor([0] * 6 + [1] * 6), site_names=("s0", "s1"))
+        >>> site_predictability(c)
+        1.0
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_score

@@ -172,12 +172,25 @@ def soft(x: Tensor, w: float | Tensor) -> Tensor:
 
 
 def ell(u: Tensor, v: Tensor, cx: Tensor | float, cy: Tensor | float, rx: Tensor | float, ry: Tensor | float) -> Tensor:
-    """Normalised elliptic radius: 1 on the ellipse boundary."""
+    """Normalised elliptic radius: 1 on the ellipse boundary.
+
+    Example:
+        >>> r = ell(torch.tensor([0.0, 0.5, 1.0]), torch.tensor(0.0), cx=0.0, cy=0.0, rx=0.5, ry=0.25)
+        >>> r.round(decimals=3).tolist()
+        [0.0, 1.0, 2.0]
+    """
     return (((u - cx) / rx) ** 2 + ((v - cy) / ry) ** 2).add_(1e-12).sqrt_()
 
 
 def nexp(q: Tensor) -> Tensor:
-    """``exp(-q)`` for ``q >= 0``, with q capped at 60: exp underflowing into denormals is ~10x slower on CPU."""
+    """``exp(-q)`` for ``q >= 0``, with q capped at 60: exp underflowing into denormals is ~10x slower on CPU.
+
+    Example:
+        >>> [round(x, 4) for x in nexp(torch.tensor([0.0, 1.0, 2.0])).tolist()]
+        [1.0, 0.3679, 0.1353]
+        >>> bool(nexp(torch.tensor(100.0)) == nexp(torch.tensor(60.0)))  # q capped at 60
+        True
+    """
     return q.clamp(max=60.0).neg_().exp_()
 
 
@@ -187,12 +200,23 @@ def _nexp_(q: Tensor) -> Tensor:
 
 
 def gauss(u: Tensor, v: Tensor, cx: Tensor | float, cy: Tensor | float, r: Tensor | float) -> Tensor:
-    """Isotropic Gaussian bump of radius ``r``."""
+    """Isotropic Gaussian bump of radius ``r``.
+
+    Example:
+        >>> g = gauss(torch.tensor([0.0, 0.5, 1.0]), torch.tensor(0.0), cx=0.0, cy=0.0, r=0.5)
+        >>> [round(x, 4) for x in g.tolist()]  # exp(-d²/r²): 1 at the centre, exp(-1) at distance r
+        [1.0, 0.3679, 0.0183]
+    """
     return _nexp_(((u - cx) ** 2 + (v - cy) ** 2).div_(r**2))
 
 
 def line(dist: Tensor, w: Tensor | float) -> Tensor:
-    """A thin ridge where ``dist`` is 0, of half-width ``w``."""
+    """A thin ridge where ``dist`` is 0, of half-width ``w``.
+
+    Example:
+        >>> [round(x, 4) for x in line(torch.tensor([0.0, 0.1, -0.2]), 0.1).tolist()]
+        [1.0, 0.3679, 0.0183]
+    """
     return _nexp_((dist / w).square_())
 
 

@@ -117,13 +117,36 @@ def evaluate_learner(
 
 
 def evaluate_learners(learners: Mapping[str, Any], episodes: Sequence[Episode], **kw: Any) -> dict[str, EvalResult]:
-    """:func:`evaluate_learner` for several learners on the *same* episodes."""
+    """:func:`evaluate_learner` for several learners on the *same* episodes.
+
+    Example:
+        >>> import torch
+        >>> from medmeta_lib.data import EpisodeSampler, ImageCollection
+        >>> from medmeta_lib.learners import create_learner
+        >>> from medmeta_lib.models import create_backbone
+        >>> c = ImageCollection(torch.rand(12, 1, 28, 28), torch.arange(12) % 4, class_names=tuple("abcd"))
+        >>> episodes = EpisodeSampler(c, n_way=3, k_shot=1, q_query=2, seed=0).fixed(3, seed=0)
+        >>> learner = create_learner("protonet", create_backbone("conv4", hidden=8), n_way=3)
+        >>> res = evaluate_learners({"protonet": learner}, episodes)
+        >>> sorted(res), res["protonet"].episodes
+        (['protonet'], 3)
+    """
     return {name: evaluate_learner(lr, episodes, **kw) for name, lr in learners.items()}
 
 
 @contextlib.contextmanager
 def inference_mode(learner: Any, transductive: bool | None) -> Iterator[None]:
-    """Temporarily set ``learner.transductive`` (``None``: leave the learner's own setting)."""
+    """Temporarily set ``learner.transductive`` (``None``: leave the learner's own setting).
+
+    Example:
+        >>> from medmeta_lib.learners import create_learner
+        >>> from medmeta_lib.models import create_backbone
+        >>> learner = create_learner("protonet", create_backbone("conv4", hidden=8), n_way=2)
+        >>> with inference_mode(learner, True):
+        ...     inside = learner.transductive
+        >>> inside, learner.transductive
+        (True, False)
+    """
     if transductive is None:
         yield
         return

@@ -89,7 +89,12 @@ def check_int(name: str, value: Any, minimum: int) -> int:
 
 
 def check_positive(name: str, value: Any) -> float:
-    """Return ``value`` as float if it is a finite number ``> 0``, else raise ``ValueError``."""
+    """Return ``value`` as float if it is a finite number ``> 0``, else raise ``ValueError``.
+
+    Example:
+        >>> check_positive("inner_lr", 0.01), check_positive("scale", 10)
+        (0.01, 10.0)
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value != value:
         raise ValueError(f"{name} must be a number > 0, got {value!r}")
     if value == float("inf"):
@@ -129,6 +134,14 @@ class Learner(nn.Module):
     Args:
         backbone: feature extractor ``(B, C, H, W) → (B, D)`` with an ``out_features`` attribute.
         n_way: classes per task.
+
+    Example:
+        >>> from medmeta_lib.learners import create_learner
+        >>> from medmeta_lib.models import create_backbone
+        >>> learner = create_learner("protonet", create_backbone("conv4", hidden=8), n_way=2)
+        >>> predictor, trace = learner.adapt(torch.rand(4, 1, 28, 28), torch.tensor([0, 0, 1, 1]))
+        >>> predictor(torch.rand(3, 1, 28, 28)).shape, trace.steps
+        (torch.Size([3, 2]), [0, 1])
     """
 
     name: ClassVar[str] = "learner"

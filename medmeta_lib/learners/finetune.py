@@ -186,6 +186,12 @@ class BaselinePlusPlus(Baseline):
         adapt_lr: Adam learning rate of the new head.
         adapt_weight_decay: weight decay of the new head.
         adapt_seed: seed of the new head's initialisation.
+
+    Example:
+        >>> from medmeta_lib.models import create_backbone
+        >>> b = BaselinePlusPlus(create_backbone("conv4", hidden=8), n_way=2, num_train_classes=4, scale=5.0)
+        >>> type(b.classifier).__name__, b.classifier(torch.rand(3, 8)).shape
+        ('CosineHead', torch.Size([3, 4]))
     """
 
     name = "baseline++"

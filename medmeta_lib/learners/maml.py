@@ -302,7 +302,15 @@ def _lr_key(name: str) -> str:
 
 @register_learner("fomaml")
 class FOMAML(MAML):
-    """First-order MAML: :class:`MAML` with ``first_order=True`` (same arguments)."""
+    """First-order MAML: :class:`MAML` with ``first_order=True`` (same arguments).
+
+    Example:
+        >>> from medmeta_lib.models.backbones import create_backbone
+        >>> m = FOMAML(create_backbone("conv4", hidden=8), n_way=2)
+        >>> pred, trace = m.adapt(torch.rand(4, 1, 28, 28), torch.tensor([0, 0, 1, 1]), steps=2)
+        >>> m.first_order, pred(torch.rand(3, 1, 28, 28)).shape, trace.steps
+        (True, torch.Size([3, 2]), [0, 1, 2])
+    """
 
     name = "fomaml"
 
@@ -336,6 +344,12 @@ class MetaSGD(MAML):
 
     The rates are initialised to ``inner_lr`` and meta-trained with the backbone; they are part of
     ``parameters()``. Arguments as :class:`MAML`.
+
+    Example:
+        >>> from medmeta_lib.models.backbones import create_backbone
+        >>> m = MetaSGD(create_backbone("conv4", hidden=8), n_way=2, inner_lr=0.05)
+        >>> m.inner_lrs["head-weight"].shape, bool((m.inner_lrs["head-weight"] == 0.05).all())
+        (torch.Size([1, 8]), True)
     """
 
     name = "metasgd"

@@ -49,7 +49,12 @@ def list_learners() -> list[str]:
 
 
 def learner_class(name: str) -> type:
-    """The class registered under ``name`` (``ValueError`` listing the names if unknown)."""
+    """The class registered under ``name`` (``ValueError`` listing the names if unknown).
+
+    Example:
+        >>> learner_class("protonet").__name__, learner_class("baseline++").__name__
+        ('ProtoNet', 'BaselinePlusPlus')
+    """
     _ensure_builtins()
     if name not in _REGISTRY:
         raise ValueError(f"unknown learner {name!r}; choose one of {sorted(_REGISTRY)}")

@@ -29,6 +29,11 @@ def notebook_parameters(path: Path) -> dict[str, dict[str, Any]]:
     Raises:
         ParameterError: when the notebook has no cell tagged ``parameters`` or papermill does not
             recognise an assignment in it (e.g. an annotation papermill cannot parse).
+
+    Example:
+        >>> params = notebook_parameters(Path("notebooks/01_data_exploration.ipynb"))  # doctest: +SKIP
+        >>> params["seed"]["inferred_type_name"], params["seed"]["default"]  # doctest: +SKIP
+        ('int', '0')
     """
     import nbformat
     import papermill as pm

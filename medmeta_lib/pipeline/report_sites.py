@@ -31,7 +31,14 @@ def _gap(r: Mapping[str, Any], a: str, b: str) -> str:
 
 
 def cross_site_part(m03: Mapping[str, Any], learner: Any) -> dict[str, Any] | None:
-    """Notebook 03's leave-one-site-out rows (three deployments, the gaps to the training sites), or None."""
+    """Notebook 03's leave-one-site-out rows (three deployments, the gaps to the training sites), or None.
+
+    Example:
+        >>> r = {"held_out_acc": 0.6, "held_out_ci95": 0.03, "training_sites_acc": 0.7, "training_sites_ci95": 0.04}
+        >>> part = cross_site_part({"cross_site": {"A": r}}, "protonet")
+        >>> part["rows"][0]["held_out"], part["rows"][0]["gap"], part["remote"], cross_site_part({}, "protonet")
+        ('60.0% ± 3.0', '-10.0 ± 5.0 pts', False, None)
+    """
     rows = []
     for site, r in as_map(m03.get("cross_site")).items():
         r = as_map(r)
@@ -57,7 +64,14 @@ def cross_site_part(m03: Mapping[str, Any], learner: Any) -> dict[str, Any] | No
 
 
 def site_transfer_part(m04: Mapping[str, Any]) -> dict[str, Any] | None:
-    """Notebook 04's site-transfer matrix (trained at a row's site, tested at each column), or None."""
+    """Notebook 04's site-transfer matrix (trained at a row's site, tested at each column), or None.
+
+    Example:
+        >>> t = {"rows": ["A", "B"], "cols": ["A", "B"], "acc": [[0.7, 0.5], [0.55, 0.65]], "learner": "protonet"}
+        >>> part = site_transfer_part({"site_transfer": t})
+        >>> part["cols"], part["rows"][1], site_transfer_part({})
+        (['A', 'B'], {'site': 'B', 'cells': ['55.0%', '65.0%'], 'diagonal': 1}, None)
+    """
     t = as_map(m04.get("site_transfer"))
     lists: list[list[Any]] = [t[k] if isinstance(t.get(k), list) else [] for k in ("rows", "cols", "acc", "ci95")]
     names_r, names_c, acc, ci = lists

@@ -174,6 +174,10 @@ def resolve_parameters(
     Raises:
         ParameterError: an unknown name (declared by no selected notebook) or a wrongly typed value,
             naming the notebook and the parameter; papermill itself would only warn.
+
+    Example:
+        >>> resolve_parameters(NOTEBOOKS[:2], {"seed": 3, "02.epochs": 2})  # doctest: +SKIP
+        {'01': {'seed': 3}, '02': {'seed': 3, 'epochs': 2}}
     """
     declared = {s.key: notebook_parameters(s.path) for s in specs}
     resolved: dict[str, dict[str, Any]] = {s.key: dict(s.smoke) if smoke else {} for s in specs}

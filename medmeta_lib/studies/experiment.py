@@ -29,7 +29,14 @@ __all__ = [
 
 
 def learner_defaults(name: str, collection: ImageCollection) -> dict[str, Any]:
-    """Keyword arguments a learner needs from the data (``num_train_classes`` for the baselines)."""
+    """Keyword arguments a learner needs from the data (``num_train_classes`` for the baselines).
+
+    Example:
+        >>> import torch
+        >>> c = ImageCollection(torch.rand(8, 1, 28, 28), torch.arange(8) % 4, tuple("abcd"))
+        >>> learner_defaults("baseline++", c), learner_defaults("protonet", c)
+        ({'num_train_classes': 4}, {})
+    """
     return {"num_train_classes": collection.num_classes} if name in ("baseline", "baseline++") else {}
 
 
@@ -99,6 +106,15 @@ def evaluate_split(
 
     ``transductive``: ``None`` keeps each learner's setting (see
     :func:`~medmeta_lib.evaluation.episodic.evaluate_learner`).
+
+    Example:
+        >>> import torch
+        >>> from medmeta_lib.studies.experiment_split import make_split
+        >>> c = ImageCollection(torch.rand(12, 1, 28, 28), torch.arange(12) % 4, tuple("abcd"))
+        >>> split = make_split(c, c, split="none", n_way=3, k_shot=1, q_query=2)
+        >>> res = evaluate_split({"protonet": build_learner("protonet", n_way=3)}, split, episodes=3)
+        >>> res["protonet"].episodes, res["protonet"].settings["k_shot"], res["protonet"].settings["transductive"]
+        (3, 1, False)
     """
     test_set = split.test.fixed(episodes, seed=seed)
     settings = {
@@ -134,6 +150,15 @@ def obtain_learners(
 
     Returns:
         ``(learners, note)``; the note says where each learner came from.
+
+    Example:
+        >>> import torch
+        >>> from medmeta_lib.studies.experiment_split import make_split
+        >>> c = ImageCollection(torch.rand(12, 1, 28, 28), torch.arange(12) % 4, tuple("abcd"))
+        >>> split = make_split(c, c, split="none", n_way=3, k_shot=1, q_query=2)
+        >>> learners, note = obtain_learners(None, ["scratch"], split)
+        >>> list(learners), note
+        (['scratch'], "built here (no meta-training needed): ['scratch']")
     """
     from medmeta_lib.runio import read_metrics
     from medmeta_lib.training.learner_io import load_learner

@@ -88,6 +88,14 @@ def leave_one_site_out(
         episodes: test episodes per cell.
         seed: seed.
         **build: passed to :func:`train_learners` (backbone, backbone_kwargs, encoder...).
+
+    Example:
+        >>> c = ImageCollection(torch.rand(48, 1, 28, 28), torch.arange(48) % 4, tuple("abcd"),
+        ...                     sites=torch.arange(48) // 24, site_names=("A", "B"))
+        >>> out = leave_one_site_out("protonet", c, c, n_way=3, k_shot=1, q_query=2, episodes=2,
+        ...                          config=MetaTrainConfig(steps=1, val_every=0), backbone_kwargs={"hidden": 8})
+        >>> sorted(out), sorted(out["A"])[:2]
+        (['A', 'B'], ['held_out_acc', 'held_out_ci95'])
     """
     cfg = config or MetaTrainConfig(steps=200, val_every=0, seed=seed)
     out: dict[str, dict[str, float]] = {}
@@ -142,6 +150,14 @@ def site_transfer_matrix(
         episodes: test episodes per cell.
         seed: seed.
         **build: passed to :func:`train_learners`.
+
+    Example:
+        >>> c = ImageCollection(torch.rand(48, 1, 28, 28), torch.arange(48) % 4, tuple("abcd"),
+        ...                     sites=torch.arange(48) // 24, site_names=("A", "B"))
+        >>> m = site_transfer_matrix("protonet", c, c, n_way=3, k_shot=1, q_query=2, episodes=2,
+        ...                          config=MetaTrainConfig(steps=1, val_every=0), backbone_kwargs={"hidden": 8})
+        >>> m["rows"], m["cols"], [len(row) for row in m["acc"]]
+        (['A', 'B'], ['A', 'B'], [2, 2])
     """
     cfg = config or MetaTrainConfig(steps=200, val_every=0, seed=seed)
     names = list(train.site_names or ())

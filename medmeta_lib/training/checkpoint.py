@@ -108,7 +108,12 @@ def to_json(value: Any, where: str) -> Any:
 
 
 def from_json(value: Any) -> Any:
-    """Inverse of :func:`to_json`: tagged tuples and tensors come back as tuples and tensors."""
+    """Inverse of :func:`to_json`: tagged tuples and tensors come back as tuples and tensors.
+
+    Example:
+        >>> from_json({"t": {"__tuple__": [1, 2]}, "x": {"__tensor__": [1.5], "dtype": "float32"}, "n": [3]})
+        {'t': (1, 2), 'x': tensor([1.5000]), 'n': [3]}
+    """
     if isinstance(value, list):
         return [from_json(v) for v in value]
     if isinstance(value, dict):

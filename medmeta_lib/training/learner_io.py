@@ -98,6 +98,14 @@ def load_learner(path: str | Path, *, expect_learner: str | None = None) -> Any:
 
     Raises:
         ValueError: the file is not a learner checkpoint, or holds another learner than expected.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     path = save_learner(Path(d) / "p.safetensors", build_learner("protonet", n_way=2), None, {})
+        ...     learner = load_learner(path, expect_learner="protonet")
+        >>> type(learner).__name__, learner.n_way, learner.spec["backbone"]
+        ('ProtoNet', 2, {'name': 'conv4', 'kwargs': {'in_channels': 1}})
     """
     from medmeta_lib.training.checkpoint import load_checkpoint
 

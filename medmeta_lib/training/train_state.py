@@ -71,6 +71,14 @@ def load_optimizer_state(
 
     Raises:
         ValueError: the saved state belongs to another optimiser type or parameter layout.
+
+    Example:
+        >>> p = torch.nn.Parameter(torch.ones(2))
+        >>> opt = torch.optim.Adam([p], lr=0.1); p.sum().backward(); opt.step()
+        >>> fresh = torch.optim.Adam([p], lr=0.1)
+        >>> load_optimizer_state(fresh, *optimizer_state_to_tensors(opt))
+        >>> fresh.state_dict()["state"][0]["step"], fresh.state_dict()["state"][0]["exp_avg"]
+        (tensor(1.), tensor([0.1000, 0.1000]))
     """
     if meta.get("type") != type(optimizer).__name__:
         raise ValueError(
@@ -115,6 +123,15 @@ def load_scheduler_state(scheduler: torch.optim.lr_scheduler.LRScheduler, state:
 
     Raises:
         ValueError: the state belongs to another scheduler type.
+
+    Example:
+        >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        >>> sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2)
+        >>> for _ in range(3): opt.step(); sched.step()
+        >>> fresh = torch.optim.lr_scheduler.StepLR(opt, step_size=2)
+        >>> load_scheduler_state(fresh, scheduler_state_to_json(sched))
+        >>> fresh.last_epoch
+        3
     """
     if state.get("type") != type(scheduler).__name__:
         raise ValueError(
@@ -172,7 +189,16 @@ def restore_rng_state(
     *,
     generators: Mapping[str, torch.Generator | np.random.Generator] | None = None,
 ) -> None:
-    """Restore the states captured by :func:`rng_state_to_tensors` (same ``generators`` keys)."""
+    """Restore the states captured by :func:`rng_state_to_tensors` (same ``generators`` keys).
+
+    Example:
+        >>> g = torch.Generator().manual_seed(1)
+        >>> tensors, meta = rng_state_to_tensors(generators={"g": g})
+        >>> a, b = random.random(), torch.rand(2, generator=g)
+        >>> restore_rng_state(tensors, meta, generators={"g": g})
+        >>> random.random() == a, torch.equal(torch.rand(2, generator=g), b)
+        (True, True)
+    """
     torch.set_rng_state(tensors[f"{prefix}torch"].to(torch.uint8))
     if torch.cuda.is_available():
         cuda = [tensors[k] for k in sorted(t for t in tensors if t.startswith(f"{prefix}cuda."))]

@@ -26,6 +26,15 @@ def setup_notebook() -> None:
 
     Plotly figures render through JupyterLab's mimetype renderer and, in the HTML export, as
     self-contained HTML (plotly.js inlined once: the workbench runs offline).
+
+    Example:
+        >>> import matplotlib as mpl, plotly.io as pio
+        >>> renderer = pio.renderers.default
+        >>> with mpl.rc_context():  # the example restores matplotlib's and plotly's settings
+        ...     setup_notebook()
+        ...     pio.renderers.default, mpl.rcParams["image.cmap"]
+        ('plotly_mimetype+notebook', 'gray')
+        >>> pio.renderers.default = renderer
     """
     import matplotlib as mpl
     import plotly.io as pio

@@ -81,7 +81,17 @@ def sample_grid(
 
 
 def site_grid(collection: ImageCollection, *, classes: Sequence[int] | None = None, seed: int = 0) -> Figure:
-    """One image per (class, site): rows are classes, columns are sites — the acquisition shift made visible."""
+    """One image per (class, site): rows are classes, columns are sites — the acquisition shift made visible.
+
+    Example:
+        >>> import torch
+        >>> c = ImageCollection(images=torch.linspace(0, 1, 512).reshape(8, 1, 8, 8), labels=torch.tensor([0, 1] * 4),
+        ...                     class_names=("a", "b"), sites=torch.tensor([0, 0, 1, 1] * 2), site_names=("s0", "s1"))
+        >>> fig = site_grid(c)
+        >>> len(fig.axes), fig.axes[1].get_title()
+        (4, 's1')
+        >>> plt.close(fig)
+    """
     assert collection.sites is not None and collection.site_names is not None
     classes = list(range(min(collection.num_classes, 8))) if classes is None else list(classes)
     rng = np.random.default_rng(seed)
@@ -106,7 +116,16 @@ def site_grid(collection: ImageCollection, *, classes: Sequence[int] | None = No
 
 
 def class_balance_figure(collection: ImageCollection) -> go.Figure:
-    """Stacked bar chart of images per class, one colour per site."""
+    """Stacked bar chart of images per class, one colour per site.
+
+    Example:
+        >>> import torch
+        >>> c = ImageCollection(images=torch.linspace(0, 1, 512).reshape(8, 1, 8, 8), labels=torch.tensor([0, 1] * 4),
+        ...                     class_names=("a", "b"), sites=torch.tensor([0, 0, 1, 1] * 2), site_names=("s0", "s1"))
+        >>> fig = class_balance_figure(c)
+        >>> [(bar.name, list(bar.y)) for bar in fig.data]
+        [('s0', [2, 2]), ('s1', [2, 2])]
+    """
     assert collection.site_names is not None
     counts = collection.site_class_counts().numpy()
     fig = go.Figure()
@@ -117,7 +136,16 @@ def class_balance_figure(collection: ImageCollection) -> go.Figure:
 
 
 def site_histogram_figure(collection: ImageCollection, *, bins: int = 40, max_images: int = 2000) -> go.Figure:
-    """Per-site pixel-intensity histograms (normalised): exposure, contrast and offset differences."""
+    """Per-site pixel-intensity histograms (normalised): exposure, contrast and offset differences.
+
+    Example:
+        >>> import torch
+        >>> c = ImageCollection(images=torch.linspace(0, 1, 512).reshape(8, 1, 8, 8), labels=torch.tensor([0, 1] * 4),
+        ...                     class_names=("a", "b"), sites=torch.tensor([0, 0, 1, 1] * 2), site_names=("s0", "s1"))
+        >>> fig = site_histogram_figure(c, bins=10)
+        >>> [line.name for line in fig.data], len(fig.data[0].x)
+        (['s0', 's1'], 10)
+    """
     assert collection.sites is not None and collection.site_names is not None
     idx = sample_indices(collection, max_images)
     edges = np.linspace(0, 1, bins + 1)
@@ -151,6 +179,14 @@ def projection_figure(
         max_images: subsample for speed.
         features: optional ``(N, D)`` features aligned with the collection (else raw pixels).
         seed: subsampling and projection seed.
+
+    Example:
+        >>> import torch
+        >>> c = ImageCollection(images=torch.linspace(0, 1, 512).reshape(8, 1, 8, 8), labels=torch.tensor([0, 1] * 4),
+        ...                     class_names=("a", "b"), sites=torch.tensor([0, 0, 1, 1] * 2), site_names=("s0", "s1"))
+        >>> fig = projection_figure(c, color_by="site")
+        >>> fig.layout.title.text, [t.name for t in fig.data]
+        ('PCA of pixels, by site', ['s0', 's1'])
     """
     if color_by not in ("class", "site", "modality"):
         raise ValueError(f"color_by must be 'class', 'site' or 'modality', got {color_by!r}")
@@ -181,7 +217,19 @@ def projection_figure(
 
 
 def episode_figure(episode: Episode, *, class_names: Sequence[str] | None = None, max_query: int = 6) -> Figure:
-    """One row per class: its K support images, a gap, then up to ``max_query`` query images."""
+    """One row per class: its K support images, a gap, then up to ``max_query`` query images.
+
+    Example:
+        >>> import torch
+        >>> from medmeta_lib.data.episodes import EpisodeSampler
+        >>> c = ImageCollection(images=torch.linspace(0, 1, 512).reshape(8, 1, 8, 8), labels=torch.tensor([0, 1] * 4),
+        ...                     class_names=("a", "b"))
+        >>> episode = EpisodeSampler(c, n_way=2, k_shot=1, q_query=2, seed=0).sample()
+        >>> fig = episode_figure(episode, class_names=c.class_names)
+        >>> len(fig.axes), fig.get_suptitle()  # 2 rows of 1 support + gap + 2 queries
+        (8, '2-way 1-shot task (site 0)')
+        >>> plt.close(fig)
+    """
     n, k, q = episode.n_way, episode.k_shot, min(episode.q_query, max_query)
     cols = k + 1 + q
     fig, axes = plt.subplots(n, cols, figsize=(cols * 0.9, n * 0.95 + 0.4), squeeze=False, layout="constrained")

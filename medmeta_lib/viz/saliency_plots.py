@@ -45,6 +45,13 @@ def saliency_overlay(ax: Any, image: torch.Tensor, saliency: np.ndarray, *, vmax
 
     Red marks evidence *for* the class, blue evidence against it; near-zero values stay transparent.
     Returns the image artist (for a colour bar).
+
+    Example:
+        >>> fig, ax = plt.subplots()
+        >>> art = saliency_overlay(ax, torch.full((1, 8, 8), 0.5), np.linspace(-1, 1, 64).reshape(8, 8), vmax=1.0)
+        >>> len(ax.images), art.get_cmap().name, float(art.get_alpha().max())  # the grey image, then the map
+        (2, 'RdBu_r', 0.75)
+        >>> plt.close(fig)
     """
     _show(ax, image)
     norm = Normalize(-vmax, vmax)

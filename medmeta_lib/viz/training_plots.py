@@ -53,7 +53,13 @@ def loss_curve_figure(
     title: str = "training loss",
     window: int = 10,
 ) -> go.Figure:
-    """Loss per step (raw and smoothed) with monitor accuracies on a second axis when present."""
+    """Loss per step (raw and smoothed) with monitor accuracies on a second axis when present.
+
+    Example:
+        >>> history = [{"step": i, "loss": 1.0 / (i + 1)} for i in range(5)] + [{"step": 4, "knn_acc": 0.6}]
+        >>> [trace.name for trace in loss_curve_figure(history).data]
+        ['loss', 'loss (smoothed)', 'knn_acc']
+    """
     xs = [h[x] for h in history if y in h]
     ys = [h[y] for h in history if y in h]
     fig = make_subplots(specs=[[{"secondary_y": True}]])
@@ -72,7 +78,14 @@ def loss_curve_figure(
 
 
 def meta_curves_figure(histories: Mapping[str, Sequence[Mapping[str, Any]]], *, window: int = 20) -> go.Figure:
-    """Meta-training loss (smoothed) and validation accuracy with its 95% CI band, one colour per learner."""
+    """Meta-training loss (smoothed) and validation accuracy with its 95% CI band, one colour per learner.
+
+    Example:
+        >>> hist = [{"step": 0, "loss": 1.0}, {"step": 10, "loss": 0.5}, {"step": 10, "val_acc": 0.6, "val_ci95": 0.1}]
+        >>> fig = meta_curves_figure({"maml": hist})
+        >>> [(trace.name, trace.xaxis) for trace in fig.data]  # loss; CI band and accuracy on the right
+        [('maml', 'x'), (None, 'x2'), ('maml', 'x2')]
+    """
     fig = make_subplots(
         rows=1, cols=2, subplot_titles=("meta-train query loss (smoothed)", "meta-val accuracy ± 95% CI")
     )
@@ -129,7 +142,15 @@ def _get(r: Any, key: str) -> Any:
 
 
 def results_bar_figure(results: Mapping[str, Any], *, metric: str = "acc", title: str | None = None) -> go.Figure:
-    """Bars of ``<metric>_mean`` with ``<metric>_ci95`` error bars, one bar per learner (same episodes)."""
+    """Bars of ``<metric>_mean`` with ``<metric>_ci95`` error bars, one bar per learner (same episodes).
+
+    Example:
+        >>> res = {"protonet": {"acc_mean": 0.7, "acc_ci95": 0.02, "episodes": 100},
+        ...        "maml": {"acc_mean": 0.6, "acc_ci95": 0.03, "episodes": 100}}
+        >>> bars = results_bar_figure(res).data[0]
+        >>> list(bars.x), bars.text
+        (['protonet', 'maml'], ('0.700', '0.600'))
+    """
     names = list(results)
     means = [_get(results[n], f"{metric}_mean") for n in names]
     cis = [_get(results[n], f"{metric}_ci95") or 0.0 for n in names]
@@ -147,7 +168,14 @@ def results_bar_figure(results: Mapping[str, Any], *, metric: str = "acc", title
 
 
 def results_table_figure(results: Mapping[str, Any], *, title: str = "") -> go.Figure:
-    """A table: learner, accuracy ± CI, AUROC ± CI (2-way), episodes."""
+    """A table: learner, accuracy ± CI, AUROC ± CI (2-way), episodes.
+
+    Example:
+        >>> res = {"protonet": {"acc_mean": 0.7, "acc_ci95": 0.02, "episodes": 100},
+        ...        "maml": {"acc_mean": 0.6, "acc_ci95": 0.03, "episodes": 100}}
+        >>> results_table_figure(res).data[0].cells.values[1]  # no ``auc_mean``: AUROC shows "—"
+        ['0.700 ± 0.020', '0.600 ± 0.030']
+    """
 
     def fmt(r: Any, k: str) -> str:
         m, h = _get(r, f"{k}_mean"), _get(r, f"{k}_ci95")
@@ -184,7 +212,13 @@ def cross_site_figure(
     xlabel: str = "test site",
     ylabel: str = "trained on",
 ) -> go.Figure:
-    """Heatmap of accuracies (e.g. training site × test site), values annotated."""
+    """Heatmap of accuracies (e.g. training site × test site), values annotated.
+
+    Example:
+        >>> fig = cross_site_figure([[0.9, 0.6], [0.5, None]], rows=["A", "B"], cols=["A", "B"])
+        >>> fig.data[0].text  # a missing cell stays blank
+        (['0.90', '0.60'], ['0.50', ''])
+    """
     z = np.array([[np.nan if v is None else v for v in r] for r in matrix], dtype=float)
     text = [["" if np.isnan(v) else f"{v:.2f}" for v in r] for r in z]
     fig = go.Figure(
@@ -207,6 +241,12 @@ def label_efficiency_figure(rows: Sequence[Mapping[str, Any]], *, metric: str = 
     """Linear-probe ``metric`` vs labels per class, one line per encoder, with 95% CI error bars.
 
     ``rows`` come from ``medmeta_lib.ssl.probe.label_efficiency`` (``k_per_class`` None = all labels).
+
+    Example:
+        >>> rows = [{"encoder": "ssl", "k_per_class": 5, "acc_mean": 0.7, "acc_ci95": 0.05},
+        ...         {"encoder": "ssl", "k_per_class": None, "acc_mean": 0.9, "acc_ci95": 0.01}]
+        >>> [(trace.name, trace.x) for trace in label_efficiency_figure(rows).data]
+        [('ssl', ('5', 'all'))]
     """
     fig = go.Figure()
     ks = sorted({r["k_per_class"] for r in rows if r["k_per_class"] is not None})
@@ -229,7 +269,17 @@ def label_efficiency_figure(rows: Sequence[Mapping[str, Any]], *, metric: str = 
 
 
 def label_efficiency_matplotlib(rows: Sequence[Mapping[str, Any]], *, metric: str = "acc") -> Any:
-    """The label-efficiency curve as a static matplotlib figure (for the run report's PNGs)."""
+    """The label-efficiency curve as a static matplotlib figure (for the run report's PNGs).
+
+    Example:
+        >>> import matplotlib.pyplot as plt
+        >>> rows = [{"encoder": "ssl", "k_per_class": 5, "acc_mean": 0.7, "acc_ci95": 0.05},
+        ...         {"encoder": "ssl", "k_per_class": None, "acc_mean": 0.9, "acc_ci95": 0.01}]
+        >>> fig = label_efficiency_matplotlib(rows)
+        >>> [t.get_text() for t in fig.axes[0].get_xticklabels()], fig.axes[0].get_legend_handles_labels()[1]
+        (['5', 'all'], ['ssl'])
+        >>> plt.close(fig)
+    """
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3))
@@ -251,7 +301,17 @@ def label_efficiency_matplotlib(rows: Sequence[Mapping[str, Any]], *, metric: st
 
 
 def results_bar_matplotlib(results: Mapping[str, Any], *, metric: str = "acc", title: str = "") -> Any:
-    """Results bars with 95% CI error bars as a static matplotlib figure (for the run report's PNGs)."""
+    """Results bars with 95% CI error bars as a static matplotlib figure (for the run report's PNGs).
+
+    Example:
+        >>> import matplotlib.pyplot as plt
+        >>> res = {"protonet": {"acc_mean": 0.7, "acc_ci95": 0.02, "episodes": 100},
+        ...        "maml": {"acc_mean": 0.6, "acc_ci95": 0.03, "episodes": 100}}
+        >>> fig = results_bar_matplotlib(res, title="accuracy")
+        >>> len(fig.axes[0].patches), fig.axes[0].get_title()
+        (2, 'accuracy')
+        >>> plt.close(fig)
+    """
     import matplotlib.pyplot as plt
 
     names = list(results)
