@@ -50,7 +50,10 @@ def image_suffix(path: Path) -> str:
 
 
 def is_dicom_without_suffix(path: Path) -> bool:
-    """DICOM files often have no extension (``IM0001``); they carry ``DICM`` at byte 128.
+    """A DICOM file without an image extension, known by ``DICM`` at byte 128.
+
+    DICOM exports often name files ``IM0001`` or by their UID (``1.2.840.113619.2.55.3``, whose last dot
+    looks like an extension); any name without one of :data:`IMAGE_EXTENSIONS` is checked.
 
     Example:
         >>> import tempfile
@@ -59,7 +62,7 @@ def is_dicom_without_suffix(path: Path) -> bool:
         ...     is_dicom_without_suffix(Path(f.name)), is_dicom_without_suffix(Path("IM0001.png"))
         (True, False)
     """
-    if path.suffix:
+    if image_suffix(path) in IMAGE_EXTENSIONS:
         return False
     try:
         with open(path, "rb") as f:

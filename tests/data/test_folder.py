@@ -119,9 +119,10 @@ def test_dicom_pixels_and_monochrome1(tmp_path: Path) -> None:
     inv = read_image(_dicom(tmp_path / "m1.dcm", a, photometric="MONOCHROME1"), image_size=16)
     assert torch.allclose(inv[0], 1 - _expected(a), atol=1e-6)
     # DICOM without a file extension is recognised by its "DICM" marker
-    bare = tmp_path / "IM0001"
-    bare.write_bytes((tmp_path / "m2.dcm").read_bytes())
-    assert torch.allclose(read_image(bare, image_size=16), x)
+    for name in ("IM0001", "1.2.840.113619.2.55.3"):  # no extension, or a UID whose last dot looks like one
+        bare = tmp_path / name
+        bare.write_bytes((tmp_path / "m2.dcm").read_bytes())
+        assert torch.allclose(read_image(bare, image_size=16), x)
 
 
 def test_nifti_2d_and_3d_middle_slice(tmp_path: Path) -> None:
