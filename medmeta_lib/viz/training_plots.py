@@ -179,7 +179,9 @@ def results_table_figure(results: Mapping[str, Any], *, title: str = "") -> go.F
 
     def fmt(r: Any, k: str) -> str:
         m, h = _get(r, f"{k}_mean"), _get(r, f"{k}_ci95")
-        return "—" if m is None else f"{m:.3f} ± {h:.3f}"
+        if m is None:
+            return "—"
+        return f"{m:.3f}" if h is None else f"{m:.3f} ± {h:.3f}"  # a result without an interval shows the mean
 
     rows = [
         [n for n in results],
@@ -252,12 +254,7 @@ def label_efficiency_figure(rows: Sequence[Mapping[str, Any]], *, metric: str = 
     ks = sorted({r["k_per_class"] for r in rows if r["k_per_class"] is not None})
     labels = [str(k) for k in ks] + (["all"] if any(r["k_per_class"] is None for r in rows) else [])
     for name in dict.fromkeys(r["encoder"] for r in rows):
-        sel = sorted(
-            (r for r in rows if r["encoder"] == name), key=lambda r: (r["k_per_class"] is None, r["k_per_class"] or 0)
-        )
-        x = [("all" if r["k_per_class"] is None else str(r["k_per_class"])) for r in sel]
-        y = [r.get(f"{metric}_mean") for r in sel]
-        e = [r.get(f"{metric}_ci95") or 0.0 for r in sel]
+        x, y, e = _efficiency_points(rows, name, metric)
         fig.add_scatter(x=x, y=y, error_y={"type": "data", "array": e}, mode="lines+markers", name=name)
     fig.update_layout(
         title=f"linear probe {metric} vs labelled images per class (mean ± 95% CI over label draws)",
@@ -266,6 +263,15 @@ def label_efficiency_figure(rows: Sequence[Mapping[str, Any]], *, metric: str = 
         height=400,
     )
     return fig
+
+
+def _efficiency_points(rows: Sequence[Mapping[str, Any]], encoder: str, metric: str) -> tuple[list, list, list]:
+    """One encoder's curve, in order of labels per class with "all" (``k_per_class`` None) last."""
+    sel = sorted(
+        (r for r in rows if r["encoder"] == encoder), key=lambda r: (r["k_per_class"] is None, r["k_per_class"] or 0)
+    )
+    x = [("all" if r["k_per_class"] is None else str(r["k_per_class"])) for r in sel]
+    return x, [r.get(f"{metric}_mean") for r in sel], [r.get(f"{metric}_ci95") or 0.0 for r in sel]
 
 
 def label_efficiency_matplotlib(rows: Sequence[Mapping[str, Any]], *, metric: str = "acc") -> Any:
@@ -284,11 +290,11 @@ def label_efficiency_matplotlib(rows: Sequence[Mapping[str, Any]], *, metric: st
 
     fig, ax = plt.subplots(figsize=(5, 3))
     for name in dict.fromkeys(r["encoder"] for r in rows):
-        sel = [r for r in rows if r["encoder"] == name]
+        x, y, e = _efficiency_points(rows, name, metric)
         ax.errorbar(
-            [str(r["k_per_class"] or "all") for r in sel],
-            [r[f"{metric}_mean"] for r in sel],
-            yerr=[r[f"{metric}_ci95"] or 0.0 for r in sel],
+            x,
+            y,
+            yerr=e,
             marker="o",
             capsize=3,
             label=name,

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from medmeta_lib.viz.training_plots import site_remedy_figure
+from medmeta_lib.viz.training_plots import (
+    label_efficiency_figure,
+    label_efficiency_matplotlib,
+    results_table_figure,
+    site_remedy_figure,
+)
 
 
 def _result() -> dict:
@@ -27,3 +32,30 @@ def test_remedy_figure_groups_encoders_by_protocol_with_intervals_and_paired_dif
     assert len(fig.data[0].x) == 3 and "labels from" in fig.data[0].x[2]
     assert [a.text for a in fig.layout.annotations] == ["Δ +0.050 ± 0.010"] * 3
     assert "hospital_D" in fig.layout.title.text
+
+
+def test_both_label_efficiency_figures_order_labels_per_class_with_all_last() -> None:
+    import matplotlib.pyplot as plt
+
+    points = ((None, 0.3), (10, 0.2), (1, 0.0))  # "all" first: the figures must sort
+    rows = [{"encoder": e, "k_per_class": k, "acc_mean": m0 + d, "acc_ci95": 0.01}
+            for e, m0 in (("ssl", 0.5), ("raw", 0.3)) for k, d in points]  # fmt: skip
+    fig = label_efficiency_figure(rows)
+    assert [(t.name, tuple(t.x), tuple(t.y)) for t in fig.data] == [
+        ("ssl", ("1", "10", "all"), pytest.approx((0.5, 0.7, 0.8))),
+        ("raw", ("1", "10", "all"), pytest.approx((0.3, 0.5, 0.6))),
+    ]
+    static = label_efficiency_matplotlib(rows)
+    ax = static.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "10", "all"]
+    assert [list(c.lines[0].get_ydata()) for c in ax.containers] == [pytest.approx([0.5, 0.7, 0.8]),
+                                                                  pytest.approx([0.3, 0.5, 0.6])]  # fmt: skip
+    plt.close(static)
+
+
+def test_results_table_shows_a_result_without_an_interval() -> None:
+    res = {
+        "scratch": {"acc_mean": 0.61, "acc_ci95": None, "episodes": 1},
+        "protonet": {"acc_mean": 0.7, "acc_ci95": 0.02},
+    }
+    assert list(results_table_figure(res).data[0].cells.values[1]) == ["0.610", "0.700 ± 0.020"]
