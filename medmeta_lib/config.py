@@ -94,7 +94,11 @@ def set_threads(n: int | None = None) -> int:
         >>> _ = set_threads(before)  # restore
     """
     if n is None:
-        n = int(os.environ.get("MEDMETA_THREADS", os.cpu_count() or 1))
+        env = os.environ.get("MEDMETA_THREADS", str(os.cpu_count() or 1))
+        try:
+            n = int(env)
+        except ValueError:
+            raise ValueError(f"$MEDMETA_THREADS must be a whole number of threads, got {env!r}") from None
     if n < 1:
         raise ValueError(f"threads must be >= 1, got {n}")
     torch.set_num_threads(n)

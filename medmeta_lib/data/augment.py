@@ -134,7 +134,10 @@ def bias_field(coeffs: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def adjust_gamma(images: Tensor, gamma: Tensor) -> Tensor:
-    """``x ** gamma`` per image (``gamma`` ``(B,)``) for images in [0, 1]: MONAI's AdjustContrast on a [0, 1] image.
+    """``x ** gamma`` per image (``gamma`` ``(B,)``) for images in [0, 1].
+
+    MONAI's ``AdjustContrast`` without its per-image min-max rescaling: the two agree for an image whose minimum is 0
+    and maximum 1; here a darker or lighter image keeps its range.
 
     Example:
         >>> y = adjust_gamma(torch.full((2, 1, 2, 2), 0.25), torch.tensor([1.0, 0.5]))

@@ -90,7 +90,7 @@ def check_medmnist_size(size: int) -> None:
         Traceback (most recent call last):
         ValueError: size must be one of (28, 64, 128, 224) (the official MedMNIST sizes), got 32
     """
-    if size not in MEDMNIST_SIZES:
+    if isinstance(size, bool) or not isinstance(size, int) or size not in MEDMNIST_SIZES:  # 64.0 names no file
         raise ValueError(f"size must be one of {MEDMNIST_SIZES} (the official MedMNIST sizes), got {size!r}")
 
 
