@@ -158,7 +158,7 @@ def obtain_learners(
         >>> split = make_split(c, c, split="none", n_way=3, k_shot=1, q_query=2)
         >>> learners, note = obtain_learners(None, ["scratch"], split)
         >>> list(learners), note
-        (['scratch'], "built here (no meta-training needed): ['scratch']")
+        (['scratch'], "built here (no meta-training needed): ['scratch'].")
     """
     from medmeta_lib.runio import read_metrics
     from medmeta_lib.training.learner_io import load_learner
@@ -186,7 +186,7 @@ def obtain_learners(
     if trained_here:
         parts.append(f"trained here for {fallback_steps} steps (notebook 03's outputs absent): {trained_here}.")
     if built:
-        parts.append(f"built here (no meta-training needed): {built}")
+        parts.append(f"built here (no meta-training needed): {built}.")
     return {n: learners[n] for n in names}, " ".join(parts)
 
 

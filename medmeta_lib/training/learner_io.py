@@ -40,7 +40,7 @@ def build_learner(
         encoder: path of an encoder checkpoint (``save_backbone`` / SimCLR) to start from; its
             backbone must match (name and arguments), else ``ValueError``.
         learner_kwargs: learner hyper-parameters (inner_lr, inner_steps, ...).
-        seed: torch seed for the random initialisation.
+        seed: torch seed for the random initialisation (``torch.manual_seed``: the global generator).
 
     Example:
         >>> learner = build_learner("protonet", backbone_kwargs={"hidden": 32}, n_way=5)  # doctest: +SKIP
@@ -95,6 +95,10 @@ def save_learner(path: Path, learner: Any, optimizer: torch.optim.Optimizer | No
 
 def load_learner(path: str | Path, *, expect_learner: str | None = None) -> Any:
     """Rebuild a learner from a ``meta_train`` checkpoint (no unpickling: safetensors + JSON).
+
+    It is built with :func:`build_learner`, which seeds torch's global generator (``seed=0``), then given the
+    checkpoint's weights; so loading also resets that generator, and a learner that draws a fresh head when it
+    adapts (Baseline, Scratch) starts from the same state after every load. Documented figures rely on this.
 
     Raises:
         ValueError: the file is not a learner checkpoint, or holds another learner than expected.
