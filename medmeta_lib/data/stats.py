@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -58,7 +60,8 @@ def site_predictability(collection: ImageCollection, *, max_images: int = 2000, 
     """Cross-validated accuracy of predicting the *site* from raw pixels (chance = 1/num_sites).
 
     A value well above chance means the acquisition shift is visible in the pixels: a model can
-    tell hospitals apart, and may latch onto that instead of the pathology.
+    tell hospitals apart, and may latch onto that instead of the pathology. Three folds, stratified by site
+    (two when a site has only two sampled images); a site with a single image gives ``nan`` and a warning.
 
     Example:
         >>> x = torch.cat([torch.full((6, 1, 4, 4), 0.2), torch.full((6, 1, 4, 4), 0.8)])  # site 1 is brighter
@@ -74,10 +77,18 @@ def site_predictability(collection: ImageCollection, *, max_images: int = 2000, 
     if collection.num_sites < 2:
         raise ValueError(f"{collection.source}: site predictability needs at least two sites")
     idx = sample_indices(collection, max_images, seed=seed)
-    assert collection.sites is not None
+    assert collection.sites is not None and collection.site_names is not None
     x = collection.images[idx].flatten(1).numpy()
     y = collection.sites[idx].numpy()
+    counts = {collection.site_names[s]: int(n) for s, n in enumerate(np.bincount(y)) if n > 0}
+    if min(counts.values()) < 2:
+        warnings.warn(
+            f"{collection.source}: site predictability needs at least 2 images at every site; sampled {counts}: "
+            "returning nan",
+            stacklevel=2,
+        )
+        return float("nan")
     clf = LogisticRegression(max_iter=300)
     # Small problems: BLAS threads only fight torch's OpenMP threads (measured 50x slower on 2 cores).
     with threadpool_limits(1):
-        return float(cross_val_score(clf, x, y, cv=3).mean())
+        return float(cross_val_score(clf, x, y, cv=min(3, *counts.values())).mean())
