@@ -350,6 +350,14 @@ def test_rng_named_generators() -> None:
     assert np.array_equal(ng2.random(3), b)
     with pytest.raises(ValueError, match="no saved state for generator 'other'"):
         restore_rng_state(t, m, generators={"other": tg})
+    with pytest.raises(
+        ValueError, match="generator 'torch_g' was saved as a torch generator; pass a torch one, not numpy"
+    ):
+        restore_rng_state(t, m, generators={"torch_g": ng2})
+    with pytest.raises(
+        ValueError, match="generator 'np_g' was saved as a numpy generator; pass a numpy one, not torch"
+    ):
+        restore_rng_state(t, m, generators={"np_g": tg})
 
 
 def test_state_json_is_plain_json() -> None:
