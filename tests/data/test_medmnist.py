@@ -1,10 +1,9 @@
-"""MedMNIST registry, .npz loader, file lookup and download (local server only)."""
+"""MedMNIST .npz loader, file lookup and download (local server only); the registry has its own file."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,11 +25,6 @@ from medmeta_lib.data.medmnist import (
 )
 from medmeta_lib.data.sources import load_collection
 from tests.conftest import PNEUMONIA, needs_pneumonia
-
-TWO_D = {
-    "pathmnist", "chestmnist", "dermamnist", "octmnist", "pneumoniamnist", "retinamnist", "breastmnist",
-    "bloodmnist", "tissuemnist", "organamnist", "organcmnist", "organsmnist",
-}  # fmt: skip
 
 
 def _write_npz(
@@ -54,34 +48,6 @@ def _write_npz(
     arrays.update(extra)
     np.savez_compressed(path, **arrays)
     return arrays
-
-
-# ---------------------------------------------------------------- registry
-def test_registry_covers_the_2d_datasets() -> None:
-    assert set(MEDMNIST_DATASETS) == TWO_D
-    for name, info in MEDMNIST_DATASETS.items():
-        assert info.name == name
-        assert info.licence == ("CC BY-NC 4.0" if name == "dermamnist" else "CC BY 4.0")
-        assert info.channels in (1, 3)
-        assert set(info.n_samples) == {"train", "val", "test"}
-        assert info.file_name(28) == f"{name}.npz"
-        for size in (64, 128, 224):
-            assert info.file_name(size) == f"{name}_{size}.npz"
-            assert info.url(size) == f"https://zenodo.org/records/10519652/files/{name}_{size}.npz?download=1"
-        for size in (28, 64, 128, 224):
-            md5 = info.md5(size)
-            assert md5 is not None and re.fullmatch(r"[0-9a-f]{32}", md5)
-    md5s = [info.md5(s) for info in MEDMNIST_DATASETS.values() for s in (28, 64, 128, 224)]
-    assert len(set(md5s)) == len(md5s)  # no copy-paste duplicates
-    pn = MEDMNIST_DATASETS["pneumoniamnist"]
-    assert pn.label_names == ("normal", "pneumonia")
-    assert pn.md5(28) == "28209eda62fecd6e6a2d98b1501bb15f"
-    assert dict(pn.n_samples) == {"train": 4708, "val": 524, "test": 624}
-    assert MEDMNIST_DATASETS["chestmnist"].multi_label and not pn.multi_label
-    with pytest.raises(ValueError, match="size"):
-        pn.file_name(32)
-    with pytest.raises(TypeError):
-        MEDMNIST_DATASETS["x"] = pn  # type: ignore[index]
 
 
 # ---------------------------------------------------------------- load_npz
