@@ -21,6 +21,7 @@ A recipe is an encoder (or an ensemble of encoders), a feature transform and a h
 - ``cl2_probe``: SimpleShot's centring + L2 normalisation, then logistic regression C = 10 (its head now);
 - ``cl2_ncm``: centring + L2, cosine nearest centroid (SimpleShot);
 - an ``@C`` suffix (``--probe-c C ...``): a probe head with another strength, e.g. ``probe+tta@0.03``;
+- a ``^B`` suffix (``--power B ...``): the head on features raised to the power B first (Tukey), e.g. ``probe+tta^0.5``;
 - a ``+tta`` suffix: every feature (support and query) averaged over its image and 8 augmented views, the
   same 8 seeded transforms for every image (``tta_features``; before section 13's addendum the views were
   drawn per position in a batch, and the test images had other transforms than the train images);
@@ -110,8 +111,12 @@ def _features(a: argparse.Namespace, name: str, train: Any, test: Any) -> dict[s
 
 def _head(head: str, feats: dict[str, tuple[np.ndarray, np.ndarray]], labels: np.ndarray) -> Any:
     head, _, c = head.partition("@")  # probe+tta@0.03: the head with C = 0.03
+    head, _, power = head.partition("^")  # probe+tta^0.5: Tukey's power transform of the (post-ReLU) features first
     base, _, tta = head.partition("+")
-    return head_predictor(base, *feats["+tta" if tta else ""], labels, C=float(c) if c else None)
+    ftr, fte = feats["+tta" if tta else ""]
+    if power:
+        ftr, fte = (np.power(np.maximum(f, 0.0), float(power)) for f in (ftr, fte))
+    return head_predictor(base, ftr, fte, labels, C=float(c) if c else None)
 
 
 def _meta_learners(a: argparse.Namespace, train: Any) -> dict[str, Any]:
@@ -214,6 +219,7 @@ def evaluate(a: argparse.Namespace) -> None:
         feats[name] = _features(a, name, train, test)
         rf.data.setdefault("feature_cpu_s", {})[name] = round(time.process_time() - t0, 1)
     heads = [*HEADS, *(f"{h}@{c:g}" for c in a.probe_c for h in HEADS if "probe" in h and "ncm" not in h)]
+    heads += [f"{h}^{b:g}" for b in a.power for h in HEADS]
     recipes: dict[str, Any] = {f"{n}/{h}": (lambda n=n, h=h: _head(h, feats[n], labels)) for n in names for h in heads}
     for spec in a.finetune:  # LP-FT on every support set: ENCODER:STEPS:LR
         enc_name, steps, lr = spec.split(":")
@@ -376,6 +382,7 @@ def main() -> None:
         "unlabelled train images (NAME+skm; Ren et al. 2018)",
     )
     p.add_argument("--probe-c", type=float, nargs="*", default=[], help="evaluate: probe heads also with these C")
+    p.add_argument("--power", type=float, nargs="*", default=[], help="evaluate: heads also on features ** this")
     p.add_argument("--only", nargs="*", default=[], help="evaluate: score only these recipes (and the LP-FT ones)")
     p.add_argument("--split", default="val", choices=["val", "test"])
     p.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10, 20])
