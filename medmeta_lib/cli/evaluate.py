@@ -36,6 +36,14 @@ def build_eval_learners(a: argparse.Namespace, train: Any, *, n_way: int) -> tup
     if not names:
         raise ValueError("--learners names no learner; give e.g. --learners protonet,baseline")
     ckpts = dict(c.split("=", 1) if "=" in c else ("", c) for c in (a.checkpoint or []))
+    if "" in ckpts and len(names) > 1:
+        raise ValueError(
+            f"--checkpoint {ckpts['']} names no learner, and --learners has {len(names)}; "
+            f"write --checkpoint NAME=PATH (e.g. {names[0]}={ckpts['']})"
+        )
+    unknown = sorted(set(ckpts) - set(names) - {""})
+    if unknown:
+        raise ValueError(f"--checkpoint names {unknown}, which --learners ({','.join(names)}) does not list")
     learners = {}
     for name in names:
         path = ckpts.get(name) or (ckpts.get("") if len(names) == 1 else None)

@@ -17,6 +17,7 @@ from typing import Any
 from medmeta_lib.data.collection import ImageCollection
 from medmeta_lib.data.file_collection import MAX_LISTED, build_collection, check_file_args, read_all, warn_no_split
 from medmeta_lib.data.image_files import detect_channels
+from medmeta_lib.data.medmnist_registry import SPLITS
 
 __all__ = ["load_csv_manifest"]
 
@@ -44,6 +45,7 @@ def _parse_manifest(path: Path, root: Path) -> list[dict[str, Any]]:
             if len(set(cols)) != len(cols):
                 raise ValueError(f"{path}: row 1 (header) repeats a column: {cols}")
             rows = []
+            seen: dict[Path, int] = {}
             for line, values in enumerate(reader, start=2):
                 if not any(v.strip() for v in values):
                     continue  # blank line
@@ -53,9 +55,16 @@ def _parse_manifest(path: Path, root: Path) -> list[dict[str, Any]]:
                 for c in cols:
                     if not row[c]:
                         raise ValueError(f"{path}: row {line}, column '{c}' is empty; fill it in or remove the row")
+                if "split" in row and row["split"] not in SPLITS:  # a typo would silently drop the row
+                    raise ValueError(
+                        f"{path}: row {line}, column 'split' is {row['split']!r}; it must be one of {list(SPLITS)}"
+                    )
                 rel = Path(row["path"]).expanduser()
                 row["path"] = rel if rel.is_absolute() else root / rel
                 row["line"] = line
+                first = seen.setdefault(row["path"].resolve(), line)
+                if first != line:  # one image twice could sit in a support and a query set, or carry two labels
+                    raise ValueError(f"{path}: rows {first} and {line} name the same image {row['path']}; keep one")
                 rows.append(row)
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not a UTF-8 text CSV ({e}); save it as UTF-8 CSV") from e

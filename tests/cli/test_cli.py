@@ -165,6 +165,10 @@ def test_two_way_evaluation_on_an_npz_reports_auroc(tmp_path: Path, capsys) -> N
          r"cannot draw 7-way .*Lower n_way"),
         (["evaluate", *SYNTH, *TASK, "--learners", "maml", "--checkpoint", "maml={tmp}/missing.safetensors"],
          r"missing\.safetensors does not exist"),
+        (["evaluate", *SYNTH, *TASK, "--learners", "protonet,baseline", "--checkpoint", "{tmp}/p.safetensors"],
+         r"--checkpoint .*p\.safetensors names no learner, and --learners has 2; write --checkpoint NAME=PATH"),
+        (["evaluate", *SYNTH, *TASK, "--learners", "protonet", "--checkpoint", "protonett={tmp}/p.safetensors"],
+         r"--checkpoint names \['protonett'\], which --learners \(protonet\) does not list"),
     ],
 )  # fmt: skip
 def test_bad_settings_exit_nonzero_with_a_clear_message(argv, message: str, tmp_path: Path, capsys) -> None:

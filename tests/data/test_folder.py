@@ -350,6 +350,14 @@ def test_csv_missing_path_names_row_and_column(tmp_path: Path) -> None:
         ("path,label\nimg/a0.png,a,extra\n", "row 2 has 3 values"),
         ("path,label\n", "no rows"),
         ("", "empty"),
+        (
+            "path,label,split\nimg/a0.png,a,train\nimg/b0.png,b,tran\n",
+            r"row 3, column 'split' is 'tran'; it must be one of \['train', 'val', 'test'\]",
+        ),
+        (
+            "path,label\nimg/a0.png,a\nimg/b0.png,b\n./img/a0.png,b\n",
+            r"rows 2 and 4 name the same image .*a0\.png; keep one",
+        ),
     ],
 )
 def test_csv_structure_errors(tmp_path: Path, text: str, pattern: str) -> None:
