@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,24 @@ def _parse_manifest(path: Path, root: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _check_class_ids(csv_path: Path, rows: list[dict[str, Any]], label_of: dict[str, int]) -> None:
+    """Integer labels are class ids 0..C-1: refuse more classes than rows (most would be empty), warn about gaps."""
+    top = max(rows, key=lambda r: label_of[r["label"]])
+    n_classes = label_of[top["label"]] + 1
+    if n_classes > len(rows):
+        raise ValueError(
+            f"{csv_path}: row {top['line']} has label {top['label']}; integer labels are class ids 0..C-1, so this "
+            f"makes {n_classes} classes for {len(rows)} rows. Give class names instead, or number the classes from 0"
+        )
+    empty = sorted(set(range(n_classes)) - set(label_of.values()))
+    if empty:
+        warnings.warn(
+            f"{csv_path}: integer labels skip class id(s) {empty[:MAX_LISTED]}"
+            f"{' ...' if len(empty) > MAX_LISTED else ''}; those classes have no images",
+            stacklevel=3,
+        )
+
+
 def load_csv_manifest(
     path: str | os.PathLike[str],
     *,
@@ -118,8 +137,9 @@ def load_csv_manifest(
     rows = _parse_manifest(csv_path, base)
     raw_labels = [r["label"] for r in rows]
     if all(lab.lstrip("+").isdigit() for lab in raw_labels):
-        class_names = [f"class{i}" for i in range(max(int(lab) for lab in raw_labels) + 1)]
         label_of = {lab: int(lab) for lab in raw_labels}
+        _check_class_ids(csv_path, rows, label_of)
+        class_names = [f"class{i}" for i in range(max(label_of.values()) + 1)]
     else:
         class_names = sorted(set(raw_labels))
         label_of = {name: i for i, name in enumerate(class_names)}

@@ -326,9 +326,15 @@ def test_csv_integer_labels_and_root(tmp_path: Path) -> None:
     m = tmp_path / "elsewhere" / "m.csv"
     m.parent.mkdir()
     m.write_text("label,path\n2,a0.png\n0,b0.png\n2,a1.png\n")
-    col = load_csv_manifest(m, root=img, image_size=12)
+    with pytest.warns(
+        UserWarning, match=r"m\.csv: integer labels skip class id\(s\) \[1\]; those classes have no images"
+    ):
+        col = load_csv_manifest(m, root=img, image_size=12)
     assert col.class_names == ("class0", "class1", "class2") and col.labels.tolist() == [2, 0, 2]
     assert col.class_counts().tolist() == [1, 0, 2] and col.site_names == ("m",)
+    m.write_text("label,path\n0,a0.png\n99999999,b0.png\n")  # e.g. a patient id in the label column
+    with pytest.raises(ValueError, match=r"row 3 has label 99999999; .* makes 100000000 classes for 2 rows"):
+        load_csv_manifest(m, root=img, image_size=12)
 
 
 def test_csv_missing_path_names_row_and_column(tmp_path: Path) -> None:
