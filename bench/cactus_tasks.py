@@ -19,8 +19,6 @@ from medmeta_lib.learners.base import check_int
 
 __all__ = ["cactus_tasks"]
 
-_SIZES = ("partitions", "clusters", "min_size")
-
 
 def cactus_tasks(
     encoder: nn.Module,
@@ -54,7 +52,9 @@ def cactus_tasks(
         >>> cactus_tasks(enc, torch.rand(300, 1, 28, 28), partitions=2, clusters=5).num_classes  # doctest: +SKIP
         10
     """
-    partitions, clusters, min_size = (check_int(n, v, 1) for n, v in zip(_SIZES, (partitions, clusters, min_size)))
+    partitions = check_int("partitions", partitions, 1)
+    clusters = check_int("clusters", clusters, 1)
+    min_size = check_int("min_size", min_size, 1)
     encoder.eval()
     with torch.no_grad():
         emb = torch.cat([encoder(images[i : i + batch]) for i in range(0, len(images), batch)])

@@ -74,8 +74,8 @@ def _parse_manifest(path: Path, root: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _check_class_ids(csv_path: Path, rows: list[dict[str, Any]], label_of: dict[str, int]) -> None:
-    """Integer labels are class ids 0..C-1: refuse more classes than rows (most would be empty), warn about gaps."""
+def _integer_class_count(csv_path: Path, rows: list[dict[str, Any]], label_of: dict[str, int]) -> int:
+    """The classes integer labels make (ids 0..C-1): refused if more than rows (most would be empty); gaps warned."""
     top = max(rows, key=lambda r: label_of[r["label"]])
     n_classes = label_of[top["label"]] + 1
     if n_classes > len(rows):
@@ -90,6 +90,7 @@ def _check_class_ids(csv_path: Path, rows: list[dict[str, Any]], label_of: dict[
             f"{' ...' if len(empty) > MAX_LISTED else ''}; those classes have no images",
             stacklevel=3,
         )
+    return n_classes
 
 
 def load_csv_manifest(
@@ -138,8 +139,7 @@ def load_csv_manifest(
     raw_labels = [r["label"] for r in rows]
     if all(lab.lstrip("+").isdigit() for lab in raw_labels):
         label_of = {lab: int(lab) for lab in raw_labels}
-        _check_class_ids(csv_path, rows, label_of)
-        class_names = [f"class{i}" for i in range(max(label_of.values()) + 1)]
+        class_names = [f"class{i}" for i in range(_integer_class_count(csv_path, rows, label_of))]
     else:
         class_names = sorted(set(raw_labels))
         label_of = {name: i for i, name in enumerate(class_names)}

@@ -214,10 +214,8 @@ def restore_rng_state(
         saved = meta.get("generators", {}).get(key)
         if saved is None:
             raise ValueError(f"no saved state for generator {key!r}; saved: {sorted(meta.get('generators', {}))}")
-        kind, saved_kind = (
-            ("torch" if isinstance(g, torch.Generator) else "numpy"),
-            ("torch" if saved == "torch" else "numpy"),
-        )
+        kind = "torch" if isinstance(g, torch.Generator) else "numpy"
+        saved_kind = "torch" if saved == "torch" else "numpy"
         if kind != saved_kind:
             raise ValueError(
                 f"generator {key!r} was saved as a {saved_kind} generator; pass a {saved_kind} one, not {kind}"
