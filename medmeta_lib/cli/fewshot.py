@@ -166,12 +166,28 @@ def fewshot_command(a: argparse.Namespace) -> int:
     from medmeta_lib.config import runs_dir
     from medmeta_lib.data import load_collection
     from medmeta_lib.runio import write_metrics
-    from medmeta_lib.studies.fewshot import check_fewshot_data, fewshot_study
+    from medmeta_lib.studies.fewshot import fewshot_study
+    from medmeta_lib.studies.fewshot_checks import check_fewshot_data, check_fewshot_settings
     from medmeta_lib.viz import save_figure
     from medmeta_lib.viz.fewshot_plots import fewshot_summary_figure
 
     if a.data == "synthetic":
         raise ValueError("fewshot is for your own data: pass --data path/to/file.npz, a class folder or a CSV")
+    settings = {
+        "draws": a.draws,
+        "epochs": a.epochs,
+        "temperature": a.temperature,
+        "augment": a.augment,
+        "scanner_shift": not a.no_scanner_shift,
+        "head": a.head,
+        "meta_steps": a.meta_steps,
+        "meta_members": a.meta_members,
+        "mix_probe": not a.no_mix_probe,
+        "tta_views": a.tta_views,
+        "self_train": a.self_train,
+        "device": a.device,
+    }
+    check_fewshot_settings(k_shot=a.k_shot, **settings)  # every flag, before the data is read or a folder made
     t0 = time.perf_counter()
     train = load_collection(a.data, image_size=a.image_size, split="train", seed=a.seed)
     try:
@@ -194,19 +210,8 @@ def fewshot_command(a: argparse.Namespace) -> int:
         train,
         test,
         k_shot=a.k_shot,
-        draws=a.draws,
         seed=a.seed,
-        epochs=a.epochs,
-        temperature=a.temperature,
-        augment=a.augment,
-        scanner_shift=not a.no_scanner_shift,
-        head=a.head,
-        meta_steps=a.meta_steps,
-        meta_members=a.meta_members,
-        mix_probe=not a.no_mix_probe,
-        tta_views=a.tta_views,
-        self_train=a.self_train,
-        device=a.device,
+        **settings,
         scratch=not a.no_scratch,
         encoder_out=out_dir / "encoder.safetensors",
         learner_out=out_dir / "protonet.safetensors",  # members 1, 2, ...: protonet_m1.safetensors, ...

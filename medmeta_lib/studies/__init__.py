@@ -12,7 +12,8 @@
   pretrained encoder (the meta-train stage of pretrain → meta-train), the MedSynth images it uses, and
   the same on tasks from any grouped collection (``metatrain_on_tasks``);
 * :mod:`~medmeta_lib.studies.fewshot` — the best few-shot recipe on a user's dataset, beside its baselines
-  (``medmeta fewshot``);
+  (``medmeta fewshot``); :mod:`~medmeta_lib.studies.fewshot_checks` — its data and settings checked before
+  anything is trained;
 * :mod:`~medmeta_lib.studies.fewshot_recipe` — that recipe saved as one model, adapted to labelled images and
   applied to new ones (``FewShotRecipe``).
 
@@ -40,7 +41,8 @@ from medmeta_lib.studies.experiment_split import (
     make_split,
     obtain_split,
 )
-from medmeta_lib.studies.fewshot import MIX_HEAD, PROBE_RECIPE, RECIPE, check_fewshot_data, fewshot_study
+from medmeta_lib.studies.fewshot import MIX_HEAD, PROBE_RECIPE, RECIPE, fewshot_study
+from medmeta_lib.studies.fewshot_checks import check_fewshot_data, check_fewshot_settings
 from medmeta_lib.studies.fewshot_recipe import RECIPE_FILE, FewShotRecipe
 from medmeta_lib.studies.medsynth_metatrain import (
     MEDSYNTH_TASKS,
@@ -69,6 +71,7 @@ __all__ = [
     "FewShotRecipe",
     "adaptation_curves",
     "check_fewshot_data",
+    "check_fewshot_settings",
     "check_split_matches",
     "data_efficiency",
     "embedding_trajectory",

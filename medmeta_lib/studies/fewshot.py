@@ -46,7 +46,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -54,10 +53,17 @@ from medmeta_lib.data.collection import ImageCollection
 from medmeta_lib.evaluation.full_test_split import compare_full_test_split, learner_predictor
 from medmeta_lib.models.backbones import create_backbone
 from medmeta_lib.ssl.features import CONV4_BLOCKS_2_4, PooledLayers, extract_features
-from medmeta_lib.ssl.heads import HEAD_C, ensemble_predictor, head_predictor, tta_features
+from medmeta_lib.ssl.heads import ensemble_predictor, head_predictor, tta_features
 from medmeta_lib.ssl.probe import pool_standardisation
 from medmeta_lib.ssl.simclr import pretrain_simclr
 from medmeta_lib.ssl.simclr_config import SimCLRConfig
+from medmeta_lib.studies.fewshot_checks import (
+    HEADS,
+    SELF_TRAIN,
+    SELF_TRAIN_MAX_K,
+    check_fewshot_data,
+    check_fewshot_settings,
+)
 from medmeta_lib.studies.fewshot_recipe import RECIPE_FILE, FewShotRecipe, self_trained_recipe
 from medmeta_lib.studies.medsynth_metatrain import metatrain_on_medsynth
 from medmeta_lib.training.checkpoint import save_backbone
@@ -78,40 +84,8 @@ __all__ = [
 RECIPE = "simclr_protonet"
 PROBE_RECIPE = "simclr_probe"
 _BASELINES = ("random_init_probe", "raw_pixels_probe", "scratch")
-#: the heads the study offers and their logistic-regression C (``ssl.heads.HEAD_C``)
-HEADS = HEAD_C
 #: the head the recipe mixes 1:1 with its ProtoNets (chosen on validation, BENCHMARKS.md section 13)
 MIX_HEAD = "probe"
-#: pseudo-labels per class the recipe self-trains with, and the largest K it does so at (validation, section 15)
-SELF_TRAIN, SELF_TRAIN_MAX_K = 100, 2
-
-
-def check_fewshot_data(train: ImageCollection, test: ImageCollection, k_shot: int) -> None:
-    """Refuse data the protocol cannot score, with a message that says what to change.
-
-    Raises:
-        ValueError: fewer than two classes, train and test with different classes, or a class with
-            fewer than ``k_shot`` train images.
-
-    Example:
-        >>> check_fewshot_data(train, test, 5)  # doctest: +SKIP
-    """
-    if isinstance(k_shot, bool) or not isinstance(k_shot, int) or k_shot < 1:
-        raise ValueError(f"k_shot must be an int >= 1, got {k_shot!r}")
-    if train.num_classes < 2:
-        raise ValueError(f"{train.source}: few-shot classification needs at least 2 classes, got {train.num_classes}")
-    if tuple(train.class_names) != tuple(test.class_names):
-        raise ValueError(
-            f"{train.source}: train classes {list(train.class_names)} differ from test classes "
-            f"{list(test.class_names)}; both splits must have the same classes"
-        )
-    counts = np.bincount(train.labels.numpy(), minlength=train.num_classes)
-    short = [(train.class_names[c], int(n)) for c, n in enumerate(counts) if n < k_shot]
-    if short:
-        raise ValueError(
-            f"{train.source}: class(es) (name, train images) {short} have fewer than k_shot={k_shot} train images; "
-            "lower --k-shot"
-        )
 
 
 def _member_path(path: Path, member: int) -> Path:
@@ -206,32 +180,22 @@ def fewshot_study(
         >>> out["results"]["simclr_protonet"]["auc_mean"], out["best"]  # doctest: +SKIP
     """
     check_fewshot_data(train, test, k_shot)
-    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
-        raise ValueError(f"draws must be an int >= 1, got {draws!r}")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
-    if isinstance(meta_steps, bool) or not isinstance(meta_steps, int) or meta_steps < 0:
-        raise ValueError(f"meta_steps must be an int >= 0 (0 leaves meta-training out), got {meta_steps!r}")
-    if isinstance(meta_members, bool) or not isinstance(meta_members, int) or meta_members < 1:
-        raise ValueError(
-            f"meta_members must be an int >= 1 (ProtoNets meta-trained with seeds seed, seed + 1, ...), "
-            f"got {meta_members!r}"
-        )
-    if not isinstance(scanner_shift, bool):
-        raise ValueError(f"scanner_shift must be True or False, got {scanner_shift!r}")
-    if not isinstance(mix_probe, bool):
-        raise ValueError(f"mix_probe must be True or False, got {mix_probe!r}")
-    if isinstance(tta_views, bool) or not isinstance(tta_views, int) or tta_views < 0:
-        raise ValueError(f"tta_views must be an int >= 0 (0: no test-time augmentation), got {tta_views!r}")
-    if self_train is None:
-        self_train = SELF_TRAIN if k_shot <= SELF_TRAIN_MAX_K else 0
-    if isinstance(self_train, bool) or not isinstance(self_train, int) or self_train < 0:
-        raise ValueError(f"self_train must be an int >= 0 (pseudo-labels per class) or None, got {self_train!r}")
-    if head not in HEADS:
-        raise ValueError(f"head must be one of {sorted(HEADS)}, got {head!r}")
-    C = HEADS[head] if C is None else C
-    if not (isinstance(C, (int, float)) and not isinstance(C, bool) and C > 0):
-        raise ValueError(f"C must be a number > 0 (inverse regularisation strength), got {C!r}")
+    self_train, C = check_fewshot_settings(
+        k_shot=k_shot,
+        draws=draws,
+        epochs=epochs,
+        temperature=temperature,
+        augment=augment,
+        scanner_shift=scanner_shift,
+        head=head,
+        C=C,
+        meta_steps=meta_steps,
+        meta_members=meta_members,
+        mix_probe=mix_probe,
+        tta_views=tta_views,
+        self_train=self_train,
+        device=device,
+    )
     # SimCLRConfig validates the pretraining's settings (temperature, epochs, ...) before anything runs
     cfg = SimCLRConfig(
         epochs=epochs,

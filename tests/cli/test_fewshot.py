@@ -94,6 +94,35 @@ def test_a_dataset_without_a_test_split_or_with_too_few_images_is_refused(tmp_pa
     assert not (tmp_path / "o2").exists()  # refused before anything was written
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--draws", "0", "draws must be an int >= 1"),
+        ("--augment", "bogus", "augment (the SimCLR view preset) must be one of"),
+        ("--temperature", "0", "temperature must be a finite number > 0"),
+        ("--tta-views", "-1", "tta_views must be an int >= 0"),
+        ("--device", "tpu", "device must be 'auto', 'cpu' or 'cuda[:N]'"),
+    ],
+)
+def test_a_bad_flag_is_refused_before_the_data_is_read_or_a_folder_made(
+    tmp_path: Path, capsys, monkeypatch, flag: str, value: str, message: str
+) -> None:
+    import medmeta_lib.data as data_mod
+
+    def must_not_load(*a, **kw):
+        raise AssertionError("the data was read before the flags were checked")
+
+    monkeypatch.setattr(data_mod, "load_collection", must_not_load)
+    out = tmp_path / "o"
+    assert (
+        main(["fewshot", "--data", str(tmp_path / "d.npz"), "--k-shot", "2", "--out", str(out), *FAST, flag, value])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not out.exists()  # nothing left behind
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
 def test_asking_for_a_gpu_without_one_is_a_clear_error(tmp_path: Path, capsys) -> None:
     npz = write_medmnist_npz(tmp_path / "d.npz", per_class=4, n_classes=2)
