@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,19 @@ SOURCE_HELP = (
 )
 
 _SPLITS = ("train", "val", "test")
+#: what load_collection passes to every loader itself (not options a caller may add)
+_OWN = {"image_size", "split", "seed"}
+
+
+def _check_options(source: str, kind: str, kw: dict[str, Any], *loaders: Callable[..., Any]) -> None:
+    """Refuse options the source's loaders do not take (their keyword-only arguments), naming both sets."""
+    known = {n for f in loaders for n, p in inspect.signature(f).parameters.items() if p.kind is p.KEYWORD_ONLY} - _OWN
+    unknown = sorted(set(kw) - known)
+    if unknown:
+        raise ValueError(
+            f"load_collection({source!r}): unknown option(s) {unknown} for {kind}; it takes "
+            f"{sorted(known) or 'no options'} besides image_size, split and seed"
+        )
 
 
 def load_collection(
@@ -38,7 +53,8 @@ def load_collection(
             (``"coarse"``, 30 classes; ``"fine"``, 96) for MedSynth).
 
     Raises:
-        ValueError: for an unknown source, a bad split or a size the source cannot give.
+        ValueError: for an unknown source, a bad split, an option the source's loader does not take, or a size
+            the source cannot give.
         FileNotFoundError: when a file or folder is missing (the message says where to put it).
 
     Example:
@@ -55,6 +71,7 @@ def load_collection(
     if source == "synthetic":
         from medmeta_lib.data.synthetic import MedSynth
 
+        _check_options(source, "MedSynth", kw, MedSynth.__init__, MedSynth.generate)
         return MedSynth(**{k: v for k, v in kw.items() if k in MedSynth.INIT_KEYS}).generate(
             image_size=image_size,
             split=split,
@@ -64,19 +81,23 @@ def load_collection(
     if source.startswith("medmnist:"):
         from medmeta_lib.data.medmnist import load_medmnist
 
+        _check_options(source, "a MedMNIST name", kw, load_medmnist)
         return load_medmnist(source.split(":", 1)[1], split=split, image_size=image_size, **kw)
     path = Path(source).expanduser()
     if path.suffix.lower() == ".npz":
         from medmeta_lib.data.medmnist import load_npz
 
+        _check_options(source, "a .npz file", kw, load_npz)
         return load_npz(path, split=split, image_size=image_size, **kw)
     if path.suffix.lower() == ".csv":
         from medmeta_lib.data.manifest import load_csv_manifest
 
+        _check_options(source, "a CSV manifest", kw, load_csv_manifest)
         return load_csv_manifest(path, image_size=image_size, split=split, **kw)
     if path.is_dir():
         from medmeta_lib.data.folder import load_folder
 
+        _check_options(source, "a folder", kw, load_folder)
         return load_folder(path, image_size=image_size, split=split, **kw)
     if not path.exists() and (path.suffix or "/" in source):
         raise FileNotFoundError(f"source {source!r}: no such file or folder ({path.resolve()}); {SOURCE_HELP}")
