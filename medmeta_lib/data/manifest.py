@@ -74,6 +74,40 @@ def _parse_manifest(path: Path, root: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _number(label: str) -> float | None:
+    try:
+        return float(label)
+    except ValueError:
+        return None
+
+
+def _warn_mixed_labels(csv_path: Path, rows: list[dict[str, Any]]) -> None:
+    """Warn when name labels look like a mistake: numbers mixed with names, or two spellings of one number."""
+    first_row: dict[str, int] = {}
+    for r in rows:
+        first_row.setdefault(r["label"], r["line"])
+    numbers = {lab: v for lab in first_row if (v := _number(lab)) is not None}
+    spelled: dict[float, list[str]] = {}
+    for lab, v in numbers.items():
+        spelled.setdefault(v, []).append(lab)
+    twins = [sorted(labs) for labs in spelled.values() if len(labs) > 1]
+    if numbers and len(numbers) < len(first_row):
+        names = [lab for lab in first_row if lab not in numbers]
+        shown = ", ".join(f"{lab!r} (row {first_row[lab]})" for lab in [*numbers, *names][:MAX_LISTED])
+        warnings.warn(
+            f"{csv_path}: column 'label' mixes numbers ({len(numbers)}) and names ({len(names)}), e.g. {shown}; "
+            f"every label is read as a class name, giving {len(first_row)} classes. If the numbers are class ids, "
+            "write every label as a whole number id, or give every class a name",
+            stacklevel=3,
+        )
+    if twins:
+        warnings.warn(
+            f"{csv_path}: column 'label' spells one number in several ways, {twins[:MAX_LISTED]}; each spelling is a "
+            "separate class. Write each class's label one way",
+            stacklevel=3,
+        )
+
+
 def _integer_class_count(csv_path: Path, rows: list[dict[str, Any]], label_of: dict[str, int]) -> int:
     """The classes integer labels make (ids 0..C-1): refused if more than rows (most would be empty); gaps warned."""
     top = max(rows, key=lambda r: label_of[r["label"]])
@@ -106,7 +140,8 @@ def load_csv_manifest(
 
     Relative paths resolve against the CSV's folder (or ``root``). ``label`` is a class name
     or an integer id (if every label is an integer they are used as ids, named ``class0``...;
-    otherwise labels are names, sorted). Classes and sites are taken from *all* rows, so ids
+    otherwise labels are names, sorted, with a warning when numbers and names are mixed or one number is
+    spelled two ways, e.g. ``1`` and ``1.0``). Classes and sites are taken from *all* rows, so ids
     agree across splits; a class without images in this split is kept with zero images.
     With a ``split`` column only the rows of ``split`` are read.
 
@@ -141,6 +176,7 @@ def load_csv_manifest(
         label_of = {lab: int(lab) for lab in raw_labels}
         class_names = [f"class{i}" for i in range(_integer_class_count(csv_path, rows, label_of))]
     else:
+        _warn_mixed_labels(csv_path, rows)
         class_names = sorted(set(raw_labels))
         label_of = {name: i for i, name in enumerate(class_names)}
     if channels == "auto":  # decided over every row (all splits), so train/val/test agree

@@ -1,4 +1,7 @@
-"""Image-folder and CSV-manifest loaders: PNG, DICOM, NIfTI, broken files, privacy of DICOM headers."""
+"""Image-folder loader and image reading: PNG, DICOM, NIfTI, broken files, privacy of DICOM headers.
+
+The CSV manifest's own tests are in ``test_manifest.py``; channel detection across splits covers both here.
+"""
 
 from __future__ import annotations
 
@@ -18,21 +21,12 @@ from medmeta_lib.data.folder import load_folder
 from medmeta_lib.data.image_files import read_image
 from medmeta_lib.data.manifest import load_csv_manifest
 from medmeta_lib.data.sources import load_collection
+from tests.data.image_helpers import expected_pixels as _expected
+from tests.data.image_helpers import png as _png
+from tests.data.image_helpers import ramp as _ramp
 
 PATIENT_NAME = "Zyxwv^Quentin"
 PATIENT_ID = "PID-4815162342"
-
-
-def _ramp(h: int = 12, w: int = 12, *, flip: bool = False) -> np.ndarray:
-    a = np.add.outer(np.arange(h), np.arange(w)).astype(np.float64)
-    a = (a / a.max() * 255).astype(np.uint8)
-    return a[:, ::-1].copy() if flip else a
-
-
-def _png(path: Path, arr: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr).save(path)
-    return path
 
 
 def _dicom(path: Path, arr: np.ndarray, *, photometric: str = "MONOCHROME2") -> Path:
@@ -59,11 +53,6 @@ def _nifti(path: Path, arr: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(arr, np.eye(4)), path)
     return path
-
-
-def _expected(arr: np.ndarray) -> torch.Tensor:
-    x = torch.from_numpy(arr.astype(np.float32))
-    return (x - x.min()) / (x.max() - x.min())
 
 
 # ---------------------------------------------------------------- read_image
@@ -181,14 +170,6 @@ def test_split_without_split_structure_warns(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="same as split='train'"):
         col = load_folder(tmp_path / "ds", split="test")
     assert len(col) == 6 and col.split == "test"
-    _csv_tree(tmp_path)
-    m = tmp_path / "m.csv"
-    m.write_text("path,label\nimg/a0.png,a\nimg/b0.png,b\n")
-    with pytest.warns(UserWarning, match="no 'split' column"):
-        load_csv_manifest(m, split="val")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        load_csv_manifest(m, split="train")
 
 
 def test_mixed_formats_in_one_folder(tmp_path: Path) -> None:
@@ -288,103 +269,6 @@ def test_bad_arguments(tmp_path: Path, kw: dict, field: str) -> None:
         load_folder(tmp_path / "ds", **kw)
     with pytest.raises(ValueError, match=field):
         load_csv_manifest(tmp_path / "none.csv", **kw)
-
-
-# ---------------------------------------------------------------- CSV manifest
-def _csv_tree(tmp_path: Path) -> Path:
-    for i in range(2):
-        _png(tmp_path / "img" / f"a{i}.png", _ramp())
-        _png(tmp_path / "img" / f"b{i}.png", _ramp(flip=True))
-    return tmp_path / "img"
-
-
-def test_csv_names_sites_and_splits(tmp_path: Path) -> None:
-    _csv_tree(tmp_path)
-    m = tmp_path / "manifest.csv"
-    m.write_text(
-        "path,label,site,split\n"
-        "img/a0.png,normal,hospital_b,train\n"
-        "img/b0.png,pneumonia,hospital_a,train\n"
-        "img/a1.png,normal,hospital_a,test\n"
-        f"{tmp_path / 'img' / 'b1.png'},pneumonia,hospital_c,test\n"
-    )
-    train = load_csv_manifest(m, image_size=12)
-    assert train.class_names == ("normal", "pneumonia") and train.labels.tolist() == [0, 1]
-    assert train.site_names == ("hospital_a", "hospital_b", "hospital_c")  # from all rows: ids agree
-    assert train.sites.tolist() == [1, 0]
-    test = load_csv_manifest(m, image_size=12, split="test")
-    assert test.labels.tolist() == [0, 1] and test.sites.tolist() == [0, 2]
-    assert torch.allclose(test.images[0, 0], _expected(_ramp()), atol=1e-6)
-    with pytest.raises(ValueError, match="no rows with split 'val'"):
-        load_csv_manifest(m, split="val")
-    via = load_collection(str(m), split="test", image_size=12)
-    assert torch.equal(via.images, test.images)
-
-
-def test_csv_integer_labels_and_root(tmp_path: Path) -> None:
-    img = _csv_tree(tmp_path)
-    m = tmp_path / "elsewhere" / "m.csv"
-    m.parent.mkdir()
-    m.write_text("label,path\n2,a0.png\n0,b0.png\n2,a1.png\n")
-    with pytest.warns(
-        UserWarning, match=r"m\.csv: integer labels skip class id\(s\) \[1\]; those classes have no images"
-    ):
-        col = load_csv_manifest(m, root=img, image_size=12)
-    assert col.class_names == ("class0", "class1", "class2") and col.labels.tolist() == [2, 0, 2]
-    assert col.class_counts().tolist() == [1, 0, 2] and col.site_names == ("m",)
-    m.write_text("label,path\n0,a0.png\n99999999,b0.png\n")  # e.g. a patient id in the label column
-    with pytest.raises(ValueError, match=r"row 3 has label 99999999; .* makes 100000000 classes for 2 rows"):
-        load_csv_manifest(m, root=img, image_size=12)
-
-
-def test_csv_missing_path_names_row_and_column(tmp_path: Path) -> None:
-    _csv_tree(tmp_path)
-    m = tmp_path / "m.csv"
-    m.write_text("path,label\nimg/a0.png,a\nimg/ghost.png,b\nimg/b0.png,b\n")
-    with pytest.raises(ValueError) as ei:
-        load_csv_manifest(m)
-    msg = str(ei.value)
-    assert str(m) in msg and "row 3, column 'path'" in msg and "ghost.png" in msg
-
-
-@pytest.mark.parametrize(
-    ("text", "pattern"),
-    [
-        ("path,label,patient\nimg/a0.png,a,p1\n", r"row 1 \(header\), column 3 'patient' is not a known column"),
-        ("path,site\nimg/a0.png,x\n", "no 'label' column"),
-        ("path,label\nimg/a0.png,\n", "row 2, column 'label' is empty"),
-        ("path,label\nimg/a0.png,a,extra\n", "row 2 has 3 values"),
-        ("path,label\n", "no rows"),
-        ("", "empty"),
-        (
-            "path,label,split\nimg/a0.png,a,train\nimg/b0.png,b,tran\n",
-            r"row 3, column 'split' is 'tran'; it must be one of \['train', 'val', 'test'\]",
-        ),
-        (
-            "path,label\nimg/a0.png,a\nimg/b0.png,b\n./img/a0.png,b\n",
-            r"rows 2 and 4 name the same image .*a0\.png; keep one",
-        ),
-    ],
-)
-def test_csv_structure_errors(tmp_path: Path, text: str, pattern: str) -> None:
-    _csv_tree(tmp_path)
-    m = tmp_path / "m.csv"
-    m.write_text(text)
-    with pytest.raises(ValueError, match=pattern) as ei:
-        load_csv_manifest(m)
-    assert str(m) in str(ei.value)
-
-
-def test_csv_unreadable_image_raise_and_skip(tmp_path: Path) -> None:
-    _csv_tree(tmp_path)
-    (tmp_path / "img" / "junk.png").write_text("junk")
-    m = tmp_path / "m.csv"
-    m.write_text("path,label\nimg/a0.png,a\nimg/junk.png,a\nimg/b0.png,b\n")
-    with pytest.raises(ValueError, match=r"row 3 \(.*junk.png\)"):
-        load_csv_manifest(m)
-    with pytest.warns(UserWarning, match="junk.png"):
-        col = load_csv_manifest(m, on_error="skip")
-    assert len(col) == 2 and col.meta["files"] == (str(Path("img/a0.png")), str(Path("img/b0.png")))
 
 
 def _rgb_png(path: Path, seed: int) -> Path:
