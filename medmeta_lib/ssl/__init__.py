@@ -10,7 +10,8 @@
   cosine nearest centroid, ensembles, test-time-augmented features, a head by name;
 * :mod:`~medmeta_lib.ssl.finetune` — LP-FT: the probe, then the encoder fine-tuned on each support set;
 * :mod:`~medmeta_lib.ssl.self_training` — self-training: class-balanced pseudo-labels from the unlabelled pool,
-  one refit (still inductive on the scored images).
+  one refit (still inductive on the scored images);
+* :mod:`~medmeta_lib.ssl.pretrain_metrics` — what a pretraining run records (notebook 02's metrics).
 
 Example:
     >>> from medmeta_lib.ssl import SimCLRConfig
@@ -32,6 +33,7 @@ from medmeta_lib.ssl.heads import (
     tta_features,
 )
 from medmeta_lib.ssl.ntxent import nt_xent_loss
+from medmeta_lib.ssl.pretrain_metrics import pretrain_metrics
 from medmeta_lib.ssl.probe import knn_accuracy, label_efficiency, linear_probe, probe_predictor
 from medmeta_lib.ssl.self_training import probe_member, prototype_member, pseudo_label, self_trained_predictor
 from medmeta_lib.ssl.simclr import PretrainResult, pretrain_simclr, projection_head
@@ -56,6 +58,7 @@ __all__ = [
     "linear_probe",
     "nearest_centroid_predictor",
     "nt_xent_loss",
+    "pretrain_metrics",
     "pretrain_simclr",
     "probe_member",
     "probe_predictor",
