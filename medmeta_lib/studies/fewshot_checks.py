@@ -64,24 +64,24 @@ def check_fewshot_data(train: ImageCollection, test: ImageCollection, k_shot: in
 def check_fewshot_settings(
     *,
     k_shot: int,
-    draws: int = 100,
-    epochs: int = 60,
-    temperature: float = 0.2,
-    augment: str = "generic",
-    scanner_shift: bool = True,
-    head: str = "cl2_probe",
+    draws: int,
+    epochs: int,
+    temperature: float,
+    augment: str,
+    scanner_shift: bool,
+    head: str,
+    meta_steps: int,
+    meta_members: int,
+    mix_probe: bool,
+    tta_views: int,
+    self_train: int | None,
+    device: str,
     C: float | None = None,
-    meta_steps: int = 300,
-    meta_members: int = 3,
-    mix_probe: bool = True,
-    tta_views: int = 8,
-    self_train: int | None = None,
-    device: str = "cpu",
 ) -> tuple[int, float]:
     """Refuse any invalid setting of :func:`~medmeta_lib.studies.fewshot.fewshot_study`; resolve the defaults.
 
-    The arguments are ``fewshot_study``'s, with the same defaults and meanings. ``device`` is checked against
-    this machine (``"cuda"`` without CUDA is refused).
+    The arguments are ``fewshot_study``'s, with the same meanings (no defaults here: the study's signature holds
+    them). ``device`` is checked against this machine (``"cuda"`` without CUDA is refused).
 
     Returns:
         ``(self_train, C)``: the pseudo-labels per class (``None`` resolved to ``SELF_TRAIN`` at ``k_shot`` <=
@@ -91,9 +91,12 @@ def check_fewshot_settings(
         ValueError: naming the first invalid setting and what it accepts.
 
     Example:
-        >>> check_fewshot_settings(k_shot=1), check_fewshot_settings(k_shot=10, head="probe")
+        >>> recipe = {"draws": 100, "epochs": 60, "temperature": 0.2, "augment": "generic", "scanner_shift": True,
+        ...           "head": "cl2_probe", "meta_steps": 300, "meta_members": 3, "mix_probe": True, "tta_views": 8,
+        ...           "self_train": None, "device": "cpu"}
+        >>> check_fewshot_settings(k_shot=1, **recipe), check_fewshot_settings(k_shot=10, **recipe | {"head": "probe"})
         ((100, 10.0), (0, 0.1))
-        >>> check_fewshot_settings(k_shot=5, augment="xray")  # doctest: +ELLIPSIS
+        >>> check_fewshot_settings(k_shot=5, **recipe | {"augment": "xray"})  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
         ValueError: augment (the SimCLR view preset) must be one of [...], got 'xray'

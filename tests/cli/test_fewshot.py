@@ -142,3 +142,23 @@ def test_recall_text_lists_few_classes_and_names_the_extremes_of_many():
     for bad in (1, 2.0, True, "4"):
         with pytest.raises(ValueError, match="max_listed"):
             recall_text(two, max_listed=bad)
+
+
+def test_the_flags_defaults_are_the_studys_and_the_configs() -> None:
+    """The parser does not import the study (it would cost ``medmeta --help`` ~0.8 s), so its defaults are copies."""
+    import inspect
+
+    from medmeta_lib.cli.program import build_parser
+    from medmeta_lib.ssl.simclr_config import SimCLRConfig
+    from medmeta_lib.studies.fewshot import fewshot_study
+
+    study = {n: p.default for n, p in inspect.signature(fewshot_study).parameters.items()}
+    a = vars(build_parser().parse_args(["fewshot", "--data", "x.npz", "--k-shot", "1"]))
+    same = ("draws", "seed", "epochs", "temperature", "augment", "head", "meta_steps", "meta_members", "tta_views")
+    for flag in (*same, "self_train", "device"):
+        assert a[flag] == study[flag], flag
+    negated = {"no_scanner_shift": "scanner_shift", "no_mix_probe": "mix_probe", "no_scratch": "scratch"}
+    for flag, name in negated.items():
+        assert a[flag] is not study[name], flag
+    pretrain = vars(build_parser().parse_args(["pretrain", "--out", "enc.safetensors"]))
+    assert pretrain["temperature"] == SimCLRConfig.temperature

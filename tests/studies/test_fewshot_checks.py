@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 
+from medmeta_lib.studies.fewshot import fewshot_study
 from medmeta_lib.studies.fewshot_checks import HEADS, SELF_TRAIN, SELF_TRAIN_MAX_K, check_fewshot_settings
+
+#: fewshot_study's defaults for every setting the check takes
+DEFAULTS = {
+    name: p.default
+    for name, p in inspect.signature(fewshot_study).parameters.items()
+    if name in inspect.signature(check_fewshot_settings).parameters and name != "k_shot"
+}
 
 BAD = [
     ("k_shot", 0, "k_shot must be an int >= 1"),
@@ -31,19 +41,20 @@ BAD = [
 
 @pytest.mark.parametrize(("name", "value", "message"), BAD)
 def test_each_bad_setting_is_refused_by_name(name: str, value: object, message: str) -> None:
-    settings = {"k_shot": 5, name: value}
+    settings = {**DEFAULTS, "k_shot": 5, name: value}
     with pytest.raises(ValueError, match=message):
-        check_fewshot_settings(**settings)  # type: ignore[arg-type]
+        check_fewshot_settings(**settings)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
 def test_cuda_without_cuda_is_refused() -> None:
     with pytest.raises(ValueError, match="CUDA is not available"):
-        check_fewshot_settings(k_shot=5, device="cuda")
+        check_fewshot_settings(**DEFAULTS | {"k_shot": 5, "device": "cuda"})
 
 
 def test_defaults_resolve_as_the_study_documents() -> None:
-    assert check_fewshot_settings(k_shot=SELF_TRAIN_MAX_K) == (SELF_TRAIN, HEADS["cl2_probe"])
-    assert check_fewshot_settings(k_shot=SELF_TRAIN_MAX_K + 1) == (0, HEADS["cl2_probe"])
-    assert check_fewshot_settings(k_shot=1, self_train=0, head="probe") == (0, HEADS["probe"])
-    assert check_fewshot_settings(k_shot=1, self_train=7, C=3) == (7, 3.0)
+    assert len(DEFAULTS) == 13  # every setting but k_shot has a default in the study's signature
+    assert check_fewshot_settings(k_shot=SELF_TRAIN_MAX_K, **DEFAULTS) == (SELF_TRAIN, HEADS["cl2_probe"])
+    assert check_fewshot_settings(k_shot=SELF_TRAIN_MAX_K + 1, **DEFAULTS) == (0, HEADS["cl2_probe"])
+    assert check_fewshot_settings(**DEFAULTS | {"k_shot": 1, "self_train": 0, "head": "probe"}) == (0, HEADS["probe"])
+    assert check_fewshot_settings(**DEFAULTS | {"k_shot": 1, "self_train": 7, "C": 3}) == (7, 3.0)
