@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import shutil
 import subprocess
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -21,135 +19,14 @@ from medmeta_lib.config import PROJECT_ROOT
 from medmeta_lib.pipeline.report import FIGURE_CAPTIONS, TEMPLATE_DIR, figure_caption, render_report, write_report
 from medmeta_lib.pipeline.report_format import fmt_acc, fmt_diff
 from medmeta_lib.pipeline.report_summary import build_summary, changed_parameters
+from tests.pipeline.report_runs import STEMS, random_png, result_row, run_dir, run_metrics, table_rows
 from tests.pipeline.test_html_export import CHROMIUM, needs_chromium
-
-STEMS = ["01_data_exploration", "02_contrastive_pretraining", "03_meta_training", "04_adaptation_visualisation"]
-
-
-def _result(name: str, acc: float, ci: float, *, auc: float | None = None, transductive: bool = False) -> dict:
-    return {
-        "learner": name,
-        "episodes": 600,
-        "acc_mean": acc,
-        "acc_ci95": ci,
-        "auc_mean": auc,
-        "auc_ci95": None if auc is None else 0.031,
-        "per_site": {},
-        "settings": {"n_way": 5, "k_shot": 5, "transductive": transductive},
-    }
-
-
-def _metrics() -> dict[str, Any]:
-    return {
-        STEMS[0]: {
-            "headline": {"source": "synthetic", "images": 720, "classes": 3, "sites": 4, "modalities": 2},
-            "summary": {"split": "train", "class_counts": {"a/normal": 10, "a/tumour": 10, "b/normal": 10}},
-        },
-        STEMS[1]: {
-            "label_efficiency": [
-                {"encoder": "random init", "k_per_class": 1, "acc_mean": 0.31, "acc_ci95": 0.02},
-                {"encoder": "SimCLR", "k_per_class": 1, "acc_mean": 0.452, "acc_ci95": 0.021},
-                {"encoder": "SimCLR", "k_per_class": 5, "acc_mean": 0.6, "acc_ci95": 0.03},
-            ]
-        },
-        STEMS[2]: {
-            "headline": {"best_learner": "protonet"},
-            "best_vs_runner_up": {"mean": 0.032, "ci95": 0.051, "episodes": 600},
-            "settings": {"n_way": 5, "k_shot": 5, "transductive": False},
-            "split": "held-out modalities",
-            "results": {
-                "maml": _result("maml", 0.5912, 0.038),
-                "protonet": _result("protonet", 0.6234, 0.041),
-                "anil": _result("anil", 0.4, 0.05),
-            },
-            "cross_site": {
-                "hospital_A": {
-                    "held_out_acc": 0.5,
-                    "held_out_ci95": 0.03,
-                    "training_sites_acc": 0.6,
-                    "training_sites_ci95": 0.04,
-                    "held_out_remote_labels_acc": 0.45,
-                    "held_out_remote_labels_ci95": 0.03,
-                }
-            },
-        },
-        STEMS[3]: {
-            "transductive": False,
-            "adaptation_curves": {"maml": {"query_acc_mean": [0.2, 0.5, 0.7], "query_acc_ci95": [0.0, 0.05, 0.04]}},
-            "site_transfer": {
-                "rows": ["A", "B"],
-                "cols": ["A", "B"],
-                "acc": [[0.7, 0.5], [0.4, 0.8]],
-                "ci95": [[0.1] * 2] * 2,
-            },
-            "site_remedy": {
-                "held_out_site": "hospital_D",
-                "encoders": {
-                    "plain": {"held_out_remote_labels": {"acc": 0.41, "ci95": 0.02}},
-                    "site_invariant": {"held_out_remote_labels": {"acc": 0.47, "ci95": 0.02}},
-                },
-                "difference": {"held_out_remote_labels": {"mean": 0.06, "ci95": 0.015, "episodes": 100}},
-            },
-        },
-    }
-
-
-def _png(path: Path, seed: int = 0, size: tuple[int, int] = (120, 80)) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    Image.fromarray(rng.integers(0, 255, (*size[::-1], 3), dtype=np.uint8)).save(path)
-
-
-def _run_dir(tmp_path: Path, stems: list[str] = STEMS, metrics: dict | None = None) -> Path:
-    run = tmp_path / "run"
-    for i, stem in enumerate(stems):
-        (run / f"{stem}.html").parent.mkdir(parents=True, exist_ok=True)
-        (run / f"{stem}.html").write_text("<html></html>")
-        (run / f"{stem}.ipynb").write_text("{}")
-        _png(run / stem / "figures" / ("test_accuracy.png" if i == 2 else f"fig{i}.png"), seed=i)
-    (run / "metrics.json").write_text(json.dumps(metrics if metrics is not None else _metrics()))
-    return run
-
-
-class _Tables(HTMLParser):
-    """Rows (lists of cell texts) of every table under the element with a given id."""
-
-    def __init__(self, target: str) -> None:
-        super().__init__()
-        self.target, self.depth, self.rows, self.cell = target, 0, [], None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if self.depth:
-            self.depth += tag not in ("br", "img", "meta")
-        elif dict(attrs).get("id") == self.target:
-            self.depth = 1
-        if self.depth and tag == "tr":
-            self.rows.append([])
-        if self.depth and tag in ("td", "th"):
-            self.cell = ""
-
-    def handle_endtag(self, tag: str) -> None:
-        if self.depth and tag in ("td", "th") and self.cell is not None:
-            self.rows[-1].append(" ".join(self.cell.split()))
-            self.cell = None
-        if self.depth:
-            self.depth -= 1
-
-    def handle_data(self, data: str) -> None:
-        if self.depth and self.cell is not None:
-            self.cell += data
-
-
-def _rows(html: str, element_id: str) -> list[list[str]]:
-    p = _Tables(element_id)
-    p.feed(html)
-    return p.rows
 
 
 def test_summary_tables_carry_every_number_with_its_interval(tmp_path: Path) -> None:
-    run = _run_dir(tmp_path)
-    html = write_report(run, STEMS, _metrics()).read_text(encoding="utf-8")
-    learners = _rows(html, "learners")
+    run = run_dir(tmp_path)
+    html = write_report(run, STEMS, run_metrics()).read_text(encoding="utf-8")
+    learners = table_rows(html, "learners")
     assert learners[0][:3] == ["learner", "accuracy (± 95% CI)", "test episodes"]  # no AUROC column: none recorded
     assert learners[1:] == [
         ["protonet ★ best", "62.3% ± 4.1", "600"],
@@ -162,12 +39,12 @@ def test_summary_tables_carry_every_number_with_its_interval(tmp_path: Path) -> 
         "protonet against the runner-up maml" in verdict and "+3.2 ± 5.1 pts" in verdict and "600 episodes" in verdict
     )
     assert "interval includes 0" in verdict
-    assert _rows(html, "label-efficiency") == [
+    assert table_rows(html, "label-efficiency") == [
         ["labels per class", "random init", "SimCLR"],
         ["1", "31.0% ± 2.0", "45.2% ± 2.1"],
         ["5", "", "60.0% ± 3.0"],
     ]
-    site = _rows(html, "site-effect")
+    site = table_rows(html, "site-effect")
     # hypot(3, 4) = 5
     assert site[1] == ["hospital_A", "60.0% ± 4.0", "50.0% ± 3.0", "-10.0 ± 5.0 pts", "45.0% ± 3.0", "-15.0 ± 5.0 pts"]
     assert site[3] == ["A", "70.0% ± 10.0", "50.0% ± 10.0"] and "diag" in html
@@ -177,21 +54,21 @@ def test_summary_tables_carry_every_number_with_its_interval(tmp_path: Path) -> 
         ["new hospital, labels from the training hospitals", "41.0% ± 2.0", "47.0% ± 2.0", "+6.0 ± 1.5 pts"],
     ]
     assert '<td class="num diag">+6.0 ± 1.5 pts</td>' in html and "new hospital hospital_D" in html
-    assert _rows(html, "adaptation")[1] == ["maml", "20.0% ± 0.0", "70.0% ± 4.0"]
+    assert table_rows(html, "adaptation")[1] == ["maml", "20.0% ± 0.0", "70.0% ± 4.0"]
     data = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html[html.index('id="data"') : html.index('id="learners"')]))
     assert "synthetic" in data and "720 images (train split)" in data and "4 sites" in data
     assert "Classes (10 images each): a/normal, a/tumour, b/normal." in data
 
 
 def test_auroc_transductive_and_a_clear_winner(tmp_path: Path) -> None:
-    m = _metrics()
+    m = run_metrics()
     m[STEMS[2]]["results"] = {
-        "protonet": _result("protonet", 0.8, 0.02, auc=0.9, transductive=True),
-        "maml": _result("maml", 0.7, 0.02, auc=0.81234, transductive=True),
+        "protonet": result_row("protonet", 0.8, 0.02, auc=0.9, transductive=True),
+        "maml": result_row("maml", 0.7, 0.02, auc=0.81234, transductive=True),
     }
     m[STEMS[2]]["best_vs_runner_up"] = {"mean": 0.1, "ci95": 0.03, "episodes": 600}
-    html = render_report(_run_dir(tmp_path, metrics=m), STEMS, m)
-    assert _rows(html, "learners")[2] == ["maml", "70.0% ± 2.0", "0.812 ± 0.031", "600"]
+    html = render_report(run_dir(tmp_path, metrics=m), STEMS, m)
+    assert table_rows(html, "learners")[2] == ["maml", "70.0% ± 2.0", "0.812 ± 0.031", "600"]
     assert ">transductive<" in html and "interval excludes 0" in html
 
 
@@ -211,7 +88,7 @@ def test_changed_parameters_against_the_notebooks_defaults(tmp_path: Path) -> No
     ]
     assert rows[1]["default"].startswith('["protonet", "maml"')
     html = render_report(run, STEMS, {})
-    params_rows = _rows(html, "parameters")
+    params_rows = table_rows(html, "parameters")
     assert params_rows[0][0] == "01 Data exploration" and "n_per_class_site = 6 (default 20)" in params_rows[0][1]
     assert "encoder.safetensors" not in "".join(map(str, params_rows))  # artifacts passed by the pipeline
 
@@ -232,12 +109,12 @@ def test_a_parameter_shared_by_every_notebook_is_said_once() -> None:
 
 
 def test_figures_in_a_grid_with_captions_and_links(tmp_path: Path) -> None:
-    run = _run_dir(tmp_path)
+    run = run_dir(tmp_path)
     figs = run / STEMS[0] / "figures"
-    _png(figs / "example_episode.png")
-    _png(figs / "samples_per_class.png")
-    _png(figs / ".example_episode.tmp.png")  # save_figure's temporary file: not a figure
-    html = render_report(run, STEMS, _metrics())
+    random_png(figs / "example_episode.png")
+    random_png(figs / "samples_per_class.png")
+    random_png(figs / ".example_episode.tmp.png")  # save_figure's temporary file: not a figure
+    html = render_report(run, STEMS, run_metrics())
     section = html[html.index(f'id="nb-{STEMS[0]}"') : html.index(f'id="nb-{STEMS[1]}"')]
     srcs = re.findall(r'<img src="([^"]+)"', section)
     assert srcs == [f"{STEMS[0]}/figures/{n}.png" for n in ("samples_per_class", "example_episode", "fig0")]
@@ -249,8 +126,8 @@ def test_figures_in_a_grid_with_captions_and_links(tmp_path: Path) -> None:
 
 
 def test_a_failed_run_shows_what_completed_and_where_it_stopped(tmp_path: Path) -> None:
-    run = _run_dir(tmp_path, stems=STEMS[:3])
-    m = {k: v for k, v in _metrics().items() if k in STEMS[:2]}
+    run = run_dir(tmp_path, stems=STEMS[:3])
+    m = {k: v for k, v in run_metrics().items() if k in STEMS[:2]}
     failure = f"{STEMS[2]}: cell 7 failed with ValueError: bad <value> (executed copy: {run}/{STEMS[2]}.ipynb)"
     html = write_report(run, STEMS, m, failure=failure).read_text(encoding="utf-8")
     banner = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", html[html.index('id="failure"') : html.index('id="summary"')]))
@@ -266,13 +143,13 @@ MALICIOUS = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
 
 def test_names_from_the_data_are_escaped(tmp_path: Path) -> None:
-    m = _metrics()
+    m = run_metrics()
     m[STEMS[0]]["headline"]["source"] = MALICIOUS
     m[STEMS[0]]["summary"]["class_counts"] = {MALICIOUS: 3, "normal": 4}
-    m[STEMS[2]]["results"] = {MALICIOUS: _result(MALICIOUS, 0.5, 0.1)}
+    m[STEMS[2]]["results"] = {MALICIOUS: result_row(MALICIOUS, 0.5, 0.1)}
     m[STEMS[2]]["cross_site"] = {MALICIOUS: m[STEMS[2]]["cross_site"]["hospital_A"]}
-    run = _run_dir(tmp_path, metrics=m)
-    _png(run / STEMS[0] / "figures" / "a'b\"<c>.png")
+    run = run_dir(tmp_path, metrics=m)
+    random_png(run / STEMS[0] / "figures" / "a'b\"<c>.png")
     html = render_report(run, STEMS, m, failure=f"{STEMS[3]}: {MALICIOUS}")
     assert "<script" not in html and "onerror=alert(1)>" not in html and "<img src=x" not in html
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html
@@ -301,8 +178,8 @@ def test_missing_or_broken_metrics_are_left_out_not_fatal(tmp_path: Path, damage
 
     m: dict[str, Any] = {
         "nothing": {},
-        "nan": spoil(_metrics()),
-        "none": spoil(_metrics()),
+        "nan": spoil(run_metrics()),
+        "none": spoil(run_metrics()),
         "wrong types": {
             s: {
                 "headline": [1],
@@ -322,7 +199,7 @@ def test_missing_or_broken_metrics_are_left_out_not_fatal(tmp_path: Path, damage
             s: {"results": {"x": {}}, "site_transfer": {"rows": ["A"]}, "adaptation_curves": {"x": {}}} for s in STEMS
         },
     }[damage]
-    run = _run_dir(tmp_path, metrics=m)
+    run = run_dir(tmp_path, metrics=m)
     html = write_report(run, STEMS, m).read_text(encoding="utf-8")
     assert "NaN" not in html.split("<details")[0] and "None" not in html.split("<details")[0]
     summary = build_summary(run, STEMS, m)
@@ -344,14 +221,14 @@ def test_a_users_two_class_folder(tmp_path: Path) -> None:
             "headline": {"best_learner": "protonet"},
             "best_vs_runner_up": None,
             "settings": {"n_way": 2, "k_shot": 1, "transductive": False},
-            "results": {"protonet": _result("protonet", 0.75, 0.1, auc=0.8)},
+            "results": {"protonet": result_row("protonet", 0.75, 0.1, auc=0.8)},
             "cross_site": {},
         },
         STEMS[3]: {"site_transfer": None, "adaptation_curves": {}},
     }
-    html = render_report(_run_dir(tmp_path, metrics=m), STEMS, m)
+    html = render_report(run_dir(tmp_path, metrics=m), STEMS, m)
     assert "/data/my xrays" in html and "Classes: effusion (5), normal (7)." in re.sub(r"<[^>]+>", "", html)
-    assert _rows(html, "learners")[1] == ["protonet ★ best", "75.0% ± 10.0", "0.800 ± 0.031", "600"]
+    assert table_rows(html, "learners")[1] == ["protonet ★ best", "75.0% ± 10.0", "0.800 ± 0.031", "600"]
     assert "2-way 1-shot tasks" in html and 'id="best-vs-runner-up"' not in html and 'id="site-effect"' not in html
 
 
@@ -365,7 +242,7 @@ def test_formatting_and_a_self_contained_template() -> None:
     package = PROJECT_ROOT / "medmeta_lib"
     assert TEMPLATE_DIR / "report.html.j2" in {f for g in shipped for f in package.glob(g)}  # in an installed package
     assert "jinja2>=3.1" in pyproject["project"]["dependencies"]
-    html = render_report(Path("/nonexistent/run"), STEMS, _metrics())
+    html = render_report(Path("/nonexistent/run"), STEMS, run_metrics())
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html) and "<script" not in html and "<link" not in html
 
 
@@ -378,8 +255,8 @@ def _screenshot(page: Path, png: Path, profile: Path) -> None:
 
 @needs_chromium
 def test_the_report_renders_in_a_browser(tmp_path: Path) -> None:
-    run = _run_dir(tmp_path)
-    index = write_report(run, STEMS, _metrics())
+    run = run_dir(tmp_path)
+    index = write_report(run, STEMS, run_metrics())
     png = tmp_path / "report.png"
     _screenshot(index, png, tmp_path / "profile")
     assert png.stat().st_size > 20_000
@@ -403,5 +280,5 @@ def test_the_report_renders_in_a_browser(tmp_path: Path) -> None:
         timeout=120,
         check=True,
     ).stdout
-    assert _rows(dom, "learners")[1] == ["protonet ★ best", "62.3% ± 4.1", "600"]
+    assert table_rows(dom, "learners")[1] == ["protonet ★ best", "62.3% ± 4.1", "600"]
     assert len(re.findall(r'<img src="[^"]+/figures/[^"]+\.png"', dom)) == 4
