@@ -10,8 +10,10 @@ import argparse
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -137,26 +139,64 @@ def _distributed(a: argparse.Namespace, body: Callable[[argparse.Namespace, int]
         return 1
 
 
+@contextmanager
+def _named_by_flags(config: str, flags: Mapping[str, str]) -> Iterator[None]:
+    """Re-raise a config's ``ValueError`` naming the command-line flag (``--lr``) instead of the field."""
+    try:
+        yield
+    except ValueError as e:
+        msg = str(e)
+        for field, flag in flags.items():
+            msg = msg.replace(f"{config}.{field} ", f"{flag} ")
+        raise ValueError(msg) from e
+
+
+def _meta_config(a: argparse.Namespace) -> Any:
+    """``MetaTrainConfig`` from the flags; an invalid value is named by its flag."""
+    from medmeta_lib.training.meta_training import MetaTrainConfig
+
+    flags = {"steps": "--steps", "meta_batch": "--meta-batch", "lr": "--lr", "val_every": "--val-every"}
+    with _named_by_flags("MetaTrainConfig", flags | {"checkpoint_every": "--val-every", "seed": "--seed"}):
+        return MetaTrainConfig(
+            steps=a.steps,
+            meta_batch=a.meta_batch,
+            lr=a.lr,
+            val_every=a.val_every,
+            checkpoint_every=a.val_every,
+            seed=a.seed,
+        )
+
+
+def _simclr_config(a: argparse.Namespace) -> Any:
+    """``SimCLRConfig`` from the flags; an invalid value is named by its flag."""
+    from medmeta_lib.ssl.simclr_config import SimCLRConfig
+
+    flags = {f: f"--{f.replace('_', '-')}" for f in ("epochs", "batch_size", "temperature", "seed", "site_views")}
+    with _named_by_flags("SimCLRConfig", flags | {"augment_preset": "--augment", "max_steps": "--max-steps"}):
+        return SimCLRConfig(
+            epochs=a.epochs,
+            batch_size=a.batch_size,
+            temperature=a.temperature,
+            seed=a.seed,
+            site_invariance=a.site_invariance or a.site_views == "scanner_shift",
+            site_views=a.site_views,
+            augment_preset=a.augment,
+            max_steps=a.max_steps,
+        )
+
+
 def _cmd_meta_train(a: argparse.Namespace) -> int:
     return _distributed(a, _meta_train)
 
 
 def _meta_train(a: argparse.Namespace, rank: int) -> int:
     from medmeta_lib.studies.experiment import train_learners
-    from medmeta_lib.training.meta_training import MetaTrainConfig
 
+    cfg = _meta_config(a)  # before the data: a bad flag fails at once
     train, val = _load_pair(a, "val")
     sp = _split(a, train, val, a.k_shot, val=val)  # meta-training never tests: the val split validates
     if rank == 0:
         print(f"[medmeta] {sp.description}")
-    cfg = MetaTrainConfig(
-        steps=a.steps,
-        meta_batch=a.meta_batch,
-        lr=a.lr,
-        val_every=a.val_every,
-        checkpoint_every=a.val_every,
-        seed=a.seed,
-    )
     lkw = {a.learner: {"inner_steps": a.inner_steps} if a.inner_steps is not None else {}}
     if a.transductive:
         lkw[a.learner]["transductive"] = True
@@ -203,20 +243,10 @@ def _cmd_pretrain(a: argparse.Namespace) -> int:
 def _pretrain(a: argparse.Namespace, rank: int) -> int:
     from medmeta_lib.data import load_collection
     from medmeta_lib.ssl.simclr import pretrain_simclr
-    from medmeta_lib.ssl.simclr_config import SimCLRConfig
 
+    cfg = _simclr_config(a)  # before the data: a bad flag fails at once
     kw = _synth_kwargs(a)
     col = load_collection(a.data, image_size=a.image_size, split="train", seed=a.seed, **kw)
-    cfg = SimCLRConfig(
-        epochs=a.epochs,
-        batch_size=a.batch_size,
-        temperature=a.temperature,
-        seed=a.seed,
-        site_invariance=a.site_invariance or a.site_views == "scanner_shift",
-        site_views=a.site_views,
-        augment_preset=a.augment,
-        max_steps=a.max_steps,
-    )
     res = pretrain_simclr(
         col,
         backbone=a.backbone,

@@ -181,6 +181,34 @@ def test_bad_settings_exit_nonzero_with_a_clear_message(argv, message: str, tmp_
     assert f"medmeta {argv[0]}: error:" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["pretrain", "--epochs", "0"], "--epochs must be an int >= 1"),
+        (["pretrain", "--batch-size", "1"], "--batch-size must be an int >= 2"),
+        (["pretrain", "--temperature", "0"], "--temperature must be a finite number > 0"),
+        (["pretrain", "--augment", "xray"], "--augment must be one of"),
+        (["meta-train", "--learner", "protonet", "--steps", "0"], "--steps must be an integer >= 1"),
+        (["meta-train", "--learner", "protonet", "--lr", "-1"], "--lr must be > 0"),
+        (["meta-train", "--learner", "protonet", "--meta-batch", "0"], "--meta-batch must be an integer >= 1"),
+    ],
+)
+def test_a_bad_training_flag_is_named_as_a_flag_before_any_data_is_read(
+    argv: list[str], message: str, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import medmeta_lib.data as data_mod
+
+    def must_not_load(*a, **kw):
+        raise AssertionError("the data was read before the flags were checked")
+
+    monkeypatch.setattr(data_mod, "load_collection", must_not_load)
+    out = tmp_path / "out"
+    assert main([*argv, "--out", str(out / "enc.safetensors" if argv[0] == "pretrain" else out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Config." not in err and "Traceback" not in err  # the flag, not the config's field
+    assert not out.exists()
+
+
 def test_evaluate_refuses_a_checkpoint_of_another_learner(trained, capsys) -> None:
     out, _ = trained
     rc = main(
