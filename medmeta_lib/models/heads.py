@@ -59,8 +59,9 @@ class CosineHead(nn.Module):
     """Cosine-similarity classifier of Baseline++ (Chen et al. 2019, "A Closer Look at Few-shot Classification").
 
     ``logits = scale · cos(features, weight rows)``: each class is a direction, and the scale (a
-    temperature) makes the softmax sharp enough to train. Chen et al. use a fixed scale of 2 for
-    Conv-4 and 10 for deeper backbones.
+    temperature) makes the softmax sharp enough to train. Chen et al.'s code (CloserLookFewShot's
+    ``distLinear``) fixes the scale by the number of classes, not the backbone: 2 for at most 200
+    classes, 10 above. Baseline++ here defaults to 10; 2 against 10 has not been measured here.
 
     Args:
         in_features: feature size.
