@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -140,23 +141,27 @@ def _distributed(a: argparse.Namespace, body: Callable[[argparse.Namespace, int]
 
 
 @contextmanager
-def _named_by_flags(config: str, flags: Mapping[str, str]) -> Iterator[None]:
-    """Re-raise a config's ``ValueError`` naming the command-line flag (``--lr``) instead of the field."""
+def _named_by_flags(config: str, renamed: Mapping[str, str]) -> Iterator[None]:
+    """Re-raise a config's ``ValueError`` naming the command-line flag instead of the config's field.
+
+    ``MetaTrainConfig.meta_batch`` becomes ``--meta-batch``, unless ``renamed`` names another flag for the field
+    (``{"augment_preset": "--augment"}``).
+    """
     try:
         yield
     except ValueError as e:
-        msg = str(e)
-        for field, flag in flags.items():
-            msg = msg.replace(f"{config}.{field} ", f"{flag} ")
-        raise ValueError(msg) from e
+
+        def flag(m: re.Match[str]) -> str:
+            return renamed.get(m.group(1), "--" + m.group(1).replace("_", "-")) + " "
+
+        raise ValueError(re.sub(rf"\b{config}\.(\w+) ", flag, str(e))) from e
 
 
 def _meta_config(a: argparse.Namespace) -> Any:
     """``MetaTrainConfig`` from the flags; an invalid value is named by its flag."""
     from medmeta_lib.training.meta_training import MetaTrainConfig
 
-    flags = {"steps": "--steps", "meta_batch": "--meta-batch", "lr": "--lr", "val_every": "--val-every"}
-    with _named_by_flags("MetaTrainConfig", flags | {"checkpoint_every": "--val-every", "seed": "--seed"}):
+    with _named_by_flags("MetaTrainConfig", {"checkpoint_every": "--val-every"}):
         return MetaTrainConfig(
             steps=a.steps,
             meta_batch=a.meta_batch,
@@ -171,8 +176,7 @@ def _simclr_config(a: argparse.Namespace) -> Any:
     """``SimCLRConfig`` from the flags; an invalid value is named by its flag."""
     from medmeta_lib.ssl.simclr_config import SimCLRConfig
 
-    flags = {f: f"--{f.replace('_', '-')}" for f in ("epochs", "batch_size", "temperature", "seed", "site_views")}
-    with _named_by_flags("SimCLRConfig", flags | {"augment_preset": "--augment", "max_steps": "--max-steps"}):
+    with _named_by_flags("SimCLRConfig", {"augment_preset": "--augment"}):
         return SimCLRConfig(
             epochs=a.epochs,
             batch_size=a.batch_size,
