@@ -196,23 +196,23 @@ def folder_empty_class(c: Ctx) -> tuple[Call, list[str]]:
     return _load(root), [str(root / "effusion"), "'effusion'"]
 
 
-def _csv_images(c: Ctx) -> None:
+def _manifest(c: Ctx, text: str) -> Path:
+    """``manifest.csv`` holding ``text`` beside four real images (img/a0, a1, b0, b1.png)."""
     for i in range(2):
         _png(c.tmp / "img" / f"a{i}.png", ramp())
         _png(c.tmp / "img" / f"b{i}.png", ramp(flip=True))
+    m = c.tmp / "manifest.csv"
+    m.write_text(text)
+    return m
 
 
 def csv_missing_paths(c: Ctx) -> tuple[Call, list[str]]:
-    _csv_images(c)
-    m = c.tmp / "manifest.csv"
-    m.write_text("path,label\nimg/a0.png,a\nimg/a9.png,a\nimg/b0.png,b\nimg/b7.png,b\n")
+    m = _manifest(c, "path,label\nimg/a0.png,a\nimg/a9.png,a\nimg/b0.png,b\nimg/b7.png,b\n")
     return _load(m), [str(m), "2 image file(s) do not exist", "row 3, column 'path'", "row 5, column 'path'", "a9.png"]
 
 
 def csv_unknown_site_column(c: Ctx) -> tuple[Call, list[str]]:
-    _csv_images(c)
-    m = c.tmp / "manifest.csv"
-    m.write_text("path,label,hospital\nimg/a0.png,a,H1\nimg/b0.png,b,H2\n")
+    m = _manifest(c, "path,label,hospital\nimg/a0.png,a,H1\nimg/b0.png,b,H2\n")
     return _load(m), [str(m), "'hospital'", "column 3"]
 
 
@@ -223,30 +223,22 @@ def csv_header_only(c: Ctx) -> tuple[Call, list[str]]:
 
 
 def csv_empty_label(c: Ctx) -> tuple[Call, list[str]]:
-    _csv_images(c)
-    m = c.tmp / "manifest.csv"
-    m.write_text("path,label\nimg/a0.png,a\nimg/b0.png,\n")
+    m = _manifest(c, "path,label\nimg/a0.png,a\nimg/b0.png,\n")
     return _load(m), [str(m), "row 3", "'label'"]
 
 
 def csv_split_typo(c: Ctx) -> tuple[Call, list[str]]:
-    _csv_images(c)
-    m = c.tmp / "manifest.csv"
-    m.write_text("path,label,split\nimg/a0.png,a,train\nimg/b0.png,b,tran\n")
+    m = _manifest(c, "path,label,split\nimg/a0.png,a,train\nimg/b0.png,b,tran\n")
     return _load(m), [str(m), "row 3", "'split'", "'tran'"]
 
 
 def csv_duplicate_image(c: Ctx) -> tuple[Call, list[str]]:
-    _csv_images(c)
-    m = c.tmp / "manifest.csv"
-    m.write_text("path,label\nimg/a0.png,a\nimg/b0.png,b\n./img/a0.png,b\n")
+    m = _manifest(c, "path,label\nimg/a0.png,a\nimg/b0.png,b\n./img/a0.png,b\n")
     return _load(m), [str(m), "rows 2 and 4", "a0.png"]
 
 
 def csv_mixed_labels(c: Ctx) -> tuple[Call, list[str]]:
-    _csv_images(c)
-    m = c.tmp / "manifest.csv"
-    m.write_text("path,label\nimg/a0.png,1\nimg/a1.png,01\nimg/b0.png,b\n")
+    m = _manifest(c, "path,label\nimg/a0.png,1\nimg/a1.png,01\nimg/b0.png,b\n")
     return _load(m), [str(m), "column 'label' mixes numbers (2) and names (1)", "'1' (row 2)", "3 classes"]
 
 
