@@ -40,6 +40,7 @@ __all__ = [
     "find_medmnist_file",
     "load_medmnist",
     "load_npz",
+    "medmnist_path",
 ]
 
 _CHUNK = 2048  # images resized per batch: bounds the float32 working memory
@@ -301,6 +302,26 @@ def load_medmnist(
             f"medmnist:{info.name} is multi-label ({info.task}); N-way episodes need one class per image. "
             "Choose another dataset (e.g. pneumoniamnist, dermamnist, bloodmnist)"
         )
+    path = medmnist_path(info.name, image_size, data_dir=data_dir)
+    return load_npz(path, split=split, image_size=image_size, name=info.name, source=f"medmnist:{info.name}")
+
+
+def medmnist_path(name: str, image_size: int = 28, *, data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The file :func:`load_medmnist` would read for ``name`` at ``image_size``; nothing is read.
+
+    Raises:
+        FileNotFoundError: when no file of the dataset is in the data dir; the message names the file, the
+            folder and the download command.
+        ValueError: for an unknown dataset name.
+
+    Example:
+        >>> try:
+        ...     medmnist_path("pneumoniamnist", data_dir="/nowhere")
+        ... except FileNotFoundError as e:
+        ...     print(str(e).split(". Download")[0])
+        medmnist:pneumoniamnist: pneumoniamnist.npz not found in /nowhere
+    """
+    info = medmnist_info(name)
     folder = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     path = find_medmnist_file(info.name, image_size, data_dir=folder)
     if path is None:
@@ -311,7 +332,7 @@ def load_medmnist(
             f"`medmeta data download {info.name} --size {size}` (MD5-checked), or put the official file from "
             f"{info.url(size)} into {folder}; set MEDMETA_DATA_DIR to use another folder. Licence: {info.licence}"
         )
-    return load_npz(path, split=split, image_size=image_size, name=info.name, source=f"medmnist:{info.name}")
+    return path
 
 
 def download_medmnist(

@@ -9,7 +9,7 @@ from typing import Any
 
 from medmeta_lib.data.collection import ImageCollection
 
-__all__ = ["SOURCE_HELP", "load_collection"]
+__all__ = ["SOURCE_HELP", "check_source", "load_collection"]
 
 SOURCE_HELP = (
     "a source is one of: 'synthetic' (MedSynth, offline default); 'medmnist:<name>' (e.g. "
@@ -31,6 +31,53 @@ def _check_options(source: str, kind: str, kw: dict[str, Any], *loaders: Callabl
             f"load_collection({source!r}): unknown option(s) {unknown} for {kind}; it takes "
             f"{sorted(known) or 'no options'} besides image_size, split and seed"
         )
+
+
+def _kind(source: str) -> str:
+    """What ``source`` names: ``synthetic``, ``medmnist``, ``npz``, ``csv`` or ``folder`` (nothing is read)."""
+    if not isinstance(source, str) or not source:
+        raise ValueError(f"source must be a non-empty string; {SOURCE_HELP}")
+    if source == "synthetic":
+        return "synthetic"
+    if source.startswith("medmnist:"):
+        return "medmnist"
+    path = Path(source).expanduser()
+    if path.suffix.lower() in (".npz", ".csv"):
+        return path.suffix.lower()[1:]
+    if path.is_dir():
+        return "folder"
+    if not path.exists() and (path.suffix or "/" in source):
+        raise FileNotFoundError(f"source {source!r}: no such file or folder ({path.resolve()}); {SOURCE_HELP}")
+    raise ValueError(f"unknown source {source!r}; {SOURCE_HELP}")
+
+
+def check_source(source: str, *, image_size: int = 28, data_dir: str | None = None) -> None:
+    """Refuse a source that names nothing loadable, without reading any image (a fast check before a long run).
+
+    Args:
+        source: as :func:`load_collection` takes it.
+        image_size: the size a ``medmnist:`` source would be loaded at (it picks the file).
+        data_dir: where ``medmnist:`` files are (default: ``$MEDMETA_DATA_DIR`` or ``data/cache``).
+
+    Raises:
+        FileNotFoundError: a file, folder or MedMNIST dataset that is not there (the message says where to put it).
+        ValueError: a string that is no kind of source.
+
+    Example:
+        >>> check_source("synthetic")
+        >>> check_source("scans/missing.npz")
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: source 'scans/missing.npz': no such file ...
+    """
+    kind = _kind(source)
+    if kind == "medmnist":
+        from medmeta_lib.data.medmnist import medmnist_path
+
+        medmnist_path(source.split(":", 1)[1], image_size, data_dir=data_dir)
+    path = Path(source).expanduser()
+    if kind in ("npz", "csv") and not path.is_file():
+        raise FileNotFoundError(f"source {source!r}: no such file ({path.resolve()}); {SOURCE_HELP}")
 
 
 def load_collection(
@@ -62,13 +109,12 @@ def load_collection(
         >>> col.num_classes >= 24
         True
     """
-    if not isinstance(source, str) or not source:
-        raise ValueError(f"source must be a non-empty string; {SOURCE_HELP}")
     if split not in _SPLITS:
         raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
     if not isinstance(image_size, int) or image_size < 8:
         raise ValueError(f"image_size must be an integer >= 8, got {image_size!r}")
-    if source == "synthetic":
+    kind = _kind(source)
+    if kind == "synthetic":
         from medmeta_lib.data.synthetic import MedSynth
 
         _check_options(source, "MedSynth", kw, MedSynth.__init__, MedSynth.generate)
@@ -78,27 +124,23 @@ def load_collection(
             seed=seed,
             **{k: v for k, v in kw.items() if k not in MedSynth.INIT_KEYS},
         )
-    if source.startswith("medmnist:"):
+    if kind == "medmnist":
         from medmeta_lib.data.medmnist import load_medmnist
 
         _check_options(source, "a MedMNIST name", kw, load_medmnist)
         return load_medmnist(source.split(":", 1)[1], split=split, image_size=image_size, **kw)
     path = Path(source).expanduser()
-    if path.suffix.lower() == ".npz":
+    if kind == "npz":
         from medmeta_lib.data.medmnist import load_npz
 
         _check_options(source, "a .npz file", kw, load_npz)
         return load_npz(path, split=split, image_size=image_size, **kw)
-    if path.suffix.lower() == ".csv":
+    if kind == "csv":
         from medmeta_lib.data.manifest import load_csv_manifest
 
         _check_options(source, "a CSV manifest", kw, load_csv_manifest)
         return load_csv_manifest(path, image_size=image_size, split=split, **kw)
-    if path.is_dir():
-        from medmeta_lib.data.folder import load_folder
+    from medmeta_lib.data.folder import load_folder
 
-        _check_options(source, "a folder", kw, load_folder)
-        return load_folder(path, image_size=image_size, split=split, **kw)
-    if not path.exists() and (path.suffix or "/" in source):
-        raise FileNotFoundError(f"source {source!r}: no such file or folder ({path.resolve()}); {SOURCE_HELP}")
-    raise ValueError(f"unknown source {source!r}; {SOURCE_HELP}")
+    _check_options(source, "a folder", kw, load_folder)
+    return load_folder(path, image_size=image_size, split=split, **kw)

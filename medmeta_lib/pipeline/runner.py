@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from medmeta_lib.config import PROJECT_ROOT, runs_dir
+from medmeta_lib.data.sources import check_source
 from medmeta_lib.pipeline.html_export import export_html, install_mathjax
 from medmeta_lib.pipeline.parameters import (
     ParameterError,
@@ -160,6 +161,18 @@ NOTEBOOKS: list[NotebookSpec] = [
 
 
 # ---------------------------------------------------------------- parameters
+#: parameters that name a file or folder; a relative one is taken from where ``medmeta run`` is called
+_PATH_PARAMETERS = ("data_source", "encoder_checkpoint", "meta_dir", "pneumonia_npz")
+
+
+def _absolute(value: Any) -> Any:
+    """``value`` made absolute if it is a relative path (not ``""``, ``"auto"``, ``"synthetic"`` or ``medmnist:``)."""
+    if not isinstance(value, str) or value in ("", "auto", "synthetic") or value.startswith("medmnist:"):
+        return value
+    path = Path(value).expanduser()
+    return value if path.is_absolute() else str(path.resolve())
+
+
 def resolve_parameters(
     specs: Sequence[NotebookSpec],
     overrides: Mapping[str, Any],
@@ -169,11 +182,14 @@ def resolve_parameters(
     """Validate overrides against every notebook's parameters cell and resolve per-notebook values.
 
     Global names apply to each notebook that declares them; ``"02.name"`` targets notebook 02.
-    ``output_dir`` and chained paths are added by :func:`run_pipeline`.
+    ``output_dir`` and chained paths are added by :func:`run_pipeline`. A relative path in ``data_source``,
+    ``encoder_checkpoint``, ``meta_dir`` or ``pneumonia_npz`` is made absolute from the current folder: each
+    notebook runs in its own output folder, where it would not be found.
 
     Raises:
-        ParameterError: an unknown name (declared by no selected notebook) or a wrongly typed value,
-            naming the notebook and the parameter; papermill itself would only warn.
+        ParameterError: an unknown name (declared by no selected notebook), a wrongly typed value, or a
+            ``data_source`` that names no file, folder or MedMNIST file present (``check_source``; no image
+            is read), naming the notebook and the parameter; papermill itself would only warn.
 
     Example:
         >>> resolve_parameters(NOTEBOOKS[:2], {"seed": 3, "02.epochs": 2})  # doctest: +SKIP
@@ -210,6 +226,16 @@ def resolve_parameters(
                     f"pass a value of type {t} (default: {declared[s.key][pname]['default']})"
                 )
             resolved[s.key][pname] = value
+    for key, params in resolved.items():
+        for pname in _PATH_PARAMETERS:  # each notebook runs in its own folder: anchor relative paths here
+            if pname in params:
+                params[pname] = _absolute(params[pname])
+        if "data_source" in params:  # a data source that names nothing fails now, not minutes into the run
+            try:
+                check_source(params["data_source"], image_size=params.get("image_size", 28))
+            except (FileNotFoundError, ValueError) as e:
+                stem = next(s.stem for s in specs if s.key == key)
+                raise ParameterError(f"{stem}: parameter 'data_source': {e}") from e
     return resolved
 
 

@@ -123,12 +123,25 @@ def test_rerun_skips_completed_notebooks(smoke_run):
 
 
 def test_failing_cell_stops_with_notebook_and_cell(tmp_path):
-    with pytest.raises(PipelineError, match=r"01_data_exploration: cell \d+ failed with FileNotFoundError"):
-        run_pipeline(
-            out=tmp_path, smoke=True, only=["01"], overrides={"data_source": "/nonexistent/x.npz"}, progress=False
-        )
-    assert (tmp_path / "01_data_exploration.ipynb").exists() and (tmp_path / "01_data_exploration.html").exists()
-    assert "Run stopped" in (tmp_path / "index.html").read_text()
+    broken = tmp_path / "broken.npz"  # exists, so the parameter check passes; reading it fails in a cell
+    broken.write_text("<html>503 Service Unavailable</html>")
+    out = tmp_path / "run"
+    with pytest.raises(PipelineError, match=r"01_data_exploration: cell \d+ failed with ValueError: .*not an \.npz"):
+        run_pipeline(out=out, smoke=True, only=["01"], overrides={"data_source": str(broken)}, progress=False)
+    assert (out / "01_data_exploration.ipynb").exists() and (out / "01_data_exploration.html").exists()
+    assert "Run stopped" in (out / "index.html").read_text()
+
+
+def test_a_data_source_that_names_nothing_is_refused_before_running(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for source, message in [
+        ("scans/x.npz", r"01_data_exploration: parameter 'data_source': source '.*scans/x\.npz': no such file"),
+        ("my_xrays", r"parameter 'data_source': source '.*my_xrays': no such file or folder"),
+        ("synthetc", r"no such file or folder .*; a source is one of: 'synthetic'"),  # a typo names the choices
+    ]:
+        with pytest.raises(ParameterError, match=message):
+            run_pipeline(out=tmp_path / "run", smoke=True, overrides={"data_source": source}, progress=False)
+        assert not (tmp_path / "run").exists()  # refused before the run folder was made
 
 
 def test_cli_reports_bad_parameters_before_running(tmp_path):

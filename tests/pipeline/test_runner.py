@@ -80,3 +80,32 @@ def test_readme_parameter_table_is_current():
     begin, end = "<!-- params:begin -->", "<!-- params:end -->"
     table = readme.split(begin, 1)[1].split(end, 1)[0].strip()
     assert table == parameters_markdown(), "README parameter table is stale: run `medmeta docs-params --write`"
+
+
+def test_relative_paths_are_anchored_where_the_run_is_started(tmp_path, monkeypatch):
+    """Each notebook runs in its own output folder, so a relative path must be made absolute up front."""
+    from tests.conftest import write_medmnist_npz
+
+    monkeypatch.chdir(tmp_path)
+    write_medmnist_npz(tmp_path / "d.npz", per_class=2, n_classes=2)
+    (tmp_path / "enc.safetensors").write_bytes(b"")  # only its path matters here
+    r = resolve_parameters(NOTEBOOKS, {"data_source": "d.npz", "03.encoder_checkpoint": "enc.safetensors"})
+    assert {r[k]["data_source"] for k in ("01", "02", "03", "04")} == {str(tmp_path / "d.npz")}
+    assert r["03"]["encoder_checkpoint"] == str(tmp_path / "enc.safetensors")
+    keep = {"01.pneumonia_npz": "auto", "04.meta_dir": "", "02.data_source": "synthetic"}
+    r = resolve_parameters(NOTEBOOKS, keep)
+    assert (r["01"]["pneumonia_npz"], r["04"]["meta_dir"], r["02"]["data_source"]) == ("auto", "", "synthetic")
+    absolute = str(tmp_path / "d.npz")
+    assert resolve_parameters(NOTEBOOKS, {"data_source": absolute})["02"]["data_source"] == absolute
+
+
+def test_a_data_source_is_checked_without_reading_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDMETA_DATA_DIR", str(tmp_path))  # an empty data dir
+    with pytest.raises(ParameterError, match=r"01_data_exploration: parameter 'data_source': medmnist:pneumoniamnist: "
+                       r"pneumoniamnist\.npz not found in .*medmeta data download pneumoniamnist"):  # fmt: skip
+        resolve_parameters(NOTEBOOKS, {"data_source": "medmnist:pneumoniamnist"})
+    with pytest.raises(ParameterError, match=r"02_contrastive_pretraining: parameter 'data_source': .*no such file"):
+        resolve_parameters(NOTEBOOKS, {"02.data_source": str(tmp_path / "missing.csv")})
+    (tmp_path / "folder").mkdir()
+    folder = str(tmp_path / "folder")  # a class folder is accepted as it is (its images are read by the notebook)
+    assert resolve_parameters(NOTEBOOKS, {"data_source": folder})["01"]["data_source"] == folder

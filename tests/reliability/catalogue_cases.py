@@ -126,6 +126,16 @@ def param_unknown(c: Ctx) -> tuple[Call, list[str]]:
     ), ["'imag_size'", "'image_size'"]
 
 
+def param_missing_data_source(c: Ctx) -> tuple[Call, list[str]]:
+    out, missing = c.tmp / "run", c.tmp / "xrays" / "train.npz"  # nothing may be created: no run folder
+    overrides = {"data_source": str(missing)}
+    return (lambda: run_pipeline(out=out, overrides=overrides, progress=False, log=lambda s: None)), [
+        "01_data_exploration",
+        "'data_source'",
+        str(missing),
+    ]
+
+
 def param_unknown_for_notebook(c: Ctx) -> tuple[Call, list[str]]:
     return (lambda: resolve_parameters(NOTEBOOKS, {"02.k_shot": 5})), ["02_contrastive_pretraining", "'k_shot'"]
 
@@ -195,6 +205,7 @@ CASES = [
     Case("ckpt-pickle-renamed", ckpt_pickle_renamed, ValueError, r"re-create it"),
     Case("ckpt-torch-save-renamed", ckpt_torch_save_renamed, ValueError, r"re-create it"),
     Case("param-unknown", param_unknown, ParameterError, r"fix the name"),
+    Case("param-missing-data-source", param_missing_data_source, ParameterError, r"a source is one of"),
     Case("param-unknown-for-notebook", param_unknown_for_notebook, ParameterError, r"fix the name"),
     Case("param-wrong-type", param_wrong_type, ParameterError, r"pass a value of type int"),
     Case("param-bool-for-int", param_bool_for_int, ParameterError, r"pass a value of type int"),
