@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from medmeta_lib.data.collection import ImageCollection
 from medmeta_lib.data.episodes import Episode, EpisodeSampler, EpisodeSet
-from medmeta_lib.data.sources import SOURCE_HELP, load_collection
+from medmeta_lib.data.sources import SOURCE_HELP, check_source, load_collection
 from medmeta_lib.data.splits import ClassSplit, split_classes, split_modalities, split_sites
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "EpisodeSampler",
     "EpisodeSet",
     "ImageCollection",
+    "check_source",
     "load_collection",
     "split_classes",
     "split_modalities",
