@@ -305,6 +305,7 @@ def fewshot_study(
                 tta_preset=augment,
                 tta_seed=seed,
                 self_train=self_train,
+                image_size=train.image_size,
             )
             recipe_file = recipe.save(Path(learner_out).with_name(RECIPE_FILE), member_files=files)
             meta_info["recipe_file"] = str(recipe_file)

@@ -92,6 +92,9 @@ class FewShotRecipe:
         tta_preset: ``ViewAugment`` preset of those views.
         tta_seed: seed of those views (the transforms are the same for every image).
         self_train: pseudo-labels per class from the unlabelled images given to :meth:`adapt` (0: none).
+        image_size: the side length the recipe was trained at; images of another size are refused (``None``:
+            not checked, as for recipe files written before it was recorded). The channels are always checked
+            against the encoder's.
 
     Example:
         >>> recipe = FewShotRecipe(members, encoder, layers=CONV4_BLOCKS_2_4, classes=("a", "b"),
@@ -111,6 +114,7 @@ class FewShotRecipe:
         tta_preset: str = "generic",
         tta_seed: int = 0,
         self_train: int = 0,
+        image_size: int | None = None,
     ) -> None:
         if not members or not all(hasattr(m, "adapt") for m in members):
             raise ValueError("FewShotRecipe: members must be one or more learners (e.g. meta-trained ProtoNets)")
@@ -126,6 +130,11 @@ class FewShotRecipe:
             raise ValueError(f"tta_seed must be an int, got {tta_seed!r}")
         if isinstance(self_train, bool) or not isinstance(self_train, int) or self_train < 0:
             raise ValueError(f"self_train must be an int >= 0 (pseudo-labels per class), got {self_train!r}")
+        if image_size is not None and (
+            isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8
+        ):
+            raise ValueError(f"image_size must be an int >= 8 or None, got {image_size!r}")
+        self.image_size = image_size
         self.tta_views, self.tta_preset, self.tta_seed = tta_views, tta_preset, tta_seed
         self.self_train = self_train
         self.members, self.encoder = list(members), encoder
@@ -135,6 +144,32 @@ class FewShotRecipe:
         for m in self.members:
             if m.n_way != len(self.classes):
                 m.set_n_way(len(self.classes))
+
+    def _check_images(self, images: Tensor, what: str) -> None:
+        """Refuse images the recipe cannot read as it was trained: a clear message instead of a torch error."""
+        spec = getattr(self.encoder, "spec", None)
+        channels = spec["kwargs"].get("in_channels", 1) if isinstance(spec, dict) else None
+        if not isinstance(images, Tensor) or images.dim() != 4 or not images.is_floating_point():
+            got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+            raise ValueError(f"{what} must be a float tensor (N, C, H, W), got {got}; add the batch axis with x[None]")
+        if channels is not None and images.shape[1] != channels:
+            fix = "x.mean(1, keepdim=True)" if channels == 1 else "x.expand(-1, 3, -1, -1)"
+            raise ValueError(
+                f"{what} have {images.shape[1]} channel(s) but the recipe was trained on {channels}; convert them "
+                f"({fix})"
+            )
+        size = self.image_size
+        if size is not None and tuple(images.shape[-2:]) != (size, size):
+            raise ValueError(
+                f"{what} are {images.shape[-2]}x{images.shape[-1]} px but the recipe was trained at {size}x{size}; "
+                "resize them as the training images were (e.g. load_collection(..., image_size=...))"
+            )
+        if len(images) and not bool(torch.isfinite(images).all()):
+            raise ValueError(f"{what} hold NaN/Inf pixels; clean or drop those images")
+        if len(images) and (float(images.min()) < 0 or float(images.max()) > 1):
+            raise ValueError(
+                f"{what} must be scaled to [0, 1] (got max {float(images.max()):.3g}); divide uint8 by 255"
+            )
 
     def _probe_features(self, images: Tensor) -> np.ndarray:
         assert self.probe_stats is not None
@@ -158,13 +193,16 @@ class FewShotRecipe:
             row depends on that image, the support set and (self-training) the unlabelled images only.
 
         Raises:
-            ValueError: bad support labels, or ``self_train`` > 0 without ``unlabelled`` images.
+            ValueError: bad support labels, images of another channel count or size than the recipe's (also
+                for the images given to the returned function), pixels outside [0, 1] or NaN, or
+                ``self_train`` > 0 without ``unlabelled`` images.
 
         Example:
             >>> recipe.adapt(support_x, support_y)(new_images).shape  # doctest: +SKIP
             (12, 2)
         """
         n = len(self.classes)
+        self._check_images(support_x, "support images")
         if support_y.ndim != 1 or len(support_y) != len(support_x):
             raise ValueError(f"support_y must be (N,) labels for the {len(support_x)} support images")
         if sorted(torch.unique(support_y).tolist()) != list(range(n)):
@@ -179,7 +217,8 @@ class FewShotRecipe:
                 f"this recipe self-trains ({self.self_train} pseudo-labels per class): pass unlabelled=<the "
                 "unlabelled train images>, or set recipe.self_train = 0"
             )
-        if unlabelled.ndim != 4 or unlabelled.shape[1:] != support_x.shape[1:]:
+        self._check_images(unlabelled, "unlabelled images")
+        if unlabelled.shape[1:] != support_x.shape[1:]:
             raise ValueError(
                 f"unlabelled must be (M, C, H, W) images shaped like the support images {tuple(support_x.shape[1:])}, "
                 f"got {tuple(unlabelled.shape)}"
@@ -200,6 +239,7 @@ class FewShotRecipe:
             probe = fit_probe(self._probe_features(support_x), support_y.numpy(), n_classes=n, C=self.C)
 
         def predict(images: Tensor) -> np.ndarray:
+            self._check_images(images, "images")
             with torch.no_grad():
                 protonets = torch.stack([p(images).softmax(-1) for p in predictors]).mean(0).numpy()
             if probe is None:
@@ -237,6 +277,7 @@ class FewShotRecipe:
             "C": self.C,
             "tta": {"views": self.tta_views, "preset": self.tta_preset, "seed": self.tta_seed},
             "self_train": self.self_train,
+            "image_size": self.image_size,
         }
         return save_checkpoint(path, tensors, meta)
 
@@ -278,4 +319,5 @@ class FewShotRecipe:
             tta_preset=str(tta["preset"]),
             tta_seed=int(tta["seed"]),
             self_train=int(meta.get("self_train", 0)),  # files before self-training: none
+            image_size=meta.get("image_size"),  # files before it was recorded: not checked
         )

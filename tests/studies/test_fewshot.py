@@ -287,6 +287,22 @@ def test_the_recipe_mixes_the_protonets_with_the_probe_and_reloads_as_one_model(
     assert not np.allclose(got, protonets, atol=1e-3)  # the probe moved the probabilities
     with pytest.raises(ValueError, match="must cover every class"):
         recipe.adapt(sx[:2], sy[:2])
+    assert recipe.image_size == train.image_size == 28  # recorded in the file: images are checked against it
+    predict = recipe.adapt(sx, sy)
+    bad_images = {
+        "have 3 channel\\(s\\) but the recipe was trained on 1; convert them": test.images.expand(-1, 3, -1, -1),
+        "are 32x32 px but the recipe was trained at 28x28": torch.nn.functional.interpolate(test.images, size=32),
+        "must be a float tensor \\(N, C, H, W\\), got \\(1, 28, 28\\); add the batch axis": test.images[0],
+        "hold NaN/Inf pixels": torch.where(torch.arange(28) == 0, float("nan"), test.images),  # column 0 of each
+        "must be scaled to \\[0, 1\\]": test.images * 255 + 1,
+    }
+    for message, images in bad_images.items():  # torch or scikit-learn errors before; now what to do
+        with pytest.raises(ValueError, match="images " + message):
+            predict(images)
+        with pytest.raises(ValueError, match="support images " + message):
+            recipe.adapt(images[: len(sy)], sy)
+    recipe.image_size = None  # a file written before the size was recorded: any size is read, as it was
+    assert recipe.adapt(sx, sy)(bad_images["are 32x32 px but the recipe was trained at 28x28"]).shape == (len(test), 2)
     (tmp_path / "protonet_m1.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match=r"protonet_m1\.safetensors is missing"):
         FewShotRecipe.load(tmp_path / RECIPE_FILE)
@@ -322,7 +338,7 @@ def test_self_training_refits_on_pseudo_labelled_train_images_and_reloads(pair, 
     recipe.self_train = 3
     with pytest.raises(ValueError, match="pass unlabelled="):
         recipe.adapt(sx, sy)
-    with pytest.raises(ValueError, match="unlabelled must be"):
+    with pytest.raises(ValueError, match=r"unlabelled images are 5x28 px but the recipe was trained at 28x28"):
         recipe.adapt(sx, sy, unlabelled=train.images[:, :, :5])  # another image size
     predict = recipe.adapt(sx, sy, unlabelled=train.images)  # the saved recipe repeats it
     np.testing.assert_allclose(predict(test.images), want, atol=1e-4)
