@@ -352,6 +352,14 @@ class Learner(nn.Module):
         raise NotImplementedError
 
     def _check_adapt_args(self, support_x: Tensor, support_y: Tensor, query_x: Tensor | None, query_y: Tensor | None):
+        spec = getattr(self.backbone, "spec", None)
+        channels = spec["kwargs"].get("in_channels") if isinstance(spec, dict) else None
+        for what, x in (("support_x", support_x), ("query_x", query_x)):
+            if x is not None and (x.ndim != 4 or (channels is not None and x.shape[1] != channels)):
+                raise ValueError(
+                    f"{self.name}: {what} must be (N, {channels or 'C'}, H, W) images for this backbone, got "
+                    f"{tuple(x.shape)}; convert greyscale/RGB to the backbone's channels, or add the batch axis"
+                )
         self._check_labels(support_y, "support")
         if support_x.shape[0] != support_y.shape[0]:
             raise ValueError(

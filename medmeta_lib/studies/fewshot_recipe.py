@@ -148,7 +148,7 @@ class FewShotRecipe:
     def _check_images(self, images: Tensor, what: str) -> None:
         """Refuse images the recipe cannot read as it was trained: a clear message instead of a torch error."""
         spec = getattr(self.encoder, "spec", None)
-        channels = spec["kwargs"].get("in_channels", 1) if isinstance(spec, dict) else None
+        channels = spec["kwargs"].get("in_channels") if isinstance(spec, dict) else None
         if not isinstance(images, Tensor) or images.dim() != 4 or not images.is_floating_point():
             got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
             raise ValueError(f"{what} must be a float tensor (N, C, H, W), got {got}; add the batch axis with x[None]")

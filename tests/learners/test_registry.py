@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -155,3 +157,23 @@ def test_batchnorm_with_running_stats_is_rejected(name):
 def test_backbone_needs_out_features():
     with pytest.raises(ValueError, match="out_features"):
         create_learner("protonet", nn.Conv2d(1, 2, 3), n_way=2)
+
+
+@pytest.mark.parametrize("name", list_learners())
+def test_images_the_backbone_cannot_read_are_refused_by_name(name):
+    """RGB to a greyscale backbone, or images without the batch axis: a ValueError, not a torch shape error."""
+    from medmeta_lib.models import create_backbone
+
+    episode = EpisodeSampler(make_collection(n_classes=3, per_class=4, size=28), n_way=3, k_shot=2, q_query=2).sample()
+    kw = {"num_train_classes": 4} if name.startswith("baseline") else {}
+    learner = create_learner(name, create_backbone("conv4", in_channels=1, hidden=8), n_way=3, **kw)
+    sx, sy = episode.support_x, episode.support_y
+    with pytest.raises(
+        ValueError, match=rf"{re.escape(name)}: support_x must be \(N, 1, H, W\) images .*\(6, 3, 28, 28\)"
+    ):
+        learner.adapt(sx.expand(-1, 3, -1, -1), sy)
+    with pytest.raises(ValueError, match=r"support_x must be \(N, 1, H, W\) images .*got \(6, 28, 28\)"):
+        learner.adapt(sx[:, 0], sy)
+    with pytest.raises(ValueError, match=r"query_x must be \(N, 1, H, W\) images"):
+        learner.adapt(sx, sy, query_x=episode.query_x.expand(-1, 3, -1, -1), query_y=episode.query_y)
+    learner.adapt(sx, sy, steps=1)  # the right images still adapt
