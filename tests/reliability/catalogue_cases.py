@@ -54,6 +54,23 @@ def episodes_unknown_class(c: Ctx) -> tuple[Call, list[str]]:
     return _sampler(n_way=2, k_shot=1, q_query=1, classes=[0, 9]), ["toy", "classes [9]", "0..3"]
 
 
+def learner_wrong_channels(c: Ctx) -> tuple[Call, list[str]]:
+    learner = mm.create_learner("protonet", create_backbone("conv4", in_channels=1, hidden=8), n_way=2)
+    rgb, labels = torch.rand(4, 3, 28, 28), torch.tensor([0, 0, 1, 1])
+    return (lambda: learner.adapt(rgb, labels)), ["protonet", "support_x", "(N, 1, H, W)", "(4, 3, 28, 28)"]
+
+
+def recipe_wrong_image_size(c: Ctx) -> tuple[Call, list[str]]:
+    from medmeta_lib.ssl.features import CONV4_BLOCKS_2_4
+    from medmeta_lib.studies import FewShotRecipe
+
+    encoder = create_backbone("conv4", in_channels=1, hidden=8)
+    member = mm.create_learner("protonet", create_backbone("conv4", in_channels=1, hidden=8), n_way=2)
+    recipe = FewShotRecipe([member], encoder, layers=CONV4_BLOCKS_2_4, classes=("normal", "pneumonia"), image_size=28)
+    images, labels = torch.rand(4, 1, 64, 64), torch.tensor([0, 0, 1, 1])
+    return (lambda: recipe.adapt(images, labels)), ["support images", "64x64 px", "28x28"]
+
+
 def _encoder(c: Ctx, name: str = "encoder.safetensors") -> Path:
     torch.manual_seed(0)
     return save_backbone(c.tmp / name, create_backbone("conv4", hidden=8), metadata={"epochs": 3})
@@ -195,6 +212,8 @@ CASES = [
     Case("episodes-zero-shot", episodes_zero_shot, ValueError, r"whole number >= 1"),
     Case("episodes-fractional-query", episodes_fractional_query, ValueError, r"whole number >= 1"),
     Case("episodes-unknown-class", episodes_unknown_class, ValueError, r"class ids from that range"),
+    Case("learner-wrong-channels", learner_wrong_channels, ValueError, r"convert greyscale/RGB"),
+    Case("recipe-wrong-image-size", recipe_wrong_image_size, ValueError, r"resize them"),
     Case("ckpt-truncated", ckpt_truncated, ValueError, r"re-create it|re-run the step"),
     Case("ckpt-tampered-header", ckpt_tampered_header, ValueError, r"re-create it|re-run the step"),
     Case("ckpt-tampered-tensor", ckpt_tampered_tensor, ValueError, r"re-create it|re-run the step"),
