@@ -3,7 +3,8 @@
 * :mod:`~medmeta_lib.pipeline.parameters` — a notebook's ``parameters`` cell as papermill sees it, and
   typed checks of ``-p name=value`` overrides;
 * :mod:`~medmeta_lib.pipeline.runner` — the notebook registry and the run (01 → 04, artifacts by path);
-* :mod:`~medmeta_lib.pipeline.execution` — the kernel client that executes one notebook headless;
+* :mod:`~medmeta_lib.pipeline.execution` — the kernel client that executes one notebook headless (the
+  kernel process's own output in a log beside it; failures as one message);
 * :mod:`~medmeta_lib.pipeline.html_export` — HTML exports whose formulas render offline;
 * :mod:`~medmeta_lib.pipeline.report` and :mod:`~medmeta_lib.pipeline.report_summary` — the run report
   (its site-effect parts in :mod:`~medmeta_lib.pipeline.report_sites`, number formats in

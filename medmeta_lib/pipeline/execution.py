@@ -18,7 +18,12 @@ The pipeline's kernels also talk over IPC (Unix sockets in Jupyter's private run
 instead of loopback TCP: :class:`PipelineKernelManager`. Nothing then listens on a port that other
 local users could reach, and ipykernel has no reason to print its "Kernel is running over TCP without
 encryption" warning into every ``medmeta run``. :func:`execute_notebook` is the pipeline's one call
-into papermill.
+into papermill. It can send what the kernel *process* writes to its own stdout and stderr to a log file
+instead of the console: ipykernel's own messages, native libraries' output outside a cell (ipykernel copies
+what a cell writes at the file-descriptor level into the notebook *and* there), and now and then libzmq's
+``Assertion failed: pfd.revents & POLLIN (src/signaler.cpp:238)``, printed while a finished kernel shuts down
+(seen once here, at the end of a smoke run). :func:`run_notebook` is how ``medmeta run`` uses it: the log
+sits beside the executed notebook, and a kernel that dies is reported with the log's last lines.
 
 Example:
     >>> import papermill as pm  # doctest: +SKIP
@@ -48,6 +53,7 @@ __all__ = [
     "SlicedKernelManager",
     "execute_notebook",
     "ipc_prefix",
+    "run_notebook",
 ]
 
 SLICE_S = 0.5  # longest a missed wake-up can delay a message (seconds)
@@ -146,6 +152,19 @@ class PipelineKernelManager(SlicedKernelManager):
             return
         await super()._async_interrupt_kernel()
 
+    kernel_log: str | None = None  # set on a per-run subclass by :func:`execute_notebook`
+
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+        if self.kernel_log is None:
+            await super()._async_launch_kernel(kernel_cmd, **kw)
+            return
+        # the kernel process gets its own copy of the descriptor; ours is closed once it has started
+        fd = os.open(self.kernel_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            await super()._async_launch_kernel(kernel_cmd, **{**kw, "stdout": fd, "stderr": fd})
+        finally:
+            os.close(fd)
+
 
 def execute_notebook(
     src: str | Path,
@@ -156,11 +175,13 @@ def execute_notebook(
     cell_timeout: int | None = 3600,
     progress: bool = False,
     label: str = "",
+    kernel_log: str | Path | None = None,
 ) -> Any:
     """Run a notebook headless with papermill, the way ``medmeta run`` does; returns the executed notebook.
 
     The kernel is a ``python3`` kernel started by :class:`PipelineKernelManager` (IPC, sliced waits).
-    papermill's errors (``PapermillExecutionError`` for a failing cell, ``TimeoutError``) propagate.
+    papermill's errors (``PapermillExecutionError`` for a failing cell, ``TimeoutError``, nbclient's
+    ``DeadKernelError`` for a kernel that died) propagate.
 
     Args:
         src: the notebook to run (not modified).
@@ -170,6 +191,8 @@ def execute_notebook(
         cell_timeout: seconds one cell may run (``None``: no limit).
         progress: a per-cell progress bar on stderr, shown only on a terminal and erased when done.
         label: the progress bar's title.
+        kernel_log: a file that receives what the kernel process itself writes to stdout and stderr
+            (appended; cell outputs still go into the notebook as well). ``None``: the console, as inherited.
 
     Raises:
         ValueError: ``cell_timeout`` is not a positive int or ``None``.
@@ -195,5 +218,73 @@ def execute_notebook(
         progress_bar=bar,
         cwd=None if cwd is None else str(cwd),
         execution_timeout=cell_timeout,
-        kernel_manager_class=PipelineKernelManager,
+        kernel_manager_class=(
+            PipelineKernelManager
+            if kernel_log is None
+            else type("LoggedKernelManager", (PipelineKernelManager,), {"kernel_log": str(kernel_log)})
+        ),
     )
+
+
+def run_notebook(
+    src: str | Path,
+    dst: str | Path,
+    *,
+    parameters: Mapping[str, Any] | None = None,
+    cwd: str | Path | None = None,
+    cell_timeout: int | None = 3600,
+    progress: bool = False,
+    label: str = "",
+) -> str | None:
+    """Run a notebook as ``medmeta run`` does; ``None`` on success, else one line saying what went wrong.
+
+    Like :func:`execute_notebook`, with the kernel process's own output in ``<dst stem>.kernel.log`` beside
+    ``dst`` (removed again when the kernel wrote nothing). A failing cell, a cell over ``cell_timeout``
+    and a kernel that died become the returned message, which names the executed copy; for a dead
+    kernel it ends with the last lines of the kernel log. Other errors propagate.
+
+    Args:
+        src: the notebook to run (not modified).
+        dst: where the executed copy is written.
+        parameters: injected after the cell tagged ``parameters``.
+        cwd: working directory of the kernel.
+        cell_timeout: seconds one cell may run (``None``: no limit).
+        progress: a per-cell progress bar on a terminal.
+        label: the progress bar's title.
+
+    Example:
+        >>> failure = run_notebook("in.ipynb", "out.ipynb", parameters={"seed": 1})  # doctest: +SKIP
+        >>> failure is None  # doctest: +SKIP
+        True
+    """
+    import papermill as pm
+    from nbclient.exceptions import DeadKernelError
+
+    log = Path(dst).with_suffix(".kernel.log")
+    log.unlink(missing_ok=True)
+    failure: str | None = None
+    try:
+        execute_notebook(
+            src,
+            dst,
+            parameters=parameters,
+            cwd=cwd,
+            cell_timeout=cell_timeout,
+            progress=progress,
+            label=label,
+            kernel_log=log,
+        )
+    except pm.PapermillExecutionError as e:
+        failure = f"cell {e.exec_count} failed with {e.ename}: {e.evalue} (executed copy with outputs so far: {dst})"
+    except TimeoutError as e:
+        failure = f"a cell ran longer than {cell_timeout} s ({e}); outputs so far: {dst}"
+    except DeadKernelError:
+        tail = log.read_text(errors="replace").strip().splitlines()[-20:] if log.exists() else []
+        said = "\n".join(tail) if tail else "(it wrote nothing)"
+        failure = (
+            f"the kernel died (out of memory, or a crash in native code); outputs so far: {dst}; "
+            f"the kernel's last words ({log}):\n{said}"
+        )
+    if log.exists() and log.stat().st_size == 0:
+        log.unlink()
+    return failure

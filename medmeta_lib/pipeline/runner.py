@@ -11,11 +11,14 @@ artifacts forward by path (02's encoder → 03, 03's checkpoints and metrics →
       metrics.json         merged metrics ({notebook: metrics})
       index.html           report: summary (data, learners ± 95% CI, label efficiency, site effect), figures
       01_data_exploration.ipynb / .html     executed notebook and its HTML export
+      01_data_exploration.kernel.log        what the kernel process itself printed (only if it printed anything)
       01_data_exploration/                  the notebook's output_dir (metrics.json, figures/, ...)
       mathjax/             MathJax for the HTML exports (formulas render offline; medmeta_lib.pipeline.html_export)
 
 On success ``medmeta run`` prints one line per notebook (its time, or that it was skipped) and nothing
-else: kernels talk over IPC (:mod:`medmeta_lib.pipeline.execution`), so ipykernel has no TCP warning to print.
+else: kernels talk over IPC (:mod:`medmeta_lib.pipeline.execution`), so ipykernel has no TCP warning to print,
+and what a kernel process writes outside its cells goes to its ``.kernel.log``. A kernel that dies (out of
+memory, a native crash) stops the run with a message that ends with that log's last lines.
 """
 
 from __future__ import annotations
@@ -311,9 +314,7 @@ def run_pipeline(
     Example:
         >>> result = run_pipeline(smoke=True, only=["01"])  # doctest: +SKIP
     """
-    import papermill as pm
-
-    from medmeta_lib.pipeline.execution import execute_notebook
+    from medmeta_lib.pipeline.execution import run_notebook
 
     specs = _select(only, from_)
     resolved = resolve_parameters(specs, overrides or {}, smoke=smoke)
@@ -341,8 +342,8 @@ def run_pipeline(
         executed_nb = run_dir / f"{spec.stem}.ipynb"
         t0 = time.time()
         try:
-            # IPC kernel whose client never waits out a missed message (nbexec)
-            execute_notebook(
+            # IPC kernel whose client never waits out a missed message; the kernel's own output in a log (nbexec)
+            failure = run_notebook(
                 spec.path,
                 executed_nb,
                 parameters=params,
@@ -351,16 +352,11 @@ def run_pipeline(
                 progress=progress,
                 label=spec.stem,
             )
-        except pm.PapermillExecutionError as e:
-            failure = (
-                f"{spec.stem}: cell {e.exec_count} failed with {e.ename}: {e.evalue} "
-                f"(executed copy with outputs so far: {executed_nb})"
-            )
-        except TimeoutError as e:
-            failure = f"{spec.stem}: a cell ran longer than {cell_timeout} s ({e}); outputs so far: {executed_nb}"
         finally:
             if executed_nb.exists():
                 export_html(executed_nb, mathjax_dir=install_mathjax(run_dir))
+        if failure:
+            failure = f"{spec.stem}: {failure}"
         if failure:
             break
         atomic_write_text(done, json.dumps({"hash": digest, "seconds": round(time.time() - t0, 1)}))

@@ -1,6 +1,7 @@
 """The sliced kernel channel: same contract as jupyter_client's, and a missed wake-up costs one slice.
 
-And the pipeline's kernels: IPC transport, so no "running over TCP without encryption" warning.
+And the pipeline's kernels: IPC transport, so no "running over TCP without encryption" warning; the kernel
+process's own output in a log beside the executed notebook; failures as one message each.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from medmeta_lib.pipeline.execution import (
     SlicedKernelClient,
     SlicedKernelManager,
     execute_notebook,
+    run_notebook,
 )
 
 
@@ -157,3 +159,57 @@ def test_a_notebook_runs_over_ipc_without_the_tcp_warning(
     assert "without encryption" not in captured.out + captured.err
     assert "WARNING" not in captured.out + captured.err
     assert not [p.name for p in runtime.glob("medmeta-*")]  # the socket files are gone with the kernel
+
+
+def _notebook(path: Path, code: str) -> Path:
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("x: int = 1", metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell(code),
+        ]
+    )
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.mark.slow
+def test_what_the_kernel_process_prints_goes_to_its_log_not_the_console(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # a native library writing straight to file descriptors 1 and 2, as libzmq's shutdown assertion did;
+    # ipykernel copies such writes to the process's own descriptors from a thread, hence the pause
+    code = 'import os, time\nos.write(2, b"native err\\n"); n = os.write(1, b"native out\\n"); time.sleep(1)'
+    src = _notebook(tmp_path / "a.ipynb", code)
+    assert run_notebook(src, tmp_path / "a_out.ipynb") is None
+    console = capfd.readouterr()
+    assert "native" not in console.out + console.err
+    log = (tmp_path / "a_out.kernel.log").read_text()
+    assert "native err" in log and "native out" in log
+
+
+@pytest.mark.slow
+def test_a_silent_kernel_leaves_no_log_and_a_rerun_starts_a_fresh_one(tmp_path: Path) -> None:
+    (tmp_path / "a_out.kernel.log").write_text("from an earlier run\n")
+    assert run_notebook(_notebook(tmp_path / "a.ipynb", "y = x + 1"), tmp_path / "a_out.ipynb") is None
+    assert not (tmp_path / "a_out.kernel.log").exists()
+
+
+@pytest.mark.slow
+def test_a_kernel_that_dies_is_one_message_ending_with_its_last_words(tmp_path: Path) -> None:
+    # what an out-of-memory kill looks like to the pipeline; the sleep lets ipykernel copy the line to the log
+    code = 'import os, time\nos.write(2, b"last words\\n"); time.sleep(1); os.kill(os.getpid(), 9)'
+    failure = run_notebook(_notebook(tmp_path / "b.ipynb", code), tmp_path / "b_out.ipynb")
+    assert failure is not None
+    assert failure.startswith("the kernel died") and str(tmp_path / "b_out.ipynb") in failure
+    assert failure.endswith("b_out.kernel.log):\nlast words")
+
+
+@pytest.mark.slow
+def test_a_failing_cell_and_a_slow_cell_are_one_message_each(tmp_path: Path) -> None:
+    failure = run_notebook(_notebook(tmp_path / "c.ipynb", "1 / 0"), tmp_path / "c_out.ipynb")
+    assert failure is not None and failure.startswith("cell 2 failed with ZeroDivisionError: division by zero")
+    failure = run_notebook(
+        _notebook(tmp_path / "d.ipynb", "import time\ntime.sleep(30)"), tmp_path / "d_out.ipynb", cell_timeout=2
+    )
+    assert failure is not None and failure.startswith("a cell ran longer than 2 s")
