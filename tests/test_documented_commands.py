@@ -1,7 +1,8 @@
 """Every command the documents give to reproduce a figure or run a job still parses.
 
 README.md, BENCHMARKS.md, RELIABILITY.md, data/README.md and docs/ give each figure the command that reproduces it
-(``.venv/bin/python bench/<script>.py ...``, ``.venv/bin/medmeta ...``). A renamed or removed flag breaks such a
+(``.venv/bin/python bench/<script>.py ...``, ``.venv/bin/medmeta ...``) in fenced blocks, and each ``bench/`` script's
+docstring shows how it is run. A renamed or removed flag breaks such a
 command silently: nothing runs it in the suite. Here each one, as a reader would paste it, goes through the argument
 parser of the program it names, which rejects an unknown flag, a missing value or a value outside its choices. The
 command does not run; only its arguments are checked.
@@ -14,6 +15,7 @@ assignments and ``for s in val test; do`` loops (every value is tried), ``OMP_NU
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import io
 import itertools
@@ -84,6 +86,26 @@ def _commands() -> Iterator[tuple[str, int, str]]:
                     yield doc, first_line + start, expanded
 
 
+def _script_commands() -> Iterator[tuple[str, int, str]]:
+    """Yield (script, line, command) for the usage commands in each ``bench/`` script's module docstring."""
+    for path in sorted((ROOT / "bench").glob("*.py")):
+        source = path.read_text()
+        tree = ast.parse(source)
+        doc = tree.body[0] if tree.body and isinstance(tree.body[0], ast.Expr) else None
+        if doc is None or not isinstance(doc.value, ast.Constant) or not isinstance(doc.value.value, str):
+            continue
+        lines = source.splitlines()[doc.lineno - 1 : doc.end_lineno]
+        i = 0
+        while i < len(lines):
+            start, line = i, re.sub(r"^\s*(?:Run|Usage):\s*", "", lines[i])
+            while line.rstrip().endswith("\\") and i + 1 < len(lines):
+                i += 1
+                line = line.rstrip()[:-1] + " " + lines[i].strip()
+            i += 1
+            if COMMAND.match(line):
+                yield f"bench/{path.name}", doc.lineno + start, line
+
+
 def _argv(command: str) -> tuple[str, list[str]]:
     """Split a command into its program (``medmeta`` or ``bench/<script>.py``) and its arguments."""
     command = re.sub(r"\[[^\]]*\]", " ", command)  # optional arguments, shown in brackets
@@ -115,6 +137,9 @@ def _check_run_parameters(args: argparse.Namespace, monkeypatch: pytest.MonkeyPa
 
 def _check_bench(script: str, argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """Run ``bench/<script>``'s ``main`` up to its ``parse_args`` and stop there."""
+    if "ArgumentParser(" not in (ROOT / script).read_text():  # it takes no arguments: never run it here
+        assert not argv, f"{script} takes no arguments, but the command gives {argv}"
+        return
     original = argparse.ArgumentParser.parse_args
 
     def parse_then_stop(
@@ -131,7 +156,7 @@ def _check_bench(script: str, argv: list[str], monkeypatch: pytest.MonkeyPatch) 
         runpy.run_path(str(ROOT / script), run_name="__main__")
 
 
-COMMANDS = list(_commands())
+COMMANDS = [*_commands(), *_script_commands()]
 
 
 def test_the_documents_give_commands() -> None:
@@ -139,6 +164,7 @@ def test_the_documents_give_commands() -> None:
     programs = {_argv(c)[0] for _, _, c in COMMANDS}
     assert "medmeta" in programs and "bench/fewshot_recipes.py" in programs, programs
     assert len(COMMANDS) >= 40, len(COMMANDS)
+    assert any(doc.startswith("bench/") for doc, _, _ in COMMANDS), "no bench script's usage was found"
 
 
 @pytest.mark.parametrize(("doc", "line", "command"), COMMANDS, ids=[f"{d}:{n}" for d, n, _ in COMMANDS])
