@@ -8,7 +8,8 @@
 * :mod:`~medmeta_lib.pipeline.html_export` — HTML exports whose formulas render offline;
 * :mod:`~medmeta_lib.pipeline.report` and :mod:`~medmeta_lib.pipeline.report_summary` — the run report
   (its site-effect parts in :mod:`~medmeta_lib.pipeline.report_sites`, number formats in
-  :mod:`~medmeta_lib.pipeline.report_format`).
+  :mod:`~medmeta_lib.pipeline.report_format`), and :mod:`~medmeta_lib.pipeline.reproduce`, the command that
+  reproduces a run and the code it ran, shown at the report's top.
 
 Nothing in the core imports this package.
 

@@ -3,7 +3,7 @@
 It is rendered with Jinja2 from ``medmeta_lib/pipeline/templates/report.html.j2`` (shipped as package data,
 autoescaped, inline CSS, no scripts and nothing fetched from the network) and says, top to bottom:
 
-1. what ran and, for a failed run, where it stopped;
+1. what ran, the command that reproduces it and the code it ran, and, for a failed run, where it stopped;
 2. a summary (:func:`medmeta_lib.pipeline.report_summary.build_summary`): the data, the parameters that differ
    from the defaults, the learners' accuracy with 95% intervals, the best learner against the
    runner-up (paired difference), label efficiency, the site effect and adaptation;
@@ -171,7 +171,13 @@ def _environment() -> jinja2.Environment:
 
 
 def render_report(
-    run_dir: Path, stems: Sequence[str], metrics: Mapping[str, Any], *, failure: str | None = None
+    run_dir: Path,
+    stems: Sequence[str],
+    metrics: Mapping[str, Any],
+    *,
+    failure: str | None = None,
+    command: str | None = None,
+    code: str | None = None,
 ) -> str:
     """The report's HTML for ``run_dir`` (see :func:`write_report`).
 
@@ -191,6 +197,8 @@ def render_report(
             run_dir=str(run_dir),
             written=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
             failure=failure,
+            command=command,
+            code=code,
             failed=next((n for n in notebooks if n["status"] == "failed"), None),
             completed=[n for n in notebooks if n["status"] == "completed"],
             not_run=[n for n in notebooks if n["status"] == "not run"],
@@ -203,7 +211,13 @@ def render_report(
 
 
 def write_report(
-    run_dir: Path, stems: Sequence[str], metrics: Mapping[str, Any], *, failure: str | None = None
+    run_dir: Path,
+    stems: Sequence[str],
+    metrics: Mapping[str, Any],
+    *,
+    failure: str | None = None,
+    command: str | None = None,
+    code: str | None = None,
 ) -> Path:
     """Write ``run_dir/index.html`` (atomically: a reader never sees half a page) and return its path.
 
@@ -213,10 +227,14 @@ def write_report(
         metrics: merged metrics, ``{stem: metrics}``.
         failure: the failure message (``"<stem>: ..."``), shown at the top with what completed and
             where the run stopped.
+        command: the command that reproduces the run (:func:`medmeta_lib.pipeline.reproduce.reproduce_command`),
+            shown under the title.
+        code: the code that ran (:func:`medmeta_lib.pipeline.reproduce.code_version`), shown beside it.
 
     Example:
         >>> write_report(Path("runs/20240101-120000"), ["01_data_exploration"], {})  # doctest: +SKIP
         PosixPath('runs/20240101-120000/index.html')
     """
     run_dir = Path(run_dir)
-    return atomic_write_text(run_dir / "index.html", render_report(run_dir, stems, metrics, failure=failure))
+    html = render_report(run_dir, stems, metrics, failure=failure, command=command, code=code)
+    return atomic_write_text(run_dir / "index.html", html)

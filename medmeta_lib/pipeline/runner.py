@@ -9,7 +9,7 @@ artifacts forward by path (02's encoder → 03, 03's checkpoints and metrics →
     runs/<timestamp>/
       params.yaml          resolved parameters of every notebook
       metrics.json         merged metrics ({notebook: metrics})
-      index.html           report: summary (data, learners ± 95% CI, label efficiency, site effect), figures
+      index.html           report: the command that reproduces it, summary (data, learners ± 95% CI, ...), figures
       01_data_exploration.ipynb / .html     executed notebook and its HTML export
       01_data_exploration.kernel.log        what the kernel process itself printed (only if it printed anything)
       01_data_exploration/                  the notebook's output_dir (metrics.json, figures/, ...)
@@ -44,6 +44,7 @@ from medmeta_lib.pipeline.parameters import (
     notebook_parameters,
 )
 from medmeta_lib.pipeline.report import write_report
+from medmeta_lib.pipeline.reproduce import code_version, reproduce_command
 from medmeta_lib.runio import atomic_write_text
 
 # every registered learner (the smoke chain exercises them all; the defaults train fewer)
@@ -367,7 +368,8 @@ def run_pipeline(
         s.stem: json.loads(p.read_text()) for s in NOTEBOOKS if (p := run_dir / s.stem / "metrics.json").exists()
     }
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=str))
-    write_report(run_dir, [s.stem for s in NOTEBOOKS], metrics, failure=failure)
+    command, code = reproduce_command(run_dir, NOTEBOOKS), code_version()
+    write_report(run_dir, [s.stem for s in NOTEBOOKS], metrics, failure=failure, command=command, code=code)
     if failure:
         raise PipelineError(failure)
     return RunResult(run_dir, executed, skipped, metrics)

@@ -66,6 +66,7 @@ def test_run_directory_layout(smoke_run):
     for stem in STEMS:
         assert f"{stem}.html" in index
     assert '<img src="01_data_exploration/figures/' in index
+    assert "Reproduce this run: <code>medmeta run --smoke</code>" in index
 
 
 def test_executed_notebooks_have_no_errors(smoke_run):
@@ -129,7 +130,9 @@ def test_failing_cell_stops_with_notebook_and_cell(tmp_path):
     with pytest.raises(PipelineError, match=r"01_data_exploration: cell \d+ failed with ValueError: .*not an \.npz"):
         run_pipeline(out=out, smoke=True, only=["01"], overrides={"data_source": str(broken)}, progress=False)
     assert (out / "01_data_exploration.ipynb").exists() and (out / "01_data_exploration.html").exists()
-    assert "Run stopped" in (out / "index.html").read_text()
+    index = (out / "index.html").read_text()
+    assert "Run stopped" in index
+    assert f"<code>medmeta run --smoke --only 01 -p data_source={broken}</code>" in index  # how to see it fail again
 
 
 def test_a_data_source_that_names_nothing_is_refused_before_running(tmp_path, monkeypatch):
