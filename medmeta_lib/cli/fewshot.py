@@ -8,12 +8,13 @@ encoder's features, within a CPU budget (:mod:`medmeta_lib.studies.fewshot`).
 from __future__ import annotations
 
 import argparse
+import shlex
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_fewshot_parser", "fewshot_command", "fewshot_table", "recall_text"]
+__all__ = ["add_fewshot_parser", "fewshot_command", "fewshot_command_line", "fewshot_table", "recall_text"]
 
 
 def add_fewshot_parser(sub: Any) -> None:
@@ -153,6 +154,34 @@ def fewshot_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def fewshot_command_line(a: argparse.Namespace, *, self_train: int | None = None) -> str:
+    """The ``medmeta fewshot`` command that repeats the run ``a`` describes, every flag but ``--out`` spelt out.
+
+    The flags come from the parser itself, so a new one cannot be left out. ``self_train``, when given, is the
+    number of pseudo-labels the study chose for ``--self-train``'s default (it depends on K).
+
+    Example:
+        >>> sub = argparse.ArgumentParser().add_subparsers()
+        >>> add_fewshot_parser(sub)
+        >>> a = sub.choices["fewshot"].parse_args(["--data", "my x.npz", "--k-shot", "5", "--out", "o"])
+        >>> fewshot_command_line(a).split(" --draws")[0]
+        "medmeta fewshot --data 'my x.npz' --k-shot 5"
+    """
+    sub = argparse.ArgumentParser().add_subparsers()
+    add_fewshot_parser(sub)
+    words = ["medmeta", "fewshot"]
+    for action in sub.choices["fewshot"]._actions:  # argparse lists the options only here
+        if not action.option_strings or action.dest in ("help", "out"):
+            continue
+        value = self_train if action.dest == "self_train" and self_train is not None else getattr(a, action.dest)
+        flag = max(action.option_strings, key=len)
+        if action.nargs == 0:  # an on/off flag
+            words += [flag] if value else []
+        elif value is not None:
+            words += [flag, shlex.quote(str(value))]
+    return " ".join(words)
+
+
 def fewshot_command(a: argparse.Namespace) -> int:
     """Run :func:`~medmeta_lib.studies.fewshot.fewshot_study` and write ``results.json`` and ``summary.png``.
 
@@ -165,6 +194,7 @@ def fewshot_command(a: argparse.Namespace) -> int:
     """
     from medmeta_lib.config import runs_dir
     from medmeta_lib.data import load_collection
+    from medmeta_lib.pipeline.reproduce import code_version
     from medmeta_lib.runio import write_metrics
     from medmeta_lib.studies.fewshot import fewshot_study
     from medmeta_lib.studies.fewshot_checks import check_fewshot_data, check_fewshot_settings
@@ -218,16 +248,8 @@ def fewshot_command(a: argparse.Namespace) -> int:
     )
     result["data"] = str(a.data)
     result["seconds_total"] = round(time.perf_counter() - t0, 1)
-    result["command"] = (
-        f"medmeta fewshot --data {a.data} --k-shot {a.k_shot} --draws {a.draws} --epochs {a.epochs} "
-        f"--temperature {a.temperature} "
-        f"--augment {a.augment} --head {a.head} --meta-steps {a.meta_steps} --meta-members {a.meta_members} "
-        f"--tta-views {a.tta_views} --self-train {result['settings']['self_train']} --device {a.device} "
-        f"--seed {a.seed}"
-        + (" --no-scratch" if a.no_scratch else "")
-        + (" --no-scanner-shift" if a.no_scanner_shift else "")
-        + (" --no-mix-probe" if a.no_mix_probe else "")
-    )
+    result["command"] = fewshot_command_line(a, self_train=result["settings"]["self_train"])
+    result["code"] = code_version()
     write_metrics(out_dir, result, name="results.json")
     save_figure(fewshot_summary_figure(result), out_dir, "summary", close=True)
     print(fewshot_table(result))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,6 +36,8 @@ def fewshot_summary_figure(result: Mapping[str, Any], *, title: str | None = Non
     (1 / classes) and AUC (0.5). The title names the training seed and, for the recipe's ensemble, its
     members' meta-training seeds: the intervals cover the label draws and the test images, not these seeds,
     which can matter more for a single ProtoNet (BENCHMARKS.md sections 11 and 12).
+
+    A footer gives ``result["command"]`` (and ``result["code"]``), when ``medmeta fewshot`` has added them.
 
     Args:
         result: :func:`~medmeta_lib.studies.fewshot.fewshot_study`'s output.
@@ -105,4 +108,10 @@ def fewshot_summary_figure(result: Mapping[str, Any], *, title: str | None = Non
         fontsize=8,
     )
     fig.tight_layout()
+    if result.get("command"):  # the figure carries the command that redraws it (and the code it ran)
+        footer = textwrap.fill(f"reproduce: {result['command']}", width=150, subsequent_indent="  ")
+        footer += f"\n  with {result['code']}" if result.get("code") else ""
+        lines = footer.count("\n") + 1
+        fig.subplots_adjust(bottom=fig.subplotpars.bottom + 0.045 * lines)
+        fig.text(0.01, 0.01, footer, fontsize=6, family="monospace", color="0.35", va="bottom")
     return fig

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import warnings
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from PIL import Image
 
 from medmeta_lib.cli import main
 from medmeta_lib.cli.fewshot import recall_text
+from medmeta_lib.cli.program import build_parser
 from medmeta_lib.data import load_collection
 from medmeta_lib.studies.fewshot_recipe import FewShotRecipe
 from tests.conftest import write_medmnist_npz
@@ -48,6 +50,10 @@ def test_results_json_and_summary_for_grey_and_colour(tmp_path: Path, capsys, ch
         assert np.mean([st["mean"] for st in r["recall_per_class"].values()]) == pytest.approx(r["bal_acc_mean"])
     assert res["majority_rate"] == pytest.approx(1 / n_classes)  # balanced tiny test split
     assert res["command"].startswith("medmeta fewshot --data") and (out / "figures" / "summary.png").stat().st_size
+    argv = ["fewshot", "--data", str(npz), "--k-shot", "2", "--out", str(out), *FAST, *plain, *tta, *tau]
+    given, replayed = build_parser().parse_args(argv), build_parser().parse_args(shlex.split(res["command"])[1:])
+    assert {**vars(replayed), "out": given.out, "self_train": None} == {**vars(given), "self_train": None}
+    assert res["code"].startswith("medmeta_lib ")
     assert "--head cl2_probe" in res["command"] and res["settings"]["head"] == "cl2_probe"
     assert res["settings"]["temperature"] == (0.5 if tau else 0.2)
     assert f"--temperature {res['settings']['temperature']}" in res["command"]

@@ -99,3 +99,21 @@ def test_a_single_protonet_with_the_probe_does_not_claim_seed_averaging() -> Non
     assert "(a ProtoNet, then 1:1 with the probe head)" in title and "mean of" not in title
     assert "another seed can move the bars by more than the intervals" in title
     plt.close("all")
+
+
+def test_the_footer_gives_the_command_and_the_code_when_the_result_has_them() -> None:
+    fig = fewshot_summary_figure(_result(True))
+    assert fig.texts == []  # a study's result: no command to give
+    plt.close(fig)
+    result = {
+        **_result(True),
+        "command": "medmeta fewshot --data d.npz " + "--flag value " * 20,
+        "code": "medmeta_lib 9",
+    }
+    fig = fewshot_summary_figure(result)
+    (footer,) = fig.texts
+    text = footer.get_text()
+    assert text.startswith("reproduce: medmeta fewshot --data d.npz") and text.endswith("with medmeta_lib 9")
+    assert text.replace("\n  ", " ").count("--flag value") == 20  # wrapped, nothing lost
+    assert fig.axes[0].get_position().y0 > 0.05 * (text.count("\n") + 1)  # the axes make room for it
+    plt.close(fig)
