@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from medmeta_lib.cli import main
-from medmeta_lib.cli.fewshot import recall_text
+from medmeta_lib.cli.fewshot import fewshot_command_line, recall_text
 from medmeta_lib.cli.program import build_parser
 from medmeta_lib.data import load_collection
 from medmeta_lib.studies.fewshot_recipe import FewShotRecipe
@@ -168,3 +168,29 @@ def test_the_flags_defaults_are_the_studys_and_the_configs() -> None:
         assert a[flag] is not study[name], flag
     pretrain = vars(build_parser().parse_args(["pretrain", "--out", "enc.safetensors"]))
     assert pretrain["temperature"] == SimCLRConfig.temperature
+
+
+def test_the_command_line_repeats_every_flag() -> None:
+    """Every option but --out, each set away from its default, comes back from the command (--image-size did not)."""
+    argv = ["fewshot", "--data", "my x.npz", "--k-shot", "3", "--draws", "7", "--out", "o", "--image-size", "64"]
+    argv += [
+        "--epochs",
+        "2",
+        "--temperature",
+        "0.5",
+        "--augment",
+        "chest_xray",
+        "--no-scanner-shift",
+        "--head",
+        "probe",
+    ]
+    argv += ["--meta-steps", "5", "--meta-members", "1", "--no-mix-probe", "--tta-views", "0", "--self-train", "50"]
+    argv += ["--device", "auto", "--no-scratch", "--seed", "4"]
+    given, defaults = (
+        build_parser().parse_args(argv),
+        build_parser().parse_args(["fewshot", "--data", "d", "--k-shot", "1"]),
+    )
+    unchanged = [k for k, v in vars(defaults).items() if getattr(given, k) == v and k not in ("func", "cmd", "out")]
+    assert unchanged == [], f"set these in argv so the test covers them: {unchanged}"
+    replayed = build_parser().parse_args(shlex.split(fewshot_command_line(given))[1:])
+    assert {**vars(replayed), "out": given.out} == vars(given)
