@@ -6,6 +6,7 @@ Kept out of ``cli.py`` so that the parser stays one file and each command's body
 from __future__ import annotations
 
 import argparse
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -64,9 +65,12 @@ def build_eval_learners(a: argparse.Namespace, train: Any, *, n_way: int) -> tup
 
 def _write(a: argparse.Namespace, out: dict[str, Any]) -> None:
     if a.json:
+        from medmeta_lib.pipeline.reproduce import code_version
         from medmeta_lib.runio import write_metrics
 
-        p = write_metrics(Path(a.json).parent, out, name=Path(a.json).name)
+        if getattr(a, "argv", None) is not None:  # the command as typed (main sets it), and the code it ran
+            out = {**out, "command": "medmeta " + shlex.join(a.argv)}
+        p = write_metrics(Path(a.json).parent, {**out, "code": code_version()}, name=Path(a.json).name)
         print(f"wrote {p}")
 
 

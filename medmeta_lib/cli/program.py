@@ -176,7 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     Example:
         >>> main(["data", "info", "synthetic"])  # doctest: +SKIP
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # what was typed: a results file records it
     try:
         return int(args.func(args))
     except (ValueError, OSError) as e:  # OSError covers missing files and failed downloads

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -85,6 +86,8 @@ def test_evaluate_writes_json_with_mean_ci_episodes_and_settings(trained, tmp_pa
     assert rc == 0, captured.err
     data = json.loads(js.read_text())
     assert set(data["learners"]) == {"protonet", "baseline"}
+    assert shlex.split(data["command"]) == ["medmeta", *argv, "--checkpoint", f"protonet={ckpt}", "--json", str(js)]
+    assert data["code"].startswith("medmeta_lib ")
     s = data["settings"]
     assert (s["data"], s["split"], s["n_way"], s["k_shot"], s["q_query"], s["episodes"]) == (
         "synthetic",
@@ -256,6 +259,7 @@ def test_evaluate_full_test_split_reports_both_intervals_and_paired_differences(
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     data = json.loads(js.read_text())
+    assert shlex.split(data["command"]) == ["medmeta", *argv, "--learners", "protonet,baseline", "--json", str(js)]
     s = data["settings"]
     assert (s["protocol"], s["k_shot"], s["draws"], s["test_images"], s["transductive"]) == (
         "full_test_split", 2, 4, 16, False,
