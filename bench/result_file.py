@@ -4,7 +4,8 @@ The long scripts (an hour or more of meta-training) used to write their JSON onl
 machine restart once lost two runs' results. A script now builds its results in ``ResultFile.data``,
 calls ``save()`` whenever a piece (a K, a learner, a held-out site) is finished, and ``finish()`` at the
 end. Every write is atomic (``medmeta_lib.runio.write_metrics``: a temp file, then a rename) and stamps
-``"complete"`` (false until ``finish``) and ``"seconds"`` since the file was opened.
+``"complete"`` (false until ``finish``) and ``"seconds"`` since the file was opened. The file also says how it was
+made: ``"command"`` (the script and its arguments, as typed) and ``"code"`` (the library version and git commit).
 
 Used by the scripts next to it (run as ``python bench/<script>.py``, so this folder is on ``sys.path``).
 """
@@ -12,10 +13,13 @@ Used by the scripts next to it (run as ``python bench/<script>.py``, so this fol
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from medmeta_lib.pipeline.reproduce import code_version
 from medmeta_lib.runio import write_metrics
 
 __all__ = ["ResultFile"]
@@ -36,6 +40,8 @@ class ResultFile:
     def __init__(self, path: str | Path, data: dict[str, Any] | None = None) -> None:
         self.path = Path(path)
         self.data: dict[str, Any] = {} if data is None else data
+        self.data.setdefault("command", "python " + shlex.join(sys.argv))
+        self.data.setdefault("code", code_version())
         self._t0 = time.time()
 
     def save(self) -> Path:

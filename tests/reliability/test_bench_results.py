@@ -48,3 +48,5 @@ def test_a_finished_bench_is_marked_complete(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     assert data["complete"] is True and sorted(data["results"]) == ["0", "1", "2", "3", "4"]
     assert json.loads(done.stdout.strip().splitlines()[-1])["wrote"] == str(out)
+    assert data["command"] == f"python -c {out} {REPO / 'bench'}"  # how it was made: the argv as typed
+    assert data["code"].startswith("medmeta_lib ")
