@@ -48,7 +48,8 @@ FIGURE_CAPTIONS: dict[str, str] = {
     "example_episode": "One few-shot task: the labelled support images and the query images the model must label.",
     "augmentation_views": "Augmented views of one image: SimCLR pulls them together, so each must keep the finding.",
     "label_efficiency": "Probe accuracy against labels per class: the pretrained encoder should lead, most at small K.",
-    "test_accuracy": "Each learner on the same test tasks, 95% intervals: overlapping bars are no clear difference.",
+    "test_accuracy": "Each learner on the same test tasks, 95% intervals (dotted: chance): overlapping bars are no "
+    "clear difference.",
     "adaptation_curves": "Query accuracy after each inner step: a steep early rise means a new task is learnt quickly.",
     "data_efficiency": "Accuracy against labelled images per class: which learner needs fewest labels for a target.",
     "decision_grid": "Query images before and after adapting: which flip from wrong to right (green), or back (red).",

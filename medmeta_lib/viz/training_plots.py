@@ -141,8 +141,12 @@ def _get(r: Any, key: str) -> Any:
     return r.get(key) if isinstance(r, Mapping) else getattr(r, key, None)
 
 
-def results_bar_figure(results: Mapping[str, Any], *, metric: str = "acc", title: str | None = None) -> go.Figure:
+def results_bar_figure(
+    results: Mapping[str, Any], *, metric: str = "acc", title: str | None = None, chance: float | None = None
+) -> go.Figure:
     """Bars of ``<metric>_mean`` with ``<metric>_ci95`` error bars, one bar per learner (same episodes).
+
+    ``chance`` (e.g. ``1 / n_way``) draws what guessing scores as a dotted line, so "near chance" can be seen.
 
     Example:
         >>> res = {"protonet": {"acc_mean": 0.7, "acc_ci95": 0.02, "episodes": 100},
@@ -163,6 +167,9 @@ def results_bar_figure(results: Mapping[str, Any], *, metric: str = "acc", title
             textposition="outside",
         )
     )
+    if chance is not None:
+        line = {"color": "grey", "dash": "dot", "width": 1}
+        fig.add_hline(y=chance, line=line, annotation_text=f"chance {chance:.2f}", annotation_position="top right")
     fig.update_layout(title=title or f"{metric} (mean ± 95% CI)", yaxis_range=[0, 1.05], height=400)
     return fig
 
@@ -306,8 +313,12 @@ def label_efficiency_matplotlib(rows: Sequence[Mapping[str, Any]], *, metric: st
     return fig
 
 
-def results_bar_matplotlib(results: Mapping[str, Any], *, metric: str = "acc", title: str = "") -> Any:
+def results_bar_matplotlib(
+    results: Mapping[str, Any], *, metric: str = "acc", title: str = "", chance: float | None = None
+) -> Any:
     """Results bars with 95% CI error bars as a static matplotlib figure (for the run report's PNGs).
+
+    ``chance`` (e.g. ``1 / n_way``) draws what guessing scores as a dotted line.
 
     Example:
         >>> import matplotlib.pyplot as plt
@@ -329,6 +340,9 @@ def results_bar_matplotlib(results: Mapping[str, Any], *, metric: str = "acc", t
         capsize=3,
         color="#4c72b0",
     )
+    if chance is not None:
+        ax.axhline(chance, color="grey", linestyle="dotted", linewidth=1, label=f"chance {chance:.2f}")
+        ax.legend(fontsize=7, loc="upper right", frameon=False)
     ax.set_ylabel(metric)
     ax.set_ylim(0, 1)
     ax.set_title(title, fontsize=9)

@@ -59,3 +59,22 @@ def test_results_table_shows_a_result_without_an_interval() -> None:
         "protonet": {"acc_mean": 0.7, "acc_ci95": 0.02},
     }
     assert list(results_table_figure(res).data[0].cells.values[1]) == ["0.610", "0.700 ± 0.020"]
+
+
+def test_results_bars_mark_chance_when_asked() -> None:
+    """``chance`` draws what guessing scores (1 / N) on both the interactive and the static bars."""
+    import matplotlib.pyplot as plt
+
+    from medmeta_lib.viz.training_plots import results_bar_figure, results_bar_matplotlib
+
+    res = {"protonet": {"acc_mean": 0.5, "acc_ci95": 0.01}, "maml": {"acc_mean": 0.46, "acc_ci95": 0.01}}
+    assert not results_bar_figure(res).layout.shapes
+    fig = results_bar_figure(res, chance=1 / 5)
+    assert [s.y0 for s in fig.layout.shapes] == [pytest.approx(0.2)]
+    assert fig.layout.annotations[0].text == "chance 0.20"
+    static = results_bar_matplotlib(res, chance=1 / 5)
+    (line,) = [ln for ln in static.axes[0].get_lines() if ln.get_linestyle() == ":"]  # not the error bars' caps
+    assert list(line.get_ydata()) == [pytest.approx(0.2)] * 2 and line.get_label() == "chance 0.20"
+    plt.close(static)
+    assert [ln for ln in results_bar_matplotlib(res).axes[0].get_lines() if ln.get_linestyle() == ":"] == []
+    plt.close("all")
