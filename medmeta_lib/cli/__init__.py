@@ -1,6 +1,7 @@
-"""The ``medmeta`` command line: run, lab, data, pretrain, meta-train, evaluate, fewshot (and docs-params).
+"""The ``medmeta`` command line: run, lab, data, pretrain, meta-train, evaluate, fewshot, predict (and docs-params).
 
-``program`` parses the arguments and dispatches to the bodies in ``commands``, ``evaluate`` and ``fewshot``.
+``program`` parses the arguments and dispatches to the bodies in ``commands``, ``evaluate``, ``fewshot`` and
+``predict``.
 
 ``python -m medmeta_lib.cli`` is the same program (the entry point ``torchrun`` launches).
 

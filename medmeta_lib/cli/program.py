@@ -1,6 +1,7 @@
 """The ``medmeta`` program: its argument parser (``build_parser``) and entry point (``main``).
 
-The sub-commands' bodies are in :mod:`medmeta_lib.cli.commands` and :mod:`medmeta_lib.cli.fewshot`.
+The sub-commands' bodies are in :mod:`medmeta_lib.cli.commands`, :mod:`medmeta_lib.cli.fewshot` and
+:mod:`medmeta_lib.cli.predict`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 
 from medmeta_lib.cli.commands import COMMANDS
 from medmeta_lib.cli.fewshot import add_fewshot_parser
+from medmeta_lib.cli.predict import add_predict_parser
 
 __all__ = ["build_parser", "main"]
 
@@ -63,7 +65,7 @@ def _common_training(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``medmeta`` argument parser (sub-commands: run, lab, data, pretrain, meta-train, evaluate, fewshot).
+    """The ``medmeta`` argument parser (sub-commands: run, lab, data, pretrain, meta-train, evaluate, fewshot, predict).
 
     Example:
         >>> a = build_parser().parse_args(["meta-train", "--learner", "maml", "--out", "runs/m", "--steps", "50"])
@@ -163,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=COMMANDS["evaluate"])
 
     add_fewshot_parser(sub)
+    add_predict_parser(sub)
 
     dp = sub.add_parser("docs-params", help="print (or --write into README.md) the notebook parameter table")
     dp.add_argument("--write", action="store_true")

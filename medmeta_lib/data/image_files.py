@@ -132,13 +132,17 @@ def _dicom_inverted(path: Path) -> bool:
     return str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1"
 
 
-def read_image(path: str | os.PathLike[str], *, image_size: int = 28, channels: int = 1) -> torch.Tensor:
+def read_image(
+    path: str | os.PathLike[str], *, image_size: int = 28, channels: int = 1, scale: str = "minmax"
+) -> torch.Tensor:
     """Read one image file into a plain ``(channels, image_size, image_size)`` float32 tensor in [0, 1].
 
     Args:
         path: a PNG, JPEG, BMP, TIFF, DICOM (``.dcm`` or no extension) or NIfTI file.
         image_size: output side length.
         channels: 1 (RGB is converted to greyscale) or 3 (greyscale is repeated).
+        scale: ``"minmax"`` (each image stretched to [0, 1], as class folders and CSV manifests are read) or
+            ``"uint8"`` (an 8-bit PNG/JPEG/BMP/TIFF divided by 255, as MedMNIST ``.npz`` images are read).
 
     Raises:
         ImportError: the reader's package (pillow, pydicom, nibabel) is not installed.
@@ -148,10 +152,12 @@ def read_image(path: str | os.PathLike[str], *, image_size: int = 28, channels: 
         >>> read_image("scan.dcm", image_size=64).shape  # doctest: +SKIP
         torch.Size([1, 64, 64])
     """
-    return read_sized(Path(path), image_size=image_size, channels=channels)[0]
+    return read_sized(Path(path), image_size=image_size, channels=channels, scale=scale)[0]
 
 
-def read_sized(p: Path, *, image_size: int, channels: int) -> tuple[torch.Tensor, tuple[int, int]]:
+def read_sized(
+    p: Path, *, image_size: int, channels: int, scale: str = "minmax"
+) -> tuple[torch.Tensor, tuple[int, int]]:
     """:func:`read_image`, also returning the picture's native ``(height, width)`` before crop and resize.
 
     Example:
@@ -159,7 +165,11 @@ def read_sized(p: Path, *, image_size: int, channels: int) -> tuple[torch.Tensor
         >>> x.shape, hw  # a 640 px wide, 480 px high PNG  # doctest: +SKIP
         (torch.Size([1, 28, 28]), (480, 640))
     """
+    if scale not in ("minmax", "uint8"):
+        raise ValueError(f"scale must be 'minmax' or 'uint8', got {scale!r}")
     kind = _kind(p)
+    if scale == "uint8" and kind != "pil":
+        raise ValueError(f"{p}: scale='uint8' reads 8-bit PNG/JPEG/BMP/TIFF files only; use scale='minmax'")
     loader, reader = _reader(kind)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e.g. "ImageOrientationPatient missing": irrelevant for 2-D pixels
@@ -185,7 +195,11 @@ def read_sized(p: Path, *, image_size: int, channels: int) -> tuple[torch.Tensor
     # Scaling, crop and resize use plain torch ops (the same as the .npz path) rather than MONAI's
     # ScaleIntensity / CenterSpatialCrop / Resize, which would wrap the result in a MetaTensor again.
     lo, hi = x.min(), x.max()
-    if hi > lo:  # min-max per image; MONOCHROME1 DICOM (low values are white) is inverted
+    if scale == "uint8":  # as the .npz path: the stored 0-255 values, divided by 255
+        if hi > 255:
+            raise ValueError(f"{p}: not an 8-bit image (values up to {float(hi):.0f}); use scale='minmax'")
+        x = x / 255.0
+    elif hi > lo:  # min-max per image; MONOCHROME1 DICOM (low values are white) is inverted
         x = (hi - x) / (hi - lo) if kind == "dicom" and _dicom_inverted(p) else (x - lo) / (hi - lo)
     else:
         x = torch.zeros_like(x)  # a constant image carries no contrast: all zeros

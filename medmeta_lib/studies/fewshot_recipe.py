@@ -145,10 +145,15 @@ class FewShotRecipe:
             if m.n_way != len(self.classes):
                 m.set_n_way(len(self.classes))
 
+    @property
+    def channels(self) -> int | None:
+        """The channel count of the images the recipe was trained on (1 or 3; None if its encoder does not say)."""
+        spec = getattr(self.encoder, "spec", None)
+        return spec["kwargs"].get("in_channels") if isinstance(spec, dict) else None
+
     def _check_images(self, images: Tensor, what: str) -> None:
         """Refuse images the recipe cannot read as it was trained: a clear message instead of a torch error."""
-        spec = getattr(self.encoder, "spec", None)
-        channels = spec["kwargs"].get("in_channels") if isinstance(spec, dict) else None
+        channels = self.channels
         if not isinstance(images, Tensor) or images.dim() != 4 or not images.is_floating_point():
             got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
             raise ValueError(f"{what} must be a float tensor (N, C, H, W), got {got}; add the batch axis with x[None]")
@@ -227,6 +232,8 @@ class FewShotRecipe:
         for image in support_x:  # a support image in the pool is not pseudo-labelled (as in the scored run)
             seen |= (unlabelled == image).flatten(1).all(1)
         pool = unlabelled[~seen]
+        if not len(pool):  # every unlabelled image is a support image: nothing to pseudo-label
+            return self._fit(support_x, support_y)
         sel, lab = pseudo_label(self._fit(support_x, support_y)(pool), [], per_class=self.self_train)
         index = torch.from_numpy(sel)
         return self._fit(torch.cat([support_x, pool[index]]), torch.cat([support_y, torch.from_numpy(lab)]))

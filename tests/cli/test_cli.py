@@ -298,10 +298,12 @@ def test_every_sub_command_has_a_body_and_the_parser_dispatches_to_it() -> None:
     from medmeta_lib.cli import build_parser
     from medmeta_lib.cli.commands import COMMANDS
     from medmeta_lib.cli.fewshot import fewshot_command
+    from medmeta_lib.cli.predict import predict_command
 
     parser = build_parser()
     subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(subs.choices) == set(COMMANDS) | {"fewshot"}
+    assert set(subs.choices) == set(COMMANDS) | {"fewshot", "predict"}
     for name, argv in {"run": ["run", "--smoke"], "lab": ["lab"], "docs-params": ["docs-params"]}.items():
         assert parser.parse_args(argv).func is COMMANDS[name]
     assert parser.parse_args(["fewshot", "--data", "x.npz", "--k-shot", "1"]).func is fewshot_command
+    assert parser.parse_args(["predict", "--recipe", "r", "--support", "s", "x.png"]).func is predict_command

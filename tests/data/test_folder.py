@@ -300,3 +300,20 @@ def test_channels_auto_follows_the_files_and_every_split_agrees(tmp_path: Path) 
     assert load_csv_manifest(csv, split="train").channels == 3
     with pytest.raises(ValueError, match="'auto'"):
         load_folder(grey, channels=2)
+
+
+def test_uint8_scaling_reads_8_bit_files_as_the_npz_path_does(tmp_path: Path) -> None:
+    """scale="uint8" divides the stored values by 255 (no stretch); other files are refused by name."""
+    arr = np.array([[40, 80], [120, 210]], dtype=np.uint8)  # a narrow range, as most PneumoniaMNIST images have
+    Image.fromarray(arr).save(tmp_path / "grey.png")
+    x = read_image(tmp_path / "grey.png", image_size=2, scale="uint8")
+    np.testing.assert_allclose(x[0].numpy(), arr / 255.0, atol=1e-6)
+    stretched = read_image(tmp_path / "grey.png", image_size=2)  # the default: min-max per image
+    assert float(stretched.min()) == 0.0 and float(stretched.max()) == 1.0
+    Image.fromarray(arr.astype(np.uint16) * 200).save(tmp_path / "deep.png")  # 16-bit values
+    with pytest.raises(ValueError, match=r"deep\.png: not an 8-bit image"):
+        read_image(tmp_path / "deep.png", image_size=2, scale="uint8")
+    with pytest.raises(ValueError, match="scale='uint8' reads 8-bit PNG/JPEG/BMP/TIFF files only"):
+        read_image(_dicom(tmp_path / "a.dcm", arr.astype(np.uint16)), image_size=2, scale="uint8")
+    with pytest.raises(ValueError, match="scale must be 'minmax' or 'uint8'"):
+        read_image(tmp_path / "grey.png", scale="none")

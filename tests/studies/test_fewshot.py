@@ -343,6 +343,8 @@ def test_self_training_refits_on_pseudo_labelled_train_images_and_reloads(pair, 
     predict = recipe.adapt(sx, sy, unlabelled=train.images)  # the saved recipe repeats it
     np.testing.assert_allclose(predict(test.images), want, atol=1e-4)
     np.testing.assert_allclose(predict(test.images[5:6]), want[5:6], atol=1e-5)  # one test image alone
+    only_support = recipe.adapt(sx, sy, unlabelled=sx)  # nothing left to pseudo-label (was a torch.cat error)
+    np.testing.assert_allclose(only_support(test.images), plain(test.images), atol=1e-6)
     above = {**TINY, "self_train": None, "meta_members": 1, "draws": 1}
     auto = fewshot_study(train, test, k_shot=SELF_TRAIN_MAX_K + 1, scratch=False, meta_steps=1, **above)
     assert auto["settings"]["self_train"] == 0  # the default above K = 2: no self-training
