@@ -66,7 +66,7 @@ def image_files(paths: list[str]) -> list[Path]:
         >>> image_files(["missing.png"])
         Traceback (most recent call last):
         ...
-        FileNotFoundError: missing.png: no such image file or folder
+        FileNotFoundError: missing.png: no such image file or folder; check the path
     """
     from medmeta_lib.data.image_files import IMAGE_EXTENSIONS, image_suffix
 
@@ -81,7 +81,7 @@ def image_files(paths: list[str]) -> list[Path]:
         elif path.is_file():
             files.append(path)
         else:
-            raise FileNotFoundError(f"{raw}: no such image file or folder")
+            raise FileNotFoundError(f"{raw}: no such image file or folder; check the path")
     return files
 
 

@@ -204,6 +204,24 @@ def fewshot_bad_flag(c: Ctx) -> tuple[Call, list[str]]:
     return lambda: fewshot_command(build_parser().parse_args(argv)), ["augment", "'xray'", "'chest_xray'"]
 
 
+def _predict(c: Ctx, *extra: str) -> Call:
+    from medmeta_lib.cli.predict import predict_command
+    from medmeta_lib.cli.program import build_parser
+
+    argv = ["predict", "--recipe", str(c.tmp / "recipe"), "--support", str(c.tmp / "mine.npz"), *extra]
+    return lambda: predict_command(build_parser().parse_args(argv))
+
+
+def predict_missing_image(c: Ctx) -> tuple[Call, list[str]]:
+    return _predict(c, "--out", str(c.tmp / "p.csv"), str(c.tmp / "scan_0001.png")), ["scan_0001.png"]
+
+
+def predict_existing_out(c: Ctx) -> tuple[Call, list[str]]:
+    out = c.tmp / "predictions.csv"
+    out.write_text("path,prediction\nearlier.png,normal\n")  # an earlier run's predictions: kept
+    return _predict(c, "--out", str(out), str(c.tmp)), [str(out), "exists"]
+
+
 CASES = [
     *DATA_CASES,
     Case("episodes-n-too-large", episodes_n_too_large, ValueError, r"lower n_way"),
@@ -232,4 +250,6 @@ CASES = [
     Case("download-md5-mismatch", download_md5_mismatch, DownloadError, r"check the url and the expected checksum"),
     Case("download-not-found", download_not_found, DownloadError, r"check the url"),
     Case("fewshot-bad-flag", fewshot_bad_flag, ValueError, r"must be one of"),
+    Case("predict-missing-image", predict_missing_image, FileNotFoundError, r"check the path"),
+    Case("predict-existing-out", predict_existing_out, ValueError, r"pass --overwrite to replace it, or another --out"),
 ]
