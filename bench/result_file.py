@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from medmeta_lib.pipeline.reproduce import code_version
+from medmeta_lib.config import code_version
 from medmeta_lib.runio import write_metrics
 
 __all__ = ["ResultFile"]

@@ -16,6 +16,7 @@ The packages, in the order data flows through them: ``data`` → ``models`` → 
 
 from __future__ import annotations
 
+from medmeta_lib.config import VERSION
 from medmeta_lib.data import (
     ClassSplit,
     Episode,
@@ -29,7 +30,7 @@ from medmeta_lib.data import (
 from medmeta_lib.learners import create_learner, list_learners
 from medmeta_lib.models import create_backbone, list_backbones
 
-__version__ = "0.1.0"
+__version__ = VERSION
 
 __all__ = [
     "ClassSplit",

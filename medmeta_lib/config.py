@@ -6,8 +6,10 @@ the library takes explicit arguments.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,8 @@ import torch
 
 __all__ = [
     "PROJECT_ROOT",
+    "VERSION",
+    "code_version",
     "data_dir",
     "runs_dir",
     "seed_everything",
@@ -24,6 +28,7 @@ __all__ = [
 ]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+VERSION = "0.1.0"  #: the library's version (``medmeta_lib.__version__``); pyproject.toml's [project] version
 
 
 def data_dir() -> Path:
@@ -119,3 +124,28 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)  # noqa: NPY002 - seeds legacy global-state users (e.g. third-party code)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+@functools.cache
+def code_version() -> str:
+    """The library's version and, in a git checkout, its commit (``+ local changes`` when files differ from it).
+
+    Checkpoints, results files and run reports carry it: the same command on other code can give other numbers.
+    Read once per process.
+
+    Example:
+        >>> code_version().startswith("medmeta_lib ")
+        True
+    """
+    version = f"medmeta_lib {VERSION}"
+    try:
+        git = ["git", "-C", str(PROJECT_ROOT)]
+        commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return version
+    if commit.returncode != 0 or not commit.stdout.strip():
+        return version
+    return f"{version}, commit {commit.stdout.strip()}" + (" + local changes" if dirty.stdout.strip() else "")

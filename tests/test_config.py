@@ -22,3 +22,15 @@ def test_threads_come_from_the_environment_and_bad_values_name_the_variable(monk
             set_threads()
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_version_is_the_packages() -> None:
+    """medmeta_lib.__version__, the version code_version names and pyproject.toml's agree."""
+    import tomllib
+
+    import medmeta_lib
+    from medmeta_lib.config import PROJECT_ROOT, VERSION, code_version
+
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+    assert medmeta_lib.__version__ == VERSION == project["version"]
+    assert code_version().startswith(f"medmeta_lib {VERSION}")

@@ -65,7 +65,7 @@ def build_eval_learners(a: argparse.Namespace, train: Any, *, n_way: int) -> tup
 
 def _write(a: argparse.Namespace, out: dict[str, Any]) -> None:
     if a.json:
-        from medmeta_lib.pipeline.reproduce import code_version
+        from medmeta_lib.config import code_version
         from medmeta_lib.runio import write_metrics
 
         if getattr(a, "argv", None) is not None:  # the command as typed (main sets it), and the code it ran

@@ -192,9 +192,8 @@ def fewshot_command(a: argparse.Namespace) -> int:
         (True, 3, 8)
         >>> fewshot_command(a)  # doctest: +SKIP
     """
-    from medmeta_lib.config import runs_dir
+    from medmeta_lib.config import code_version, runs_dir
     from medmeta_lib.data import load_collection
-    from medmeta_lib.pipeline.reproduce import code_version
     from medmeta_lib.runio import write_metrics
     from medmeta_lib.studies.fewshot import fewshot_study
     from medmeta_lib.studies.fewshot_checks import check_fewshot_data, check_fewshot_settings

@@ -230,7 +230,7 @@ def write_report(
             where the run stopped.
         command: the command that reproduces the run (:func:`medmeta_lib.pipeline.reproduce.reproduce_command`),
             shown under the title.
-        code: the code that ran (:func:`medmeta_lib.pipeline.reproduce.code_version`), shown beside it.
+        code: the code that ran (:func:`medmeta_lib.config.code_version`), shown beside it.
 
     Example:
         >>> write_report(Path("runs/20240101-120000"), ["01_data_exploration"], {})  # doctest: +SKIP

@@ -4,26 +4,24 @@ A run folder's ``params.yaml`` records every value a notebook was given that was
 pipeline passes between notebooks). :func:`reproduce_command` turns it back into the ``medmeta run`` command that
 gives the same notebooks the same values, in a new run folder: ``--smoke`` when every notebook ran with its smoke
 parameters, ``--only`` when only some notebooks are in the folder, and one ``-p`` per changed value (``name=value``
-when every notebook that declares the name got that value, ``02.name=value`` otherwise). :func:`code_version` names
-the library version and, in a git checkout, the commit, since the same command on other code can give other numbers.
+when every notebook that declares the name got that value, ``02.name=value`` otherwise). The report names the
+code beside it (:func:`medmeta_lib.config.code_version`): the same command on other code can give other numbers.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
-import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
 
-from medmeta_lib.config import PROJECT_ROOT
 from medmeta_lib.pipeline.parameters import notebook_parameters, parse_overrides
 from medmeta_lib.pipeline.report_summary import changed_parameters
 
-__all__ = ["code_version", "reproduce_command"]
+__all__ = ["reproduce_command"]
 
 
 class _Notebook(Protocol):  # what reproduce_command reads of a registered notebook (runner.NotebookSpec)
@@ -95,26 +93,3 @@ def reproduce_command(run_dir: Path | str, notebooks: Sequence[_Notebook]) -> st
                 return None
             words += ["-p", argument]
     return " ".join(words)
-
-
-def code_version() -> str:
-    """The library's version and, in a git checkout, its commit (``+ local changes`` when files differ from it).
-
-    Example:
-        >>> code_version().startswith("medmeta_lib ")
-        True
-    """
-    from medmeta_lib import __version__
-
-    version = f"medmeta_lib {__version__}"
-    try:
-        git = ["git", "-C", str(PROJECT_ROOT)]
-        commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(
-            [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return version
-    if commit.returncode != 0 or not commit.stdout.strip():
-        return version
-    return f"{version}, commit {commit.stdout.strip()}" + (" + local changes" if dirty.stdout.strip() else "")

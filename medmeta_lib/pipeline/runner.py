@@ -34,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from medmeta_lib.config import PROJECT_ROOT, runs_dir
+from medmeta_lib.config import PROJECT_ROOT, code_version, runs_dir
 from medmeta_lib.data.sources import check_source
 from medmeta_lib.pipeline.html_export import export_html, install_mathjax
 from medmeta_lib.pipeline.parameters import (
@@ -44,7 +44,7 @@ from medmeta_lib.pipeline.parameters import (
     notebook_parameters,
 )
 from medmeta_lib.pipeline.report import write_report
-from medmeta_lib.pipeline.reproduce import code_version, reproduce_command
+from medmeta_lib.pipeline.reproduce import reproduce_command
 from medmeta_lib.runio import atomic_write_text
 
 # every registered learner (the smoke chain exercises them all; the defaults train fewer)

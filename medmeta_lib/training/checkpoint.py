@@ -5,7 +5,9 @@ Layout of a checkpoint file: a plain safetensors file whose header ``__metadata_
 * ``"format_version"``: ``"1"``,
 * ``"medmeta"``: the caller's metadata as a JSON string, and
 * ``"sha256"``: a SHA-256 over the format version, that JSON string and every tensor (name, dtype,
-  shape, bytes), so a truncated or edited file is refused instead of silently loaded.
+  shape, bytes), so a truncated or edited file is refused instead of silently loaded, and
+* ``"code"``: the code that wrote it (:func:`medmeta_lib.config.code_version`: library version, git commit);
+  provenance for a reader, not part of the checksum (files written before it have none).
 
 Optimiser, LR-scheduler and RNG states go into the same files through :mod:`medmeta_lib.training.train_state`
 (tensors in the file, the rest in the metadata), so a resumed run continues exactly like an
@@ -36,6 +38,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor, nn
 
+from medmeta_lib.config import code_version
+
 __all__ = [
     "FORMAT_VERSION",
     "Checkpoint",
@@ -53,11 +57,12 @@ _MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header
 
 @dataclass
 class Checkpoint:
-    """A loaded checkpoint: tensors, the caller's metadata and the file it came from."""
+    """A loaded checkpoint: tensors, the caller's metadata, the file it came from and the code that wrote it."""
 
     tensors: dict[str, Tensor]
     metadata: dict[str, Any] = field(default_factory=dict)
     path: Path = Path()
+    code: str | None = None  # e.g. "medmeta_lib 0.1.0, commit 1a2b3c4"; None for files written before it was kept
 
 
 # ---------------------------------------------------------------- JSON helpers
@@ -167,7 +172,12 @@ def save_checkpoint(path: str | Path, tensors: Mapping[str, Tensor], metadata: M
     # safetensors refuses tensors that share memory; give each its own contiguous CPU copy.
     data = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
     meta_json = json.dumps(to_json(dict(metadata), "metadata"), sort_keys=True)
-    header = {"format_version": FORMAT_VERSION, "medmeta": meta_json, "sha256": _digest(meta_json, data)}
+    header = {
+        "format_version": FORMAT_VERSION,
+        "medmeta": meta_json,
+        "sha256": _digest(meta_json, data),
+        "code": code_version(),
+    }
     blob = st_save(data, metadata=header)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -257,7 +267,8 @@ def load_checkpoint(path: str | Path, *, expect: Mapping[str, Any] | None = None
         raise _refuse(path, f"has unreadable metadata JSON ({err})") from None
     if expect is not None:
         _check_expect(path, metadata, expect, "")
-    return Checkpoint(tensors=dict(tensors), metadata=metadata, path=path)
+    code = meta.get("code")
+    return Checkpoint(tensors=dict(tensors), metadata=metadata, path=path, code=code if isinstance(code, str) else None)
 
 
 def _check_expect(path: Path, have: Any, want: Mapping[str, Any], prefix: str) -> None:

@@ -10,9 +10,10 @@ import pytest
 import yaml
 
 from medmeta_lib.cli.program import build_parser
+from medmeta_lib.config import code_version
 from medmeta_lib.pipeline import NOTEBOOKS, parse_overrides, runner
 from medmeta_lib.pipeline.report import render_report
-from medmeta_lib.pipeline.reproduce import code_version, reproduce_command
+from medmeta_lib.pipeline.reproduce import reproduce_command
 
 STEMS = [nb.stem for nb in NOTEBOOKS]
 

@@ -388,3 +388,20 @@ def test_load_backbone_with_encoder_prefix(tmp_path: Path) -> None:
     twin = load_backbone(p, expected_name="conv4", hidden=8)
     x = torch.rand(2, 1, 28, 28)
     torch.testing.assert_close(twin(x), net(x))
+
+
+def test_a_checkpoint_names_the_code_that_wrote_it(tmp_path: Path) -> None:
+    """The header records code_version() (not checksummed); a file written before that loads with code None."""
+    from safetensors.torch import save as st_save
+
+    from medmeta_lib.config import code_version
+
+    p = save_checkpoint(tmp_path / "new.safetensors", {"w": torch.ones(2)}, {"kind": "demo"})
+    loaded = load_checkpoint(p)
+    assert loaded.code == code_version() and loaded.metadata == {"kind": "demo"}  # the caller's metadata unchanged
+    data = {"w": torch.ones(2)}
+    meta_json = json.dumps({"kind": "demo"}, sort_keys=True)
+    header = {"format_version": ckpt.FORMAT_VERSION, "medmeta": meta_json, "sha256": ckpt._digest(meta_json, data)}
+    old = tmp_path / "old.safetensors"
+    old.write_bytes(st_save(data, metadata=header))  # as files were written before the code was kept
+    assert load_checkpoint(old).code is None and load_checkpoint(old).metadata == {"kind": "demo"}
