@@ -140,12 +140,15 @@ def code_version() -> str:
     version = f"medmeta_lib {VERSION}"
     try:
         git = ["git", "-C", str(PROJECT_ROOT)]
-        commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
+        commit = subprocess.run(
+            [*git, "rev-parse", "--show-toplevel", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        )
         dirty = subprocess.run(
             [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10
         )
     except (OSError, subprocess.SubprocessError):
         return version
-    if commit.returncode != 0 or not commit.stdout.strip():
-        return version
-    return f"{version}, commit {commit.stdout.strip()}" + (" + local changes" if dirty.stdout.strip() else "")
+    lines = commit.stdout.splitlines()
+    if commit.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() != PROJECT_ROOT.resolve():
+        return version  # not a checkout of this project (e.g. an installed copy inside another repository)
+    return f"{version}, commit {lines[1]}" + (" + local changes" if dirty.stdout.strip() else "")
