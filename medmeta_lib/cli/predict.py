@@ -175,6 +175,7 @@ def predict_command(a: argparse.Namespace) -> int:
         raise ValueError(f"--out {out} exists; pass --overwrite to replace it, or another --out")
     files = image_files(a.images)  # before the slow parts: a typo fails at once
     recipe = FewShotRecipe.load(a.recipe)
+    print(f"[predict] recipe {a.recipe}, saved by {recipe.code or 'an older version (not recorded)'}")
     if recipe.self_train and not a.unlabelled:
         raise ValueError(
             f"this recipe self-trains ({recipe.self_train} pseudo-labels per class, a K <= 2 run): pass --unlabelled "

@@ -140,6 +140,7 @@ class FewShotRecipe:
         self.members, self.encoder = list(members), encoder
         self.layers, self.classes, self.C = tuple(layers), tuple(classes), float(C)
         self.pooled = PooledLayers(encoder, self.layers)
+        self.code: str | None = None  # set by load: the code that saved the recipe
         self.probe_stats = probe_stats
         for m in self.members:
             if m.n_way != len(self.classes):
@@ -315,7 +316,7 @@ class FewShotRecipe:
             members.append(load_learner(member, expect_learner="protonet"))
         stats = (ck.tensors["probe.mean"].numpy(), ck.tensors["probe.std"].numpy()) if meta["probe"] else None
         tta = meta.get("tta", {"views": 0, "preset": "generic", "seed": 0})  # files before TTA: none
-        return cls(
+        recipe = cls(
             members,
             load_backbone(path),
             layers=meta["layers"],
@@ -328,3 +329,5 @@ class FewShotRecipe:
             self_train=int(meta.get("self_train", 0)),  # files before self-training: none
             image_size=meta.get("image_size"),  # files before it was recorded: not checked
         )
+        recipe.code = ck.code  # the code that saved it (None for files from before that was kept)
+        return recipe

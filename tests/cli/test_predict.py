@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from medmeta_lib.cli import main
+from medmeta_lib.config import code_version
 from medmeta_lib.data import load_collection
 from medmeta_lib.data.image_files import read_image
 from medmeta_lib.studies.fewshot_recipe import FewShotRecipe
@@ -64,7 +65,9 @@ def test_each_file_gets_the_recipes_own_prediction(recipe_run, tmp_path: Path, c
     assert [r["prediction"] for r in rows] == [recipe.classes[i] for i in expected.argmax(1)]
     grey = torch.stack([images[names.index(f"grey{i}.png")] for i in range(5)])
     assert np.allclose(grey.numpy(), np.load(npz)["test_images"][:5, None] / 255.0)  # the PNGs read as the .npz
-    assert "6 image(s) (uint8 scaling), each classified on its own, with 16 labelled" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "6 image(s) (uint8 scaling), each classified on its own, with 16 labelled" in printed
+    assert f"saved by {code_version()}" in printed and recipe.code == code_version()  # the code that made it
 
 
 def test_k_shot_draws_k_labelled_images_per_class(recipe_run, tmp_path: Path, capsys) -> None:
