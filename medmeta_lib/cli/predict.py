@@ -86,7 +86,13 @@ def image_files(paths: list[str]) -> list[Path]:
 
 
 def _source_scaling(source: str) -> str:
-    return "uint8" if source.startswith("medmnist:") or source.lower().endswith(".npz") else "minmax"
+    """How ``load_collection`` scales ``source``'s pixels (a source that is gone is taken as a folder's)."""
+    from medmeta_lib.data import source_kind
+
+    try:
+        return "uint8" if source_kind(source) in ("medmnist", "npz") else "minmax"
+    except (OSError, ValueError):
+        return "minmax"
 
 
 def file_scaling(support: str, recipe_dir: str | Path, scale: str = "auto") -> tuple[str, str | None]:
@@ -123,14 +129,11 @@ def _support(a: argparse.Namespace, recipe: Any) -> tuple[Any, Any]:
     """The labelled images and labels the recipe adapts to, their classes checked against the recipe's."""
     import torch
 
-    from medmeta_lib.data import load_collection
+    from medmeta_lib.data import load_collection, source_kind
 
     size = recipe.image_size or 28
-    options = (
-        {"channels": recipe.channels}
-        if recipe.channels and (Path(a.support).is_dir() or a.support.endswith(".csv"))
-        else {}
-    )
+    read_from_files = source_kind(a.support) in ("folder", "csv")  # these take channels= (a .npz has its own)
+    options = {"channels": recipe.channels} if recipe.channels and read_from_files else {}
     col = load_collection(a.support, image_size=size, split="train", seed=a.seed, **options)
     if tuple(col.class_names) != tuple(recipe.classes):
         raise ValueError(

@@ -9,7 +9,7 @@ from typing import Any
 
 from medmeta_lib.data.collection import ImageCollection
 
-__all__ = ["SOURCE_HELP", "check_source", "load_collection"]
+__all__ = ["SOURCE_HELP", "check_source", "load_collection", "source_kind"]
 
 SOURCE_HELP = (
     "a source is one of: 'synthetic' (MedSynth, offline default); 'medmnist:<name>' (e.g. "
@@ -33,8 +33,17 @@ def _check_options(source: str, kind: str, kw: dict[str, Any], *loaders: Callabl
         )
 
 
-def _kind(source: str) -> str:
-    """What ``source`` names: ``synthetic``, ``medmnist``, ``npz``, ``csv`` or ``folder`` (nothing is read)."""
+def source_kind(source: str) -> str:
+    """What ``source`` names: ``synthetic``, ``medmnist``, ``npz``, ``csv`` or ``folder`` (nothing is read).
+
+    Raises:
+        FileNotFoundError: a path-like source that is not there.
+        ValueError: a string that is no kind of source.
+
+    Example:
+        >>> source_kind("medmnist:pneumoniamnist"), source_kind("labels.CSV")
+        ('medmnist', 'csv')
+    """
     if not isinstance(source, str) or not source:
         raise ValueError(f"source must be a non-empty string; {SOURCE_HELP}")
     if source == "synthetic":
@@ -70,7 +79,7 @@ def check_source(source: str, *, image_size: int = 28, data_dir: str | None = No
         ...
         FileNotFoundError: source 'scans/missing.npz': no such file ...
     """
-    kind = _kind(source)
+    kind = source_kind(source)
     if kind == "medmnist":
         from medmeta_lib.data.medmnist import medmnist_path
 
@@ -113,7 +122,7 @@ def load_collection(
         raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
     if not isinstance(image_size, int) or image_size < 8:
         raise ValueError(f"image_size must be an integer >= 8, got {image_size!r}")
-    kind = _kind(source)
+    kind = source_kind(source)
     if kind == "synthetic":
         from medmeta_lib.data.synthetic import MedSynth
 
